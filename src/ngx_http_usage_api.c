@@ -1,0 +1,1347 @@
+
+/*
+ * The HTTP API: routing, request bodies, validation and responses.
+ * Store access goes through ngx_http_usage_store.c, which copies results
+ * out under the lock; everything here runs without it.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_json.h"
+#include "ngx_http_usage_util.h"
+
+
+typedef enum {
+    NGX_HTTP_USAGE_ROUTE_NONE = 0,
+    NGX_HTTP_USAGE_ROUTE_ROOT,
+    NGX_HTTP_USAGE_ROUTE_DOCS,
+    NGX_HTTP_USAGE_ROUTE_HEALTH,
+    NGX_HTTP_USAGE_ROUTE_READY,
+    NGX_HTTP_USAGE_ROUTE_INFO,
+    NGX_HTTP_USAGE_ROUTE_EVENTS,
+    NGX_HTTP_USAGE_ROUTE_STATS,
+    NGX_HTTP_USAGE_ROUTE_SUMMARY,
+    NGX_HTTP_USAGE_ROUTE_HISTORY
+} ngx_http_usage_route_e;
+
+
+typedef struct {
+    ngx_http_usage_route_e       route;
+    ngx_str_t                    path;       /* as routed */
+    ngx_str_t                    entity;     /* {entityId} segment */
+    unsigned                     raw:1;      /* path is still %-encoded */
+} ngx_http_usage_route_t;
+
+
+static void ngx_http_usage_route(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt);
+static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt);
+static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r);
+static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_summary(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt, ngx_uint_t history);
+static ngx_int_t ngx_http_usage_stats(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_health(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_ready(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_info(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_root(ngx_http_request_t *r,
+    ngx_uint_t docs);
+static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
+    int64_t ms);
+static ngx_int_t ngx_http_usage_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_usage_out_t *out);
+static ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r,
+    ngx_str_t *errors, ngx_uint_t n);
+static ngx_int_t ngx_http_usage_begin(ngx_http_request_t *r,
+    ngx_http_usage_out_t *out, ngx_uint_t envelope);
+
+
+#define ngx_http_usage_zone_of(r)                                            \
+    ((ngx_http_usage_zone_t *)                                               \
+        ((ngx_http_usage_loc_conf_t *)                                       \
+            ngx_http_get_module_loc_conf(r, ngx_http_usage_module))          \
+        ->api_zone->data)
+
+
+#define ngx_http_usage_is(s, lit)                                            \
+    ((s)->len == sizeof(lit) - 1                                             \
+     && ngx_strncasecmp((s)->data, (u_char *) lit, sizeof(lit) - 1) == 0)
+
+
+static ngx_str_t  ngx_http_usage_allow_events =
+    ngx_string("GET, HEAD, POST, OPTIONS");
+static ngx_str_t  ngx_http_usage_allow_read = ngx_string("GET, HEAD, OPTIONS");
+
+
+ngx_int_t
+ngx_http_usage_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_uint_t               read;
+    ngx_http_usage_route_t   rt;
+
+    ngx_http_usage_route(r, &rt);
+
+    if (r->method == NGX_HTTP_OPTIONS) {
+        return ngx_http_usage_preflight(r);
+    }
+
+    if (rt.route == NGX_HTTP_USAGE_ROUTE_NONE) {
+        return ngx_http_usage_not_found(r);
+    }
+
+    if (rt.route == NGX_HTTP_USAGE_ROUTE_EVENTS
+        && r->method == NGX_HTTP_POST)
+    {
+        return ngx_http_usage_post_event(r);
+    }
+
+    read = r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD);
+
+    if (!read) {
+        return ngx_http_usage_not_allowed(r, &rt);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    switch (rt.route) {
+
+    case NGX_HTTP_USAGE_ROUTE_ROOT:
+        return ngx_http_usage_root(r, 0);
+
+    case NGX_HTTP_USAGE_ROUTE_DOCS:
+        return ngx_http_usage_root(r, 1);
+
+    case NGX_HTTP_USAGE_ROUTE_HEALTH:
+        return ngx_http_usage_health(r);
+
+    case NGX_HTTP_USAGE_ROUTE_READY:
+        return ngx_http_usage_ready(r);
+
+    case NGX_HTTP_USAGE_ROUTE_INFO:
+        return ngx_http_usage_info(r);
+
+    case NGX_HTTP_USAGE_ROUTE_EVENTS:
+        return ngx_http_usage_list_events(r);
+
+    case NGX_HTTP_USAGE_ROUTE_STATS:
+        return ngx_http_usage_stats(r);
+
+    case NGX_HTTP_USAGE_ROUTE_SUMMARY:
+        return ngx_http_usage_summary(r, &rt, 0);
+
+    default: /* NGX_HTTP_USAGE_ROUTE_HISTORY */
+        return ngx_http_usage_summary(r, &rt, 1);
+    }
+}
+
+
+/* /health and /ready are the balancer's probes: never self-tracked */
+
+ngx_uint_t
+ngx_http_usage_untracked_route(ngx_http_request_t *r)
+{
+    ngx_http_usage_route_t  rt;
+
+    ngx_http_usage_route(r, &rt);
+
+    return rt.route == NGX_HTTP_USAGE_ROUTE_HEALTH
+           || rt.route == NGX_HTTP_USAGE_ROUTE_READY;
+}
+
+
+/*
+ * Routes are matched on the path as the client sent it, so that %2F in an
+ * entity id stays inside its segment, as in Express; after a rewrite or an
+ * internal redirect the (decoded) current URI is all there is.  Route words
+ * match case-insensitively and one trailing slash is tolerated, as Express's
+ * default router does.
+ */
+
+static void
+ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
+{
+    u_char     *slash;
+    ngx_str_t   path, rest, tail;
+
+    ngx_memzero(rt, sizeof(ngx_http_usage_route_t));
+
+    if (r->valid_unparsed_uri && r->unparsed_uri.len) {
+        path = r->unparsed_uri;
+
+        slash = ngx_strlchr(path.data, path.data + path.len, '?');
+        if (slash) {
+            path.len = slash - path.data;
+        }
+
+        rt->raw = 1;
+
+    } else {
+        path = r->uri;
+    }
+
+    rt->path = path;
+
+    if (path.len > 1 && path.data[path.len - 1] == '/') {
+        path.len--;
+    }
+
+    if (ngx_http_usage_is(&path, "/")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_ROOT;
+
+    } else if (ngx_http_usage_is(&path, "/health")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_HEALTH;
+
+    } else if (ngx_http_usage_is(&path, "/ready")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_READY;
+
+    } else if (ngx_http_usage_is(&path, "/info")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_INFO;
+
+    } else if (ngx_http_usage_is(&path, "/docs")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_DOCS;
+
+    } else if (ngx_http_usage_is(&path, "/v1/events")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_EVENTS;
+
+    } else if (path.len > sizeof("/v1/usage/") - 1
+               && ngx_strncasecmp(path.data, (u_char *) "/v1/usage/",
+                                  sizeof("/v1/usage/") - 1) == 0)
+    {
+        rest.data = path.data + sizeof("/v1/usage/") - 1;
+        rest.len = path.len - (sizeof("/v1/usage/") - 1);
+
+        slash = ngx_strlchr(rest.data, rest.data + rest.len, '/');
+
+        if (slash == NULL) {
+            rt->route = ngx_http_usage_is(&rest, "stats")
+                        ? NGX_HTTP_USAGE_ROUTE_STATS
+                        : NGX_HTTP_USAGE_ROUTE_SUMMARY;
+            rt->entity = rest;
+
+        } else {
+            tail.data = slash + 1;
+            tail.len = rest.data + rest.len - tail.data;
+            rest.len = slash - rest.data;
+
+            if (rest.len && ngx_http_usage_is(&tail, "history")) {
+                rt->route = NGX_HTTP_USAGE_ROUTE_HISTORY;
+                rt->entity = rest;
+            }
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_usage_preflight(ngx_http_request_t *r)
+{
+    ngx_int_t              rc;
+    ngx_str_t              value;
+    ngx_list_part_t       *part;
+    ngx_table_elt_t       *h;
+    ngx_uint_t             i;
+    ngx_http_usage_ctx_t  *ctx;
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_http_usage_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->own_body = 1;
+
+    ngx_str_set(&value, "GET,POST,OPTIONS");
+    if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Methods", &value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Access-Control-Request-Headers") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Access-Control-Request-Headers",
+                               h[i].key.len) == 0)
+        {
+            if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Headers",
+                                          &h[i].value)
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_str_set(&value, "Access-Control-Request-Headers");
+            if (ngx_http_usage_add_header_lit(r, "Vary", &value) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            break;
+        }
+    }
+
+    ngx_str_set(&value, NGX_HTTP_USAGE_CORS_MAX_AGE);
+    if (ngx_http_usage_add_header_lit(r, "Access-Control-Max-Age", &value)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
+
+
+static ngx_int_t
+ngx_http_usage_not_allowed(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t   msg, *allow;
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    allow = (rt->route == NGX_HTTP_USAGE_ROUTE_EVENTS)
+            ? &ngx_http_usage_allow_events : &ngx_http_usage_allow_read;
+
+    if (ngx_http_usage_add_header_lit(r, "Allow", allow) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, r->method_name.len + rt->path.len + 64);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+    msg.len = ngx_sprintf(p, "Method %V is not allowed on %V; allowed: %V",
+                          &r->method_name, &rt->path, allow)
+              - p;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                     "METHOD_NOT_ALLOWED", &msg);
+}
+
+
+static ngx_int_t
+ngx_http_usage_not_found(ngx_http_request_t *r)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t   msg, path;
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_usage_request_path(r, &path) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, r->method_name.len + path.len + 32);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+    msg.len = ngx_sprintf(p, "Route %V %V not found", &r->method_name, &path)
+              - p;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_NOT_FOUND, "NOT_FOUND", &msg);
+}
+
+
+static ngx_int_t
+ngx_http_usage_post_event(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+    ngx_str_t  msg;
+
+    if ((r->headers_in.content_length_n > 0 || r->headers_in.chunked)
+        && ngx_http_usage_json_content_type(r) != NGX_OK)
+    {
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_str_set(&msg, "Content-Type must be application/json");
+
+        return ngx_http_usage_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                         "UNSUPPORTED_MEDIA_TYPE", &msg);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_usage_post_event_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        /* e.g. 413: the filter turns nginx's page into the JSON envelope */
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_usage_post_event_body(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_str_t                   body, error;
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_zone_t      *zone;
+    ngx_http_usage_limits_t     limits;
+    ngx_http_usage_record_t     rec;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+    zone = ulcf->api_zone->data;
+
+    if (ngx_http_usage_read_body(r, &body) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    limits.metadata_max_size = ulcf->metadata_max_size;
+    limits.metadata_max_depth = ulcf->metadata_max_depth;
+
+    rc = ngx_http_usage_parse_event(r->pool, body.data, body.len, &limits,
+                                    &rec, &error);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r,
+                             ngx_http_usage_bad_request(r, &error, 1));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_usage_uuid_v4(rec.id);
+
+    if (ngx_http_usage_store_insert(zone, &rec, ngx_http_usage_now())
+        != NGX_OK)
+    {
+        ngx_str_set(&error, "The usage store cannot hold this event");
+        ngx_http_finalize_request(r,
+               ngx_http_usage_send_error(r, NGX_HTTP_INSUFFICIENT_STORAGE,
+                                         "STORE_FULL", &error));
+        return;
+    }
+
+    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_usage_out_event(&out, &rec);
+    ngx_http_usage_out_lit(&out, "}");
+
+    ngx_http_finalize_request(r,
+                              ngx_http_usage_send(r, NGX_HTTP_CREATED, &out));
+}
+
+
+/* application/json or application/<anything>+json, charset utf-8 if any */
+
+static ngx_int_t
+ngx_http_usage_json_content_type(ngx_http_request_t *r)
+{
+    u_char  *p, *end, *type_end, *semi;
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = r->headers_in.content_type->value.data;
+    end = p + r->headers_in.content_type->value.len;
+
+    semi = ngx_strlchr(p, end, ';');
+    type_end = semi ? semi : end;
+
+    while (type_end > p && (type_end[-1] == ' ' || type_end[-1] == '\t')) {
+        type_end--;
+    }
+
+    if (!((type_end - p == 16
+           && ngx_strncasecmp(p, (u_char *) "application/json", 16) == 0)
+          || (type_end - p > 17
+              && ngx_strncasecmp(p, (u_char *) "application/", 12) == 0
+              && ngx_strncasecmp(type_end - 5, (u_char *) "+json", 5) == 0)))
+    {
+        return NGX_DECLINED;
+    }
+
+    /* look for a charset parameter; only UTF-8 is JSON's encoding here */
+
+    for (p = semi; p && p < end; p = ngx_strlchr(p + 1, end, ';')) {
+        p++;
+
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (end - p < 8 || ngx_strncasecmp(p, (u_char *) "charset=", 8) != 0) {
+            continue;
+        }
+
+        p += 8;
+        semi = ngx_strlchr(p, end, ';');
+        type_end = semi ? semi : end;
+
+        while (type_end > p && (type_end[-1] == ' ' || type_end[-1] == '\t')) {
+            type_end--;
+        }
+
+        if (type_end - p >= 2 && *p == '"' && type_end[-1] == '"') {
+            p++;
+            type_end--;
+        }
+
+        if (!((type_end - p == 5
+               && ngx_strncasecmp(p, (u_char *) "utf-8", 5) == 0)
+              || (type_end - p == 4
+                  && ngx_strncasecmp(p, (u_char *) "utf8", 4) == 0)))
+        {
+            return NGX_DECLINED;
+        }
+
+        p = type_end;
+        if (p >= end) {
+            break;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the whole body in one piece, wherever nginx buffered it */
+
+static ngx_int_t
+ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+    for ( /* void */ ; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, len ? len : 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    /* bounded by client_max_body_size: a large body arrives in a temp file */
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_list_events(ngx_http_request_t *r)
+{
+    ngx_str_t               s, errors[2], entity, type;
+    ngx_uint_t              n, i;
+    ngx_http_usage_out_t    out;
+    ngx_http_usage_list_t   q;
+    ngx_http_usage_record_t  *rec;
+
+    ngx_memzero(&q, sizeof(ngx_http_usage_list_t));
+    q.limit = 100;
+    n = 0;
+
+    if (ngx_http_usage_arg(&r->args, "limit", &s) == NGX_OK
+        && ngx_http_usage_parse_decimal(&s, 1000, &q.limit) != NGX_OK)
+    {
+        q.limit = 0;
+    }
+
+    if (q.limit == 0) {
+        ngx_str_set(&errors[n], "limit must be between 1 and 1000");
+        n++;
+    }
+
+    if (ngx_http_usage_arg(&r->args, "offset", &s) == NGX_OK
+        && ngx_http_usage_parse_decimal(&s, NGX_MAX_INT_T_VALUE / 2, &q.offset)
+           != NGX_OK)
+    {
+        ngx_str_set(&errors[n], "offset must be 0 or greater");
+        n++;
+    }
+
+    if (n) {
+        return ngx_http_usage_bad_request(r, errors, n);
+    }
+
+    /* an empty filter is no filter, as in the old service */
+
+    if (ngx_http_usage_arg(&r->args, "entityId", &s) == NGX_OK && s.len) {
+        if (ngx_http_usage_unescape_query(r->pool, &s, &entity) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        q.entity = &entity;
+    }
+
+    if (ngx_http_usage_arg(&r->args, "eventType", &s) == NGX_OK && s.len) {
+        if (ngx_http_usage_unescape_query(r->pool, &s, &type) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        q.type = &type;
+    }
+
+    if (ngx_http_usage_store_list(ngx_http_usage_zone_of(r), r->pool, &q,
+                                  ngx_http_usage_now())
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"events\":[");
+
+    rec = q.records.elts;
+    for (i = 0; i < q.records.nelts; i++) {
+        if (i) {
+            ngx_http_usage_out_lit(&out, ",");
+        }
+
+        ngx_http_usage_out_event(&out, &rec[i]);
+    }
+
+    ngx_http_usage_out_lit(&out, "],\"pagination\":{\"total\":");
+    ngx_http_usage_out_uint(&out, q.total);
+    ngx_http_usage_out_lit(&out, ",\"limit\":");
+    ngx_http_usage_out_uint(&out, q.limit);
+    ngx_http_usage_out_lit(&out, ",\"offset\":");
+    ngx_http_usage_out_uint(&out, q.offset);
+
+    if (q.offset + q.limit < q.total) {
+        ngx_http_usage_out_lit(&out, ",\"hasMore\":true}}}");
+
+    } else {
+        ngx_http_usage_out_lit(&out, ",\"hasMore\":false}}}");
+    }
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/* a since/until bound: absent is fine, present must be an ISO-8601 date */
+
+static ngx_int_t
+ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value, int64_t *ms)
+{
+    ngx_str_t  s;
+
+    ngx_str_null(value);
+
+    if (ngx_http_usage_arg(&r->args, name, &s) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_usage_unescape_query(r->pool, &s, value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_usage_parse_iso(value->data, value->len, ms) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
+    ngx_uint_t history)
+{
+    int64_t                   now, start;
+    ngx_int_t                 rc;
+    ngx_str_t                 since, until, interval, errors[5];
+    ngx_uint_t                i, n, flags;
+    ngx_http_usage_out_t      out;
+    ngx_http_usage_zone_t    *zone;
+    ngx_http_usage_range_t    q;
+    ngx_http_usage_count_t   *c;
+    ngx_http_usage_bucket_t  *b;
+
+    ngx_memzero(&q, sizeof(ngx_http_usage_range_t));
+    n = 0;
+
+    if (rt->raw) {
+        rc = ngx_http_usage_unescape_path(r->pool, &rt->entity, &q.entity);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_str_set(&errors[0], "entityId must be valid URL-encoded "
+                                    "UTF-8");
+            return ngx_http_usage_bad_request(r, errors, 1);
+        }
+
+    } else {
+        q.entity = rt->entity;
+
+        if (ngx_http_usage_utf8_valid(q.entity.data, q.entity.len) != NGX_OK)
+        {
+            ngx_str_set(&errors[0], "entityId must be valid UTF-8");
+            return ngx_http_usage_bad_request(r, errors, 1);
+        }
+    }
+
+    flags = ngx_http_usage_check_name(&q.entity, 255);
+
+    if (flags & NGX_HTTP_USAGE_NAME_EMPTY) {
+        ngx_str_set(&errors[n], "entityId is required");
+        n++;
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_CONTROL) {
+        ngx_str_set(&errors[n],
+                    "entityId must not contain control characters");
+        n++;
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_LONG) {
+        ngx_str_set(&errors[n], "entityId must be 255 characters or less");
+        n++;
+    }
+
+    q.since = INT64_MIN;
+    q.until = INT64_MAX;
+
+    rc = ngx_http_usage_time_arg(r, "since", &since, &q.since);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&errors[n], "since must be a valid ISO8601 date");
+        n++;
+    }
+
+    rc = ngx_http_usage_time_arg(r, "until", &until, &q.until);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&errors[n], "until must be a valid ISO8601 date");
+        n++;
+    }
+
+    q.bucket = NGX_HTTP_USAGE_HOUR;
+    ngx_str_set(&interval, "hour");
+
+    if (history && ngx_http_usage_arg(&r->args, "interval", &interval)
+                   == NGX_OK)
+    {
+        if (ngx_http_usage_is(&interval, "minute")
+            && ngx_strncmp(interval.data, "minute", 6) == 0)
+        {
+            q.bucket = NGX_HTTP_USAGE_MINUTE;
+
+        } else if (ngx_http_usage_is(&interval, "hour")
+                   && ngx_strncmp(interval.data, "hour", 4) == 0)
+        {
+            q.bucket = NGX_HTTP_USAGE_HOUR;
+
+        } else if (ngx_http_usage_is(&interval, "day")
+                   && ngx_strncmp(interval.data, "day", 3) == 0)
+        {
+            q.bucket = NGX_HTTP_USAGE_DAY;
+
+        } else {
+            ngx_str_set(&errors[n], "interval must be minute, hour, or day");
+            n++;
+        }
+    }
+
+    if (n) {
+        return ngx_http_usage_bad_request(r, errors, n);
+    }
+
+    zone = ngx_http_usage_zone_of(r);
+    now = ngx_http_usage_now();
+
+    rc = history ? ngx_http_usage_store_history(zone, r->pool, &q, now)
+                 : ngx_http_usage_store_summary(zone, r->pool, &q, now);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"entityId\":");
+    ngx_http_usage_out_string(&out, q.entity.data, q.entity.len);
+
+    if (history) {
+        ngx_http_usage_out_lit(&out, ",\"interval\":");
+        ngx_http_usage_out_string(&out, interval.data, interval.len);
+        ngx_http_usage_out_lit(&out, ",\"dataPoints\":[");
+
+        b = q.buckets.elts;
+        for (i = 0; i < q.buckets.nelts; i++) {
+            if (i) {
+                ngx_http_usage_out_lit(&out, ",");
+            }
+
+            ngx_http_usage_out_lit(&out, "{\"timestamp\":");
+            ngx_http_usage_out_iso(&out, b[i].time);
+            ngx_http_usage_out_lit(&out, ",\"count\":");
+            ngx_http_usage_out_uint(&out, b[i].count);
+            ngx_http_usage_out_lit(&out, "}");
+        }
+
+        ngx_http_usage_out_lit(&out, "]");
+
+    } else {
+        ngx_http_usage_out_lit(&out, ",\"totalEvents\":");
+        ngx_http_usage_out_uint(&out, q.total);
+        ngx_http_usage_out_lit(&out, ",\"byEventType\":{");
+
+        c = q.counts.elts;
+        for (i = 0; i < q.counts.nelts; i++) {
+            if (i) {
+                ngx_http_usage_out_lit(&out, ",");
+            }
+
+            ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
+            ngx_http_usage_out_lit(&out, ":");
+            ngx_http_usage_out_uint(&out, c[i].count);
+        }
+
+        ngx_http_usage_out_lit(&out, "}");
+    }
+
+    /* the period echoes the query as given, or the defaults */
+
+    ngx_http_usage_out_lit(&out, ",\"period\":{\"since\":");
+
+    if (since.data) {
+        ngx_http_usage_out_string(&out, since.data, since.len);
+
+    } else {
+        start = ngx_http_usage_store_start_time(zone);
+        ngx_http_usage_out_iso(&out, start);
+    }
+
+    ngx_http_usage_out_lit(&out, ",\"until\":");
+
+    if (until.data) {
+        ngx_http_usage_out_string(&out, until.data, until.len);
+
+    } else {
+        ngx_http_usage_out_iso(&out, now);
+    }
+
+    ngx_http_usage_out_lit(&out, "}}}");
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+static ngx_int_t
+ngx_http_usage_stats(ngx_http_request_t *r)
+{
+    int64_t                  now;
+    ngx_uint_t               i;
+    ngx_http_usage_out_t     out;
+    ngx_http_usage_stats_t   st;
+    ngx_http_usage_count_t  *c;
+
+    now = ngx_http_usage_now();
+
+    if (ngx_http_usage_store_stats(ngx_http_usage_zone_of(r), r->pool, &st, 1,
+                                   now)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"totalEvents\":");
+    ngx_http_usage_out_uint(&out, st.total);
+    ngx_http_usage_out_lit(&out, ",\"eventsLastHour\":");
+    ngx_http_usage_out_uint(&out, st.last_hour);
+    ngx_http_usage_out_lit(&out, ",\"uniqueEntities\":");
+    ngx_http_usage_out_uint(&out, st.entities);
+    ngx_http_usage_out_lit(&out, ",\"eventTypes\":{");
+
+    c = st.types.elts;
+    for (i = 0; i < st.types.nelts; i++) {
+        if (i) {
+            ngx_http_usage_out_lit(&out, ",");
+        }
+
+        ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
+        ngx_http_usage_out_lit(&out, ":");
+        ngx_http_usage_out_uint(&out, c[i].count);
+    }
+
+    ngx_http_usage_out_lit(&out, "},\"uptime\":");
+    ngx_http_usage_out_uptime(&out, now - st.start_time);
+    ngx_http_usage_out_lit(&out, ",\"startTime\":");
+    ngx_http_usage_out_iso(&out, st.start_time);
+
+    ngx_http_usage_out_lit(&out, ",\"store\":{\"maxEvents\":");
+    ngx_http_usage_out_uint(&out, st.max_events);
+    ngx_http_usage_out_lit(&out, ",\"events\":");
+    ngx_http_usage_out_uint(&out, st.total);
+    ngx_http_usage_out_lit(&out, ",\"recorded\":");
+    ngx_http_usage_out_uint(&out, st.recorded);
+    ngx_http_usage_out_lit(&out, ",\"evictions\":");
+    ngx_http_usage_out_uint(&out, st.evicted);
+    ngx_http_usage_out_lit(&out, ",\"expired\":");
+    ngx_http_usage_out_uint(&out, st.expired);
+    ngx_http_usage_out_lit(&out, ",\"drops\":");
+    ngx_http_usage_out_uint(&out, st.dropped);
+    ngx_http_usage_out_lit(&out, ",\"zoneBytesUsed\":");
+    ngx_http_usage_out_uint(&out, st.bytes_used);
+    ngx_http_usage_out_lit(&out, ",\"zoneBytesFree\":");
+    ngx_http_usage_out_uint(&out, st.bytes_free);
+    ngx_http_usage_out_lit(&out, "}}}");
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/* the balancer's health check: cheap, and never takes the store's lock */
+
+static ngx_int_t
+ngx_http_usage_health(ngx_http_request_t *r)
+{
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"status\":\"healthy\",\"timestamp\":");
+    ngx_http_usage_out_iso(&out, ngx_http_usage_now());
+    ngx_http_usage_out_lit(&out, ",\"service\":");
+    ngx_http_usage_out_string(&out, ulcf->service_name.data,
+                              ulcf->service_name.len);
+    ngx_http_usage_out_lit(&out, ",\"version\":");
+    ngx_http_usage_out_string(&out, ulcf->service_version.data,
+                              ulcf->service_version.len);
+    ngx_http_usage_out_lit(&out, "}");
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/*
+ * Readiness: a worker that is shutting down (QUIT, reload, upgrade) says
+ * so, so that a balancer stops sending it new requests while the ones in
+ * flight finish.
+ */
+
+static ngx_int_t
+ngx_http_usage_ready(ngx_http_request_t *r)
+{
+    ngx_uint_t              exiting, store_ok;
+    ngx_http_usage_out_t    out;
+    ngx_http_usage_zone_t  *zone;
+
+    zone = ngx_http_usage_zone_of(r);
+
+    exiting = (ngx_exiting || ngx_quit || ngx_terminate);
+    store_ok = (zone->sh != NULL && zone->shpool != NULL);
+
+    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (exiting || !store_ok) {
+        ngx_http_usage_out_lit(&out, "{\"status\":\"not_ready\"");
+
+    } else {
+        ngx_http_usage_out_lit(&out, "{\"status\":\"ready\"");
+    }
+
+    ngx_http_usage_out_lit(&out, ",\"timestamp\":");
+    ngx_http_usage_out_iso(&out, ngx_http_usage_now());
+
+    if (exiting) {
+        ngx_http_usage_out_lit(&out,
+                               ",\"checks\":{\"service\":\"shutting_down\"");
+    } else {
+        ngx_http_usage_out_lit(&out, ",\"checks\":{\"service\":\"ok\"");
+    }
+
+    if (store_ok) {
+        ngx_http_usage_out_lit(&out, ",\"store\":\"ok\"}}");
+
+    } else {
+        ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"}}");
+    }
+
+    return ngx_http_usage_send(r, (exiting || !store_ok)
+                                  ? NGX_HTTP_SERVICE_UNAVAILABLE
+                                  : NGX_HTTP_OK,
+                               &out);
+}
+
+
+static ngx_int_t
+ngx_http_usage_info(ngx_http_request_t *r)
+{
+    int64_t                     now;
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_stats_t      st;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+    now = ngx_http_usage_now();
+
+    if (ngx_http_usage_store_stats(ngx_http_usage_zone_of(r), r->pool, &st, 0,
+                                   now)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"service\":");
+    ngx_http_usage_out_string(&out, ulcf->service_name.data,
+                              ulcf->service_name.len);
+    ngx_http_usage_out_lit(&out, ",\"version\":");
+    ngx_http_usage_out_string(&out, ulcf->service_version.data,
+                              ulcf->service_version.len);
+    ngx_http_usage_out_lit(&out, ",\"environment\":");
+    ngx_http_usage_out_string(&out, ulcf->environment.data,
+                              ulcf->environment.len);
+    ngx_http_usage_out_lit(&out, ",\"uptime\":");
+    ngx_http_usage_out_uptime(&out, now - st.start_time);
+    ngx_http_usage_out_lit(&out, ",\"stats\":{\"totalEvents\":");
+    ngx_http_usage_out_uint(&out, st.total);
+    ngx_http_usage_out_lit(&out, ",\"eventsLastHour\":");
+    ngx_http_usage_out_uint(&out, st.last_hour);
+    ngx_http_usage_out_lit(&out, ",\"uniqueEntities\":");
+    ngx_http_usage_out_uint(&out, st.entities);
+    ngx_http_usage_out_lit(&out, "}}");
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+static ngx_int_t
+ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
+{
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"service\":");
+    ngx_http_usage_out_string(&out, ulcf->service_name.data,
+                              ulcf->service_name.len);
+    ngx_http_usage_out_lit(&out, ",\"version\":");
+    ngx_http_usage_out_string(&out, ulcf->service_version.data,
+                              ulcf->service_version.len);
+
+    if (docs) {
+        ngx_http_usage_out_lit(&out,
+            ",\"routes\":["
+            "{\"method\":\"POST\",\"path\":\"/v1/events\","
+             "\"description\":\"Record a usage event\"},"
+            "{\"method\":\"GET\",\"path\":\"/v1/events\","
+             "\"description\":\"List events, newest first\","
+             "\"query\":[\"entityId\",\"eventType\",\"limit\",\"offset\"]},"
+            "{\"method\":\"GET\",\"path\":\"/v1/usage/stats\","
+             "\"description\":\"Global statistics\"},"
+            "{\"method\":\"GET\",\"path\":\"/v1/usage/{entityId}\","
+             "\"description\":\"Usage summary of an entity\","
+             "\"query\":[\"since\",\"until\"]},"
+            "{\"method\":\"GET\",\"path\":\"/v1/usage/{entityId}/history\","
+             "\"description\":\"Usage of an entity in time buckets\","
+             "\"query\":[\"since\",\"until\",\"interval\"]},"
+            "{\"method\":\"GET\",\"path\":\"/health\","
+             "\"description\":\"Liveness\"},"
+            "{\"method\":\"GET\",\"path\":\"/ready\","
+             "\"description\":\"Readiness\"},"
+            "{\"method\":\"GET\",\"path\":\"/info\","
+             "\"description\":\"Service information\"}]}");
+
+    } else {
+        ngx_http_usage_out_lit(&out,
+            ",\"documentation\":\"/docs\",\"health\":\"/health\","
+            "\"api\":{\"events\":\"/v1/events\",\"usage\":\"/v1/usage\"}}");
+    }
+
+    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/* {"ms":N,"human":"1h 2m"}: the two largest units, floored */
+
+static void
+ngx_http_usage_out_uptime(ngx_http_usage_out_t *out, int64_t ms)
+{
+    u_char    buf[64], *p;
+    uint64_t  s;
+
+    if (ms < 0) {
+        ms = 0;
+    }
+
+    s = ms / 1000;
+
+    if (s >= 86400) {
+        p = ngx_sprintf(buf, "%uLd %uLh", s / 86400, s % 86400 / 3600);
+
+    } else if (s >= 3600) {
+        p = ngx_sprintf(buf, "%uLh %uLm", s / 3600, s % 3600 / 60);
+
+    } else if (s >= 60) {
+        p = ngx_sprintf(buf, "%uLm %uLs", s / 60, s % 60);
+
+    } else {
+        p = ngx_sprintf(buf, "%uLs", s);
+    }
+
+    ngx_http_usage_out_lit(out, "{\"ms\":");
+    ngx_http_usage_out_uint(out, (uint64_t) ms);
+    ngx_http_usage_out_lit(out, ",\"human\":");
+    ngx_http_usage_out_string(out, buf, p - buf);
+    ngx_http_usage_out_lit(out, "}");
+}
+
+
+static ngx_int_t
+ngx_http_usage_begin(ngx_http_request_t *r, ngx_http_usage_out_t *out,
+    ngx_uint_t envelope)
+{
+    if (ngx_http_usage_out_init(out, r->pool, 1024) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (envelope) {
+        ngx_http_usage_out_lit(out, "{\"success\":true,\"data\":");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
+    ngx_uint_t n)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   msg;
+    ngx_uint_t  i;
+
+    len = 0;
+    for (i = 0; i < n; i++) {
+        len += errors[i].len + 2;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, errors[i].data, errors[i].len);
+    }
+
+    msg.len = p - msg.data;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "VALIDATION_ERROR", &msg);
+}
+
+
+ngx_int_t
+ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, ngx_str_t *message)
+{
+    ngx_str_t              body;
+    ngx_http_usage_out_t   out;
+
+    if (ngx_http_usage_error_body(r, code, message, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out.start = body.data;
+    out.pos = body.data + body.len;
+    out.end = out.pos;
+    out.pool = r->pool;
+    out.failed = 0;
+
+    return ngx_http_usage_send(r, status, &out);
+}
+
+
+static ngx_int_t
+ngx_http_usage_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_usage_out_t *out)
+{
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_chain_t            cl;
+    ngx_http_usage_ctx_t  *ctx;
+
+    if (out->failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_http_usage_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->own_body = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = out->pos - out->start;
+
+    ngx_str_set(&r->headers_out.content_type,
+                "application/json; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = out->start;
+    b->last = out->pos;
+    b->memory = (b->last > b->pos);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl.buf = b;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+}

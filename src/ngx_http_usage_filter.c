@@ -1,0 +1,361 @@
+
+/*
+ * Header and body filters of API locations.
+ *
+ * Every response of a location with usage_api gets the trace id, the
+ * security headers and CORS.  Errors that nginx itself produces there (413
+ * from client_max_body_size before the handler runs, 500, 503 from
+ * limit_req, ...) would be HTML pages; they are replaced by the JSON error
+ * envelope, so that an API client never has to parse HTML.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_json.h"
+
+
+typedef struct {
+    ngx_uint_t                   status;
+    const char                  *code;
+    const char                  *message;
+} ngx_http_usage_error_t;
+
+
+static ngx_int_t ngx_http_usage_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_usage_swap_error(ngx_http_request_t *r,
+    ngx_http_usage_ctx_t *ctx);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static ngx_keyval_t  ngx_http_usage_security_headers[] = {
+    { ngx_string("X-Content-Type-Options"), ngx_string("nosniff") },
+    { ngx_string("X-Frame-Options"), ngx_string("DENY") },
+    { ngx_string("Cache-Control"), ngx_string("no-store") },
+    { ngx_string("Referrer-Policy"), ngx_string("no-referrer") },
+    { ngx_string("Cross-Origin-Opener-Policy"), ngx_string("same-origin") },
+    { ngx_string("Cross-Origin-Resource-Policy"), ngx_string("same-origin") },
+    { ngx_string("Content-Security-Policy"),
+      ngx_string("default-src 'none'; frame-ancestors 'none'") },
+    { ngx_null_string, ngx_null_string }
+};
+
+
+static ngx_http_usage_error_t  ngx_http_usage_errors[] = {
+    { 400, "BAD_REQUEST", "The request could not be understood" },
+    { 401, "UNAUTHORIZED", "Authentication is required" },
+    { 403, "FORBIDDEN", "Access is forbidden" },
+    { 404, "NOT_FOUND", "Not found" },
+    { 405, "METHOD_NOT_ALLOWED", "Method not allowed" },
+    { 408, "REQUEST_TIMEOUT", "The request took too long" },
+    { 411, "LENGTH_REQUIRED", "A Content-Length is required" },
+    { 413, "PAYLOAD_TOO_LARGE", NULL },
+    { 414, "URI_TOO_LONG", "The request URI is too long" },
+    { 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type" },
+    { 429, "RATE_LIMITED", "Too many requests" },
+    { 500, "INTERNAL_ERROR", "Internal server error" },
+    { 502, "BAD_GATEWAY", "Bad gateway" },
+    { 503, "SERVICE_UNAVAILABLE", "The service is unavailable" },
+    { 504, "GATEWAY_TIMEOUT", "Gateway timeout" },
+    { 507, "STORE_FULL", "The usage store is full" },
+    { 0, NULL, NULL }
+};
+
+
+ngx_int_t
+ngx_http_usage_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_usage_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_usage_body_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = *key;
+    h->value = *value;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_error_body(ngx_http_request_t *r, const char *code,
+    ngx_str_t *message, ngx_str_t *out)
+{
+    ngx_str_t             trace;
+    ngx_http_usage_out_t  o;
+
+    if (ngx_http_usage_trace_id(r, &trace) != NGX_OK) {
+        ngx_str_null(&trace);
+    }
+
+    if (ngx_http_usage_out_init(&o, r->pool, 128 + message->len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&o, "{\"error\":{\"code\":");
+    ngx_http_usage_out_string(&o, (u_char *) code, ngx_strlen(code));
+    ngx_http_usage_out_lit(&o, ",\"message\":");
+    ngx_http_usage_out_string(&o, message->data, message->len);
+    ngx_http_usage_out_lit(&o, ",\"traceId\":");
+    ngx_http_usage_out_string(&o, trace.data, trace.len);
+    ngx_http_usage_out_lit(&o, "}}");
+
+    if (o.failed) {
+        return NGX_ERROR;
+    }
+
+    out->data = o.start;
+    out->len = o.pos - o.start;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                   trace;
+    ngx_keyval_t               *kv;
+    ngx_http_usage_ctx_t       *ctx;
+    ngx_http_usage_loc_conf_t  *ulcf;
+    ngx_http_usage_srv_conf_t  *uscf;
+    ngx_http_core_srv_conf_t   *cscf;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->api_zone == NULL) {
+        /* an API server's error from before location matching, e.g. a
+         * request line with a bad %-escape, is the API's error too */
+        uscf = ngx_http_get_module_srv_conf(r, ngx_http_usage_module);
+        cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+
+        if (uscf == NULL || !uscf->has_api || cscf == NULL
+            || r->loc_conf != cscf->ctx->loc_conf)
+        {
+            return ngx_http_next_header_filter(r);
+        }
+    }
+
+    ctx = ngx_http_usage_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_usage_trace_id(r, &trace) == NGX_OK) {
+        if (ngx_http_usage_add_header(r, &ulcf->trace_header_lc, &trace)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    for (kv = ngx_http_usage_security_headers; kv->key.len; kv++) {
+        if (ngx_http_usage_add_header(r, &kv->key, &kv->value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        ngx_str_t  hsts = ngx_string("max-age=31536000; includeSubDomains");
+
+        if (ngx_http_usage_add_header_lit(r, "Strict-Transport-Security", &hsts)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+#endif
+
+    if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Origin",
+                                  &ulcf->cors_origin)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ulcf->cors_origin.len != 1 || ulcf->cors_origin.data[0] != '*') {
+        ngx_str_t  vary = ngx_string("Origin");
+
+        if (ngx_http_usage_add_header_lit(r, "Vary", &vary) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_usage_add_header_lit(r, "Access-Control-Expose-Headers",
+                                  &ulcf->trace_header_lc)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST && !ctx->own_body) {
+        if (ngx_http_usage_swap_error(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* an error nginx produced: describe it as the API's JSON error */
+
+static ngx_int_t
+ngx_http_usage_swap_error(ngx_http_request_t *r, ngx_http_usage_ctx_t *ctx)
+{
+    u_char                    *p;
+    ngx_str_t                  msg;
+    const char                *code;
+    ngx_http_usage_error_t    *e;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    for (e = ngx_http_usage_errors; e->status; e++) {
+        if (e->status == r->headers_out.status) {
+            break;
+        }
+    }
+
+    if (e->status) {
+        code = e->code;
+
+        if (e->message) {
+            msg.data = (u_char *) e->message;
+            msg.len = ngx_strlen(e->message);
+
+        } else {
+            /* 413: say what the limit is */
+            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+            p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            msg.data = p;
+            msg.len = ngx_sprintf(p, "Request body is larger than the limit "
+                                  "of %O bytes",
+                                  clcf->client_max_body_size) - p;
+        }
+
+    } else {
+        code = (r->headers_out.status < 500) ? "CLIENT_ERROR"
+                                              : "INTERNAL_ERROR";
+
+        p = ngx_pnalloc(r->pool, 64);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        msg.data = p;
+        msg.len = ngx_sprintf(p, "The request failed with status %ui",
+                              r->headers_out.status) - p;
+    }
+
+    if (ngx_http_usage_error_body(r, code, &msg, &ctx->swap) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->swap_body = 1;
+
+    r->headers_out.content_length_n = ctx->swap.len;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_str_set(&r->headers_out.content_type,
+                "application/json; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t             *b;
+    ngx_chain_t           *cl, out;
+    ngx_http_usage_ctx_t  *ctx;
+
+    if (in == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
+
+    if (ctx == NULL || !ctx->swap_body) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* swallow nginx's HTML page, send the JSON envelope once instead */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->swap_sent) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->swap_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->swap.data;
+    b->last = ctx->swap.data + ctx->swap.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}

@@ -1,0 +1,59 @@
+
+/*
+ * JSON in and out.  jansson parses request bodies; responses are written
+ * by a small append-only writer into the request pool, formatting numbers
+ * and strings exactly as JavaScript's JSON.stringify() does, so answers
+ * match the Express service byte for byte where it matters.
+ */
+
+
+#ifndef _NGX_HTTP_USAGE_JSON_H_INCLUDED_
+#define _NGX_HTTP_USAGE_JSON_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <jansson.h>
+
+#include "ngx_http_usage_store.h"
+
+
+typedef struct {
+    u_char                      *start;
+    u_char                      *pos;
+    u_char                      *end;
+    ngx_pool_t                  *pool;
+    ngx_uint_t                   failed;
+} ngx_http_usage_out_t;
+
+
+typedef struct {
+    size_t                       metadata_max_size;
+    ngx_uint_t                   metadata_max_depth;
+} ngx_http_usage_limits_t;
+
+
+#define ngx_http_usage_out_lit(out, s)                                       \
+    ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1)
+
+
+ngx_int_t ngx_http_usage_out_init(ngx_http_usage_out_t *out,
+    ngx_pool_t *pool, size_t size);
+void ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s,
+    size_t len);
+void ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s,
+    size_t len);
+void ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n);
+void ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d);
+void ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms);
+void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
+    ngx_http_usage_record_t *rec);
+void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);
+
+ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_record_t *rec, ngx_str_t *error);
+
+
+#endif /* _NGX_HTTP_USAGE_JSON_H_INCLUDED_ */

@@ -1,0 +1,617 @@
+
+/*
+ * ngx_http_usage_module: directives, configuration and registration.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_util.h"
+
+
+static ngx_int_t ngx_http_usage_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_usage_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_usage_init_process(ngx_cycle_t *cycle);
+static void *ngx_http_usage_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_usage_create_srv_conf(ngx_conf_t *cf);
+static void *ngx_http_usage_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_shm_zone_t *ngx_http_usage_zone_ref(ngx_conf_t *cf,
+    ngx_str_t *name);
+
+
+static ngx_conf_num_bounds_t  ngx_http_usage_depth_bounds = {
+    ngx_conf_check_num_bounds, 1, 1024
+};
+
+
+static ngx_command_t  ngx_http_usage_commands[] = {
+
+    { ngx_string("usage_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_usage_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("usage_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_usage_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_track"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_usage_track,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_trace_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, trace_header),
+      NULL },
+
+    { ngx_string("usage_service_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, service_name),
+      NULL },
+
+    { ngx_string("usage_service_version"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, service_version),
+      NULL },
+
+    { ngx_string("usage_environment"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, environment),
+      NULL },
+
+    { ngx_string("usage_cors_origin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, cors_origin),
+      NULL },
+
+    { ngx_string("usage_metadata_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, metadata_max_size),
+      NULL },
+
+    { ngx_string("usage_metadata_max_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, metadata_max_depth),
+      &ngx_http_usage_depth_bounds },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_usage_module_ctx = {
+    ngx_http_usage_add_variables,          /* preconfiguration */
+    ngx_http_usage_init,                   /* postconfiguration */
+
+    ngx_http_usage_create_main_conf,       /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_http_usage_create_srv_conf,        /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_usage_create_loc_conf,        /* create location configuration */
+    ngx_http_usage_merge_loc_conf          /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_usage_module = {
+    NGX_MODULE_V1,
+    &ngx_http_usage_module_ctx,            /* module context */
+    ngx_http_usage_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_usage_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_usage_trace_var = ngx_string("usage_trace_id");
+
+
+ngx_http_usage_ctx_t *
+ngx_http_usage_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_usage_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_usage_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_usage_module);
+    }
+
+    return ctx;
+}
+
+
+static ngx_int_t
+ngx_http_usage_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    /*
+     * Cacheable on purpose: the value lives in r->variables, which an
+     * internal redirect keeps, so a generated id stays the same for the
+     * whole request, its response header and its log line.
+     */
+    var = ngx_http_add_variable(cf, &ngx_http_usage_trace_var, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_usage_trace_id_variable;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                   i;
+    ngx_shm_zone_t             **ref;
+    ngx_http_handler_pt         *h;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);
+
+    ref = umcf->zone_refs.elts;
+    for (i = 0; i < umcf->zone_refs.nelts; i++) {
+        if (ref[i]->data == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "usage zone \"%V\" is unknown: declare it with "
+                          "\"usage_zone zone=%V:<size>\" in http{}",
+                          &ref[i]->shm.name, &ref[i]->shm.name);
+            return NGX_ERROR;
+        }
+    }
+
+    umcf->trace_var_index = ngx_http_get_variable_index(cf,
+                                                   &ngx_http_usage_trace_var);
+    if (umcf->trace_var_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    /* the log-phase tracker runs only where usage_track was configured */
+    if (umcf->tracking_used) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_usage_track_handler;
+    }
+
+    return ngx_http_usage_filter_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_usage_init_process(ngx_cycle_t *cycle)
+{
+    /* after fork: each worker gets its own random sequence */
+    ngx_http_usage_random_init();
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_usage_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_usage_main_conf_t  *umcf;
+
+    umcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_main_conf_t));
+    if (umcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&umcf->zone_refs, cf->pool, 4,
+                       sizeof(ngx_shm_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    umcf->trace_var_index = NGX_ERROR;
+
+    return umcf;
+}
+
+
+static void *
+ngx_http_usage_create_srv_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_srv_conf_t));
+}
+
+
+static void *
+ngx_http_usage_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_usage_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->api_zone = NULL;
+     *     conf->track_zone = NULL;
+     *     conf->track_entity = NULL;
+     *     conf->track_type = NULL;
+     *     conf->trace_header = { 0, NULL };
+     *     ...
+     */
+
+    conf->track_set = NGX_CONF_UNSET;
+    conf->metadata_max_size = NGX_CONF_UNSET_SIZE;
+    conf->metadata_max_depth = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_usage_loc_conf_t *prev = parent;
+    ngx_http_usage_loc_conf_t *conf = child;
+
+    if (conf->track_set == NGX_CONF_UNSET) {
+        conf->track_set = prev->track_set;
+        conf->track_zone = prev->track_zone;
+        conf->track_entity = prev->track_entity;
+        conf->track_type = prev->track_type;
+    }
+
+    ngx_conf_merge_str_value(conf->trace_header, prev->trace_header,
+                             "X-Trace-Id");
+    ngx_conf_merge_str_value(conf->service_name, prev->service_name,
+                             NGX_HTTP_USAGE_NAME);
+    ngx_conf_merge_str_value(conf->service_version, prev->service_version,
+                             NGX_HTTP_USAGE_VERSION);
+    ngx_conf_merge_str_value(conf->environment, prev->environment,
+                             "production");
+    ngx_conf_merge_str_value(conf->cors_origin, prev->cors_origin, "*");
+
+    ngx_conf_merge_size_value(conf->metadata_max_size,
+                              prev->metadata_max_size, 8192);
+    ngx_conf_merge_uint_value(conf->metadata_max_depth,
+                              prev->metadata_max_depth, 32);
+
+    /* the header is echoed in lower case, as the old service sent it */
+    conf->trace_header_lc.len = conf->trace_header.len;
+    conf->trace_header_lc.data = ngx_pnalloc(cf->pool,
+                                             conf->trace_header.len);
+    if (conf->trace_header_lc.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_strlow(conf->trace_header_lc.data, conf->trace_header.data,
+               conf->trace_header.len);
+
+    return NGX_CONF_OK;
+}
+
+
+/* usage_zone zone=name:size [max_events=number] [retention=time]; */
+
+static char *
+ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                 *p;
+    ssize_t                 size;
+    ngx_int_t               n;
+    ngx_str_t              *value, name, s;
+    ngx_uint_t              i, max_events;
+    ngx_msec_t              retention;
+    ngx_shm_zone_t         *shm_zone;
+    ngx_http_usage_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    size = 0;
+    name.len = 0;
+    max_events = 0;
+    retention = 24 * 60 * 60 * 1000;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            name.data = value[i].data + 5;
+
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\": expected "
+                                   "zone=name:size", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small: %z bytes, "
+                                   "at least %uz are needed",
+                                   &name, size, 8 * ngx_pagesize);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_events=", 11) == 0) {
+
+            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
+
+            if (n == NGX_ERROR || n < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid max_events \"%V\": a positive "
+                                   "number is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            max_events = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "retention=", 10) == 0) {
+
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            retention = ngx_parse_time(&s, 0);
+
+            if (retention == (ngx_msec_t) NGX_ERROR || retention < 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid retention \"%V\": a time of at "
+                                   "least 1s is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = name;
+    zone->size = size;
+    zone->retention = retention;
+
+    /* about 256 bytes per event with small metadata; the zone's own
+     * memory limit evicts earlier when events are larger */
+    zone->max_events = max_events ? max_events : (ngx_uint_t) size / 256;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_usage_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_usage_store_init_zone;
+    shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/* usage_api zone_name; */
+
+static char *
+ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_usage_loc_conf_t *ulcf = conf;
+
+    ngx_str_t                  *value;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_usage_srv_conf_t  *uscf;
+
+    if (ulcf->api_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ulcf->api_zone = ngx_http_usage_zone_ref(cf, &value[1]);
+    if (ulcf->api_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_usage_api_handler;
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_usage_module);
+    uscf->has_api = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* usage_track zone_name [entity=value] [event_type=value] | off; */
+
+static char *
+ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_usage_loc_conf_t *ulcf = conf;
+
+    ngx_str_t                          *value, s;
+    ngx_uint_t                          i;
+    ngx_http_complex_value_t          **cv;
+    ngx_http_usage_main_conf_t         *umcf;
+    ngx_http_compile_complex_value_t    ccv;
+
+    if (ulcf->track_set != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    ulcf->track_set = 1;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts > 2) {
+            return "takes no parameters with \"off\"";
+        }
+
+        ulcf->track_zone = NULL;
+        return NGX_CONF_OK;
+    }
+
+    ulcf->track_zone = ngx_http_usage_zone_ref(cf, &value[1]);
+    if (ulcf->track_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "entity=", 7) == 0) {
+            cv = &ulcf->track_entity;
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+        } else if (ngx_strncmp(value[i].data, "event_type=", 11) == 0) {
+            cv = &ulcf->track_type;
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (s.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty value in \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (*cv == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &s;
+        ccv.complex_value = *cv;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);
+    umcf->tracking_used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a reference to a zone that may be declared later in the configuration;
+ * ngx_http_usage_init() reports the ones that never are */
+
+static ngx_shm_zone_t *
+ngx_http_usage_zone_ref(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_shm_zone_t              *shm_zone, **ref;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    shm_zone = ngx_shared_memory_add(cf, name, 0, &ngx_http_usage_module);
+    if (shm_zone == NULL) {
+        return NULL;
+    }
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);
+
+    ref = ngx_array_push(&umcf->zone_refs);
+    if (ref == NULL) {
+        return NULL;
+    }
+
+    *ref = shm_zone;
+
+    return shm_zone;
+}

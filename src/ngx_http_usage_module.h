@@ -1,0 +1,108 @@
+
+/*
+ * ngx_http_usage_module: usage metering built into nginx.
+ *
+ * Types shared by the module's files: configuration, per-request context,
+ * and the entry points each file exports to the others.
+ */
+
+
+#ifndef _NGX_HTTP_USAGE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_USAGE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_store.h"
+
+
+#define NGX_HTTP_USAGE_VERSION          "0.1.0"
+#define NGX_HTTP_USAGE_NAME             "ngx_http_usage_module"
+
+#define NGX_HTTP_USAGE_TRACE_ID_MAX     128
+#define NGX_HTTP_USAGE_UUID_LEN         36
+#define NGX_HTTP_USAGE_CORS_MAX_AGE     "86400"
+
+
+typedef struct {
+    ngx_array_t                  zone_refs;        /* ngx_shm_zone_t * */
+    ngx_flag_t                   tracking_used;
+    ngx_int_t                    trace_var_index;
+} ngx_http_usage_main_conf_t;
+
+
+typedef struct {
+    /* a location of this server has usage_api: errors nginx answers
+     * before any location is chosen (a bad request line) are JSON too */
+    ngx_flag_t                   has_api;
+} ngx_http_usage_srv_conf_t;
+
+
+typedef struct {
+    /* usage_api: the zone this location serves the API from, or NULL */
+    ngx_shm_zone_t              *api_zone;
+
+    /* usage_track: zone to record into; NULL with track_set means "off" */
+    ngx_shm_zone_t              *track_zone;
+    ngx_flag_t                   track_set;
+    ngx_http_complex_value_t    *track_entity;
+    ngx_http_complex_value_t    *track_type;
+
+    ngx_str_t                    trace_header;     /* as configured */
+    ngx_str_t                    trace_header_lc;  /* echoed, lower case */
+    ngx_str_t                    service_name;
+    ngx_str_t                    service_version;
+    ngx_str_t                    environment;
+    ngx_str_t                    cors_origin;
+
+    size_t                       metadata_max_size;
+    ngx_uint_t                   metadata_max_depth;
+} ngx_http_usage_loc_conf_t;
+
+
+typedef struct {
+    /* the response body was produced by the module: leave it alone */
+    unsigned                     own_body:1;
+
+    /* an nginx-generated error page is being replaced by the JSON envelope */
+    unsigned                     swap_body:1;
+    unsigned                     swap_sent:1;
+
+    ngx_str_t                    swap;
+} ngx_http_usage_ctx_t;
+
+
+extern ngx_module_t  ngx_http_usage_module;
+
+
+/* ngx_http_usage_module.c */
+ngx_http_usage_ctx_t *ngx_http_usage_get_ctx(ngx_http_request_t *r);
+
+/* ngx_http_usage_api.c */
+ngx_int_t ngx_http_usage_api_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_usage_untracked_route(ngx_http_request_t *r);
+ngx_int_t ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, ngx_str_t *message);
+
+/* ngx_http_usage_track.c */
+ngx_int_t ngx_http_usage_track_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id);
+ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path);
+
+/* ngx_http_usage_filter.c */
+ngx_int_t ngx_http_usage_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_usage_error_body(ngx_http_request_t *r,
+    const char *code, ngx_str_t *message, ngx_str_t *out);
+ngx_int_t ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *value);
+
+#define ngx_http_usage_add_header_lit(r, name, value)                        \
+    ngx_http_usage_add_header(r,                                             \
+        &(ngx_str_t) { sizeof(name) - 1, (u_char *) name }, value)
+
+
+#endif /* _NGX_HTTP_USAGE_MODULE_H_INCLUDED_ */

@@ -1,0 +1,342 @@
+
+/*
+ * Trace ids, the $usage_trace_id variable, and self-tracking in the log
+ * phase: one event per request, recorded after the response was sent, so
+ * it never delays one; when the store cannot take it, it is dropped and
+ * counted, never an error.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_json.h"
+#include "ngx_http_usage_util.h"
+
+
+static ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
+    u_char *name, size_t len);
+static ngx_uint_t ngx_http_usage_trace_id_valid(ngx_str_t *id);
+static ngx_int_t ngx_http_usage_traceparent(ngx_table_elt_t *h,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_usage_track_name(ngx_http_request_t *r,
+    ngx_http_complex_value_t *cv, const char *def, size_t max_chars,
+    ngx_str_t *value);
+
+
+ngx_int_t
+ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t   *v;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    umcf = ngx_http_get_module_main_conf(r, ngx_http_usage_module);
+
+    v = ngx_http_get_indexed_variable(r->main, umcf->trace_var_index);
+
+    if (v == NULL || v->not_found) {
+        return NGX_ERROR;
+    }
+
+    id->data = v->data;
+    id->len = v->len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The configured header if it is a safe id (it goes into logs and
+ * headers), else the trace-id of a W3C traceparent, else a new UUID v4.
+ */
+
+ngx_int_t
+ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p, raw[16];
+    ngx_str_t                   id;
+    ngx_table_elt_t            *h;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    h = ngx_http_usage_find_header(r, ulcf->trace_header.data,
+                                   ulcf->trace_header.len);
+
+    if (h) {
+        id = h->value;
+
+        if (!ngx_http_usage_trace_id_valid(&id)) {
+            ngx_str_null(&id);
+        }
+
+    } else {
+        h = ngx_http_usage_find_header(r, (u_char *) "traceparent",
+                                       sizeof("traceparent") - 1);
+
+        if (h == NULL || ngx_http_usage_traceparent(h, &id) != NGX_OK) {
+            ngx_str_null(&id);
+        }
+    }
+
+    if (id.len == 0) {
+        p = ngx_pnalloc(r->pool, NGX_HTTP_USAGE_UUID_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_usage_uuid_v4(raw);
+
+        id.data = p;
+        id.len = ngx_http_usage_uuid_format(p, raw) - p;
+    }
+
+    v->data = id.data;
+    v->len = id.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the path the client asked for, without the query string, as sent */
+
+ngx_int_t
+ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path)
+{
+    u_char  *q;
+
+    if (r->unparsed_uri.len == 0) {
+        *path = r->uri;
+        return NGX_OK;
+    }
+
+    *path = r->unparsed_uri;
+
+    q = ngx_strlchr(path->data, path->data + path->len, '?');
+    if (q) {
+        path->len = q - path->data;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_track_handler(ngx_http_request_t *r)
+{
+    int64_t                     now, duration;
+    ngx_str_t                   path, trace;
+    ngx_uint_t                  status;
+    ngx_http_usage_out_t        meta;
+    ngx_http_usage_zone_t      *zone;
+    ngx_http_usage_record_t     rec;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->track_zone == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    if (ulcf->api_zone && ngx_http_usage_untracked_route(r)) {
+        return NGX_OK;
+    }
+
+    zone = ulcf->track_zone->data;
+
+    if (ngx_http_usage_track_name(r, ulcf->track_entity, "api-self", 255,
+                                  &rec.entity)
+        != NGX_OK
+        || ngx_http_usage_track_name(r, ulcf->track_type, "api_call", 100,
+                                     &rec.type)
+           != NGX_OK)
+    {
+        /* no usable name (e.g. no API key header): counted, not recorded */
+        ngx_http_usage_store_count_drop(zone);
+        return NGX_OK;
+    }
+
+    now = ngx_http_usage_now();
+    duration = now - ((int64_t) r->start_sec * 1000 + r->start_msec);
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (ngx_http_usage_request_path(r, &path) != NGX_OK
+        || ngx_http_usage_trace_id(r, &trace) != NGX_OK
+        || ngx_http_usage_out_init(&meta, r->pool,
+                                   128 + path.len + trace.len) != NGX_OK)
+    {
+        ngx_http_usage_store_count_drop(zone);
+        return NGX_OK;
+    }
+
+    /* the path is raw bytes from the request line: keep it valid JSON */
+    if (ngx_http_usage_utf8_valid(path.data, path.len) != NGX_OK) {
+        ngx_str_set(&path, "(invalid UTF-8)");
+    }
+
+    ngx_http_usage_out_lit(&meta, "{\"method\":");
+    ngx_http_usage_out_string(&meta, r->method_name.data,
+                              r->method_name.len);
+    ngx_http_usage_out_lit(&meta, ",\"path\":");
+    ngx_http_usage_out_string(&meta, path.data, path.len);
+    ngx_http_usage_out_lit(&meta, ",\"statusCode\":");
+    ngx_http_usage_out_uint(&meta, status);
+    ngx_http_usage_out_lit(&meta, ",\"duration\":");
+    ngx_http_usage_out_uint(&meta, duration > 0 ? duration : 0);
+    ngx_http_usage_out_lit(&meta, ",\"traceId\":");
+    ngx_http_usage_out_string(&meta, trace.data, trace.len);
+    ngx_http_usage_out_lit(&meta, "}");
+
+    if (meta.failed) {
+        ngx_http_usage_store_count_drop(zone);
+        return NGX_OK;
+    }
+
+    rec.metadata.data = meta.start;
+    rec.metadata.len = meta.pos - meta.start;
+
+    ngx_http_usage_uuid_v4(rec.id);
+
+    /* a full store drops and counts the event itself */
+    (void) ngx_http_usage_store_insert(zone, &rec, now);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_track_name(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
+    const char *def, size_t max_chars, ngx_str_t *value)
+{
+    if (cv == NULL) {
+        value->data = (u_char *) def;
+        value->len = ngx_strlen(def);
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, cv, value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the same rules as a POSTed event: values come from clients */
+
+    if (ngx_http_usage_utf8_valid(value->data, value->len) != NGX_OK
+        || ngx_http_usage_check_name(value, max_chars) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_usage_find_header(ngx_http_request_t *r, u_char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_usage_trace_id_valid(ngx_str_t *id)
+{
+    size_t  i;
+    u_char  c;
+
+    if (id->len == 0 || id->len > NGX_HTTP_USAGE_TRACE_ID_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < id->len; i++) {
+        c = id->data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9')
+              || c == '.' || c == '_' || c == ':' || c == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* traceparent: 2 hex version - 32 hex trace-id - 16 hex parent - 2 hex */
+
+static ngx_int_t
+ngx_http_usage_traceparent(ngx_table_elt_t *h, ngx_str_t *id)
+{
+    size_t   i;
+    u_char  *p, c;
+    ngx_uint_t  zero;
+
+    p = h->value.data;
+
+    if (h->value.len < 55 || p[2] != '-' || p[35] != '-' || p[52] != '-') {
+        return NGX_DECLINED;
+    }
+
+    /* version ff is forbidden; later versions may append fields */
+    if (h->value.len > 55 && (p[0] == '0' && p[1] == '0')) {
+        return NGX_DECLINED;
+    }
+
+    zero = 1;
+
+    for (i = 0; i < 55; i++) {
+        if (i == 2 || i == 35 || i == 52) {
+            continue;
+        }
+
+        c = p[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return NGX_DECLINED;
+        }
+
+        if (i > 2 && i < 35 && c != '0') {
+            zero = 0;
+        }
+    }
+
+    if ((p[0] == 'f' && p[1] == 'f') || zero) {
+        return NGX_DECLINED;
+    }
+
+    id->data = p + 3;
+    id->len = 32;
+
+    return NGX_OK;
+}

@@ -1,0 +1,646 @@
+
+/*
+ * Pure helpers: ids, time, UTF-8, JavaScript string rules, URL decoding.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <sys/random.h>
+
+#include "ngx_http_usage_util.h"
+
+
+/*
+ * xoshiro256** per process.  It is seeded in each worker after fork from
+ * the kernel's random source, so two workers never share a sequence (equal
+ * trace ids across workers were a real bug in nginx-opentracing).
+ */
+
+static uint64_t  ngx_http_usage_rng[4];
+static ngx_uint_t  ngx_http_usage_rng_seeded;
+
+
+static uint64_t
+ngx_http_usage_rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+
+void
+ngx_http_usage_random_init(void)
+{
+    ngx_uint_t       i;
+    ngx_time_t      *tp;
+    uint64_t         z;
+
+    if (getrandom(ngx_http_usage_rng, sizeof(ngx_http_usage_rng), 0)
+        != (ssize_t) sizeof(ngx_http_usage_rng))
+    {
+        /* no kernel entropy: derive from pid and time with splitmix64 */
+        tp = ngx_timeofday();
+        z = ((uint64_t) ngx_pid << 32) ^ (uint64_t) tp->sec ^ tp->msec;
+
+        for (i = 0; i < 4; i++) {
+            z += 0x9e3779b97f4a7c15ULL;
+            ngx_http_usage_rng[i] = z;
+            ngx_http_usage_rng[i] = (ngx_http_usage_rng[i]
+                                     ^ (ngx_http_usage_rng[i] >> 30))
+                                    * 0xbf58476d1ce4e5b9ULL;
+            ngx_http_usage_rng[i] = (ngx_http_usage_rng[i]
+                                     ^ (ngx_http_usage_rng[i] >> 27))
+                                    * 0x94d049bb133111ebULL;
+            ngx_http_usage_rng[i] ^= ngx_http_usage_rng[i] >> 31;
+        }
+    }
+
+    ngx_http_usage_rng_seeded = 1;
+}
+
+
+uint64_t
+ngx_http_usage_random(void)
+{
+    uint64_t  *s, result, t;
+
+    if (!ngx_http_usage_rng_seeded) {
+        ngx_http_usage_random_init();
+    }
+
+    s = ngx_http_usage_rng;
+
+    result = ngx_http_usage_rotl(s[1] * 5, 7) * 9;
+    t = s[1] << 17;
+
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = ngx_http_usage_rotl(s[3], 45);
+
+    return result;
+}
+
+
+void
+ngx_http_usage_uuid_v4(u_char id[16])
+{
+    uint64_t  a, b;
+
+    a = ngx_http_usage_random();
+    b = ngx_http_usage_random();
+
+    ngx_memcpy(id, &a, 8);
+    ngx_memcpy(id + 8, &b, 8);
+
+    id[6] = (id[6] & 0x0f) | 0x40;      /* version 4 */
+    id[8] = (id[8] & 0x3f) | 0x80;      /* RFC 4122 variant */
+}
+
+
+u_char *
+ngx_http_usage_uuid_format(u_char *dst, const u_char id[16])
+{
+    static u_char  hex[] = "0123456789abcdef";
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            *dst++ = '-';
+        }
+
+        *dst++ = hex[id[i] >> 4];
+        *dst++ = hex[id[i] & 0x0f];
+    }
+
+    return dst;
+}
+
+
+int64_t
+ngx_http_usage_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+u_char *
+ngx_http_usage_iso_time(u_char *dst, int64_t ms)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime((time_t) (ms / 1000), &tm);
+
+    return ngx_sprintf(dst, "%4d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       (int) (ms % 1000));
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date */
+
+static int64_t
+ngx_http_usage_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= (m <= 2);
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+static ngx_int_t
+ngx_http_usage_digits(u_char **pp, u_char *end, ngx_uint_t n, int64_t *v)
+{
+    u_char  *p;
+
+    p = *pp;
+
+    if ((size_t) (end - p) < n) {
+        return NGX_ERROR;
+    }
+
+    *v = 0;
+
+    while (n--) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        *v = *v * 10 + (*p++ - '0');
+    }
+
+    *pp = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ISO-8601 calendar dates and date-times: YYYY, YYYY-MM, YYYY-MM-DD,
+ * YYYYMMDD, then optionally T (or a space) and hh, hh:mm, hh:mm:ss or the
+ * basic hhmm, hhmmss, a fraction of a second, and Z or an offset
+ * (+hh, +hh:mm, +hhmm).  A date or time without an offset is UTC.
+ */
+
+ngx_int_t
+ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
+{
+    u_char   *p, *end;
+    int64_t   year, mon, day, hour, min, sec, frac, off, oh, om, sign, mdays;
+    ngx_uint_t  n, extended;
+
+    static const int  days[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30,
+                                 31 };
+
+    p = s;
+    end = s + len;
+    mon = 1;
+    day = 1;
+    hour = 0;
+    min = 0;
+    sec = 0;
+    frac = 0;
+    off = 0;
+
+    if (ngx_http_usage_digits(&p, end, 4, &year) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (p < end && *p == '-') {
+        p++;
+        if (ngx_http_usage_digits(&p, end, 2, &mon) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (p < end && *p == '-') {
+            p++;
+            if (ngx_http_usage_digits(&p, end, 2, &day) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else if (p != end) {
+            /* a time needs a full date */
+            return NGX_ERROR;
+        }
+
+    } else if (p < end) {
+        if (ngx_http_usage_digits(&p, end, 2, &mon) != NGX_OK
+            || ngx_http_usage_digits(&p, end, 2, &day) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (mon < 1 || mon > 12 || day < 1 || day > days[mon - 1]) {
+        return NGX_ERROR;
+    }
+
+    if (mon == 2 && day == 29
+        && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
+    {
+        return NGX_ERROR;
+    }
+
+    if (p < end) {
+        if (*p != 'T' && *p != 't' && *p != ' ') {
+            return NGX_ERROR;
+        }
+
+        p++;
+
+        if (ngx_http_usage_digits(&p, end, 2, &hour) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        extended = (p < end && *p == ':');
+
+        if (extended || (p < end && *p >= '0' && *p <= '9')) {
+            p += extended;
+            if (ngx_http_usage_digits(&p, end, 2, &min) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (p < end && ((extended && *p == ':')
+                            || (!extended && *p >= '0' && *p <= '9')))
+            {
+                p += extended;
+                if (ngx_http_usage_digits(&p, end, 2, &sec) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (p < end && (*p == '.' || *p == ',')) {
+                    p++;
+
+                    /* milliseconds; further digits are truncated, as JS */
+                    for (n = 0; p < end && *p >= '0' && *p <= '9'; n++, p++) {
+                        if (n < 3) {
+                            frac = frac * 10 + (*p - '0');
+                        }
+                    }
+
+                    if (n == 0) {
+                        return NGX_ERROR;
+                    }
+
+                    for ( /* void */ ; n < 3; n++) {
+                        frac *= 10;
+                    }
+                }
+            }
+        }
+
+        if (hour > 23 || min > 59 || sec > 59) {
+            return NGX_ERROR;
+        }
+
+        if (p < end && (*p == 'Z' || *p == 'z')) {
+            p++;
+
+        } else if (p < end && (*p == '+' || *p == '-')) {
+            sign = (*p++ == '-') ? -1 : 1;
+            om = 0;
+
+            if (ngx_http_usage_digits(&p, end, 2, &oh) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (p < end) {
+                p += (*p == ':');
+                if (ngx_http_usage_digits(&p, end, 2, &om) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (oh > 23 || om > 59) {
+                return NGX_ERROR;
+            }
+
+            off = sign * (oh * 3600000 + om * 60000);
+        }
+
+        if (p != end) {
+            return NGX_ERROR;
+        }
+    }
+
+    mdays = ngx_http_usage_days_from_civil(year, mon, day);
+
+    *ms = mdays * 86400000 + hour * 3600000 + min * 60000 + sec * 1000
+          + frac - off;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_utf8_valid(u_char *p, size_t len)
+{
+    u_char    *end;
+    uint32_t   c;
+
+    end = p + len;
+
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        /* rejects overlongs, truncation and code points past U+10FFFF */
+        c = ngx_utf8_decode(&p, end - p);
+
+        if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+size_t
+ngx_http_usage_utf8_chars(u_char *p, size_t len)
+{
+    size_t   n;
+    u_char  *end;
+
+    n = 0;
+
+    for (end = p + len; p < end; p++) {
+        n += ((*p & 0xc0) != 0x80);
+    }
+
+    return n;
+}
+
+
+static ngx_uint_t
+ngx_http_usage_js_space(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0xa0
+           || c == 0x1680 || (c >= 0x2000 && c <= 0x200a)
+           || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f
+           || c == 0x3000 || c == 0xfeff;
+}
+
+
+/* String.prototype.trim() on valid UTF-8 */
+
+void
+ngx_http_usage_js_trim(ngx_str_t *s)
+{
+    u_char    *p, *end, *q, *r;
+    uint32_t   c;
+
+    p = s->data;
+    end = p + s->len;
+
+    while (p < end) {
+        q = p;
+        c = (*p < 0x80) ? *p++ : ngx_utf8_decode(&p, end - p);
+
+        if (!ngx_http_usage_js_space(c)) {
+            p = q;
+            break;
+        }
+    }
+
+    while (end > p) {
+        q = end - 1;
+
+        while (q > p && (*q & 0xc0) == 0x80) {
+            q--;
+        }
+
+        r = q;
+        c = (*r < 0x80) ? *r : ngx_utf8_decode(&r, end - r);
+
+        if (!ngx_http_usage_js_space(c)) {
+            break;
+        }
+
+        end = q;
+    }
+
+    s->len = end - p;
+    s->data = p;
+}
+
+
+/*
+ * Trims s in place and reports what is wrong with it as an entity id or
+ * event type: empty, control characters, or more than max_chars code
+ * points.  s must be valid UTF-8.
+ */
+
+ngx_uint_t
+ngx_http_usage_check_name(ngx_str_t *s, size_t max_chars)
+{
+    size_t      i;
+    ngx_uint_t  flags;
+
+    ngx_http_usage_js_trim(s);
+
+    if (s->len == 0) {
+        return NGX_HTTP_USAGE_NAME_EMPTY;
+    }
+
+    flags = 0;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
+            flags |= NGX_HTTP_USAGE_NAME_CONTROL;
+            break;
+        }
+    }
+
+    if (ngx_http_usage_utf8_chars(s->data, s->len) > max_chars) {
+        flags |= NGX_HTTP_USAGE_NAME_LONG;
+    }
+
+    return flags;
+}
+
+
+static ngx_int_t
+ngx_http_usage_hex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* decodeURIComponent(): strict %XX, the result must be valid UTF-8 */
+
+ngx_int_t
+ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst)
+{
+    u_char     *p, *d, *end;
+    ngx_int_t   hi, lo;
+
+    d = ngx_pnalloc(pool, src->len + 1);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->data = d;
+
+    for (p = src->data, end = p + src->len; p < end; p++) {
+        if (*p != '%') {
+            *d++ = *p;
+            continue;
+        }
+
+        if (end - p < 3) {
+            return NGX_DECLINED;
+        }
+
+        hi = ngx_http_usage_hex(p[1]);
+        lo = ngx_http_usage_hex(p[2]);
+
+        if (hi < 0 || lo < 0) {
+            return NGX_DECLINED;
+        }
+
+        *d++ = (u_char) (hi << 4 | lo);
+        p += 2;
+    }
+
+    dst->len = d - dst->data;
+
+    return ngx_http_usage_utf8_valid(dst->data, dst->len) == NGX_OK
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* query string values as Express's qs reads them: '+' is a space and a
+ * malformed %-escape is kept as it is */
+
+ngx_int_t
+ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst)
+{
+    u_char     *p, *d, *end;
+    ngx_int_t   hi, lo;
+
+    d = ngx_pnalloc(pool, src->len + 1);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->data = d;
+
+    for (p = src->data, end = p + src->len; p < end; p++) {
+        if (*p == '+') {
+            *d++ = ' ';
+            continue;
+        }
+
+        if (*p == '%' && end - p >= 3) {
+            hi = ngx_http_usage_hex(p[1]);
+            lo = ngx_http_usage_hex(p[2]);
+
+            if (hi >= 0 && lo >= 0) {
+                *d++ = (u_char) (hi << 4 | lo);
+                p += 2;
+                continue;
+            }
+        }
+
+        *d++ = *p;
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
+
+
+/* the first value of a query argument; names are case-sensitive */
+
+ngx_int_t
+ngx_http_usage_arg(ngx_str_t *args, const char *name, ngx_str_t *value)
+{
+    size_t   n;
+    u_char  *p, *end, *amp;
+
+    n = ngx_strlen(name);
+    p = args->data;
+    end = p + args->len;
+
+    while (p < end) {
+        amp = ngx_strlchr(p, end, '&');
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        if ((size_t) (amp - p) >= n && ngx_strncmp(p, name, n) == 0
+            && (p + n == amp || p[n] == '='))
+        {
+            value->data = (p + n == amp) ? amp : p + n + 1;
+            value->len = amp - value->data;
+            return NGX_OK;
+        }
+
+        p = amp + 1;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* a plain decimal: digits only, no sign, spaces or fraction, <= max */
+
+ngx_int_t
+ngx_http_usage_parse_decimal(ngx_str_t *s, ngx_uint_t max, ngx_uint_t *value)
+{
+    size_t      i;
+    ngx_uint_t  v;
+
+    if (s->len == 0) {
+        return NGX_ERROR;
+    }
+
+    v = 0;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < '0' || s->data[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (s->data[i] - '0');
+
+        if (v > max) {
+            return NGX_ERROR;
+        }
+    }
+
+    *value = v;
+
+    return NGX_OK;
+}

@@ -1,0 +1,49 @@
+
+/*
+ * Small pure helpers with no HTTP and no shared memory in them: ids,
+ * time formats, UTF-8 and JavaScript-compatible string rules, URL
+ * decoding and number parsing.
+ */
+
+
+#ifndef _NGX_HTTP_USAGE_UTIL_H_INCLUDED_
+#define _NGX_HTTP_USAGE_UTIL_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_USAGE_ISO_LEN       24    /* 2026-11-21T04:19:12.254Z */
+
+/* ngx_http_usage_check_name() results, as flags */
+#define NGX_HTTP_USAGE_NAME_EMPTY    0x01
+#define NGX_HTTP_USAGE_NAME_CONTROL  0x02
+#define NGX_HTTP_USAGE_NAME_LONG     0x04
+
+
+void ngx_http_usage_random_init(void);
+uint64_t ngx_http_usage_random(void);
+void ngx_http_usage_uuid_v4(u_char id[16]);
+u_char *ngx_http_usage_uuid_format(u_char *dst, const u_char id[16]);
+
+int64_t ngx_http_usage_now(void);
+u_char *ngx_http_usage_iso_time(u_char *dst, int64_t ms);
+ngx_int_t ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms);
+
+ngx_int_t ngx_http_usage_utf8_valid(u_char *p, size_t len);
+size_t ngx_http_usage_utf8_chars(u_char *p, size_t len);
+void ngx_http_usage_js_trim(ngx_str_t *s);
+ngx_uint_t ngx_http_usage_check_name(ngx_str_t *s, size_t max_chars);
+
+ngx_int_t ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst);
+ngx_int_t ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst);
+ngx_int_t ngx_http_usage_arg(ngx_str_t *args, const char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_usage_parse_decimal(ngx_str_t *s, ngx_uint_t max,
+    ngx_uint_t *value);
+
+
+#endif /* _NGX_HTTP_USAGE_UTIL_H_INCLUDED_ */
