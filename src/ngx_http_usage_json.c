@@ -418,7 +418,8 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
         root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
                           &err);
 
-        if (root == NULL && json_error_code(&err) == json_error_numeric_overflow)
+        if (root == NULL
+            && json_error_code(&err) == json_error_numeric_overflow)
         {
             /* an integer past 64 bits is still a JSON number */
             root = json_loadb((char *) body, len,

@@ -694,8 +694,8 @@ ngx_http_usage_key_hold_locked(ngx_http_usage_zone_t *zone,
         return k;
     }
 
-    k = ngx_http_usage_alloc_locked(zone,
-                               offsetof(ngx_http_usage_key_t, data) + name->len);
+    k = ngx_http_usage_alloc_locked(zone, offsetof(ngx_http_usage_key_t, data)
+                                          + name->len);
     if (k == NULL) {
         return NULL;
     }
