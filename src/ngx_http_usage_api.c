@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_usage_root(ngx_http_request_t *r,
     ngx_uint_t docs);
 static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
     int64_t ms);
+static void ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
+    ngx_http_usage_stats_t *st);
 static ngx_int_t ngx_http_usage_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_usage_out_t *out);
 static ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r,
@@ -756,7 +758,6 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     ngx_http_usage_out_t      out;
     ngx_http_usage_zone_t    *zone;
     ngx_http_usage_range_t    q;
-    ngx_http_usage_count_t   *c;
     ngx_http_usage_bucket_t  *b;
 
     ngx_memzero(&q, sizeof(ngx_http_usage_range_t));
@@ -897,20 +898,8 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     } else {
         ngx_http_usage_out_lit(&out, ",\"totalEvents\":");
         ngx_http_usage_out_uint(&out, q.total);
-        ngx_http_usage_out_lit(&out, ",\"byEventType\":{");
-
-        c = q.counts.elts;
-        for (i = 0; i < q.counts.nelts; i++) {
-            if (i) {
-                ngx_http_usage_out_lit(&out, ",");
-            }
-
-            ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
-            ngx_http_usage_out_lit(&out, ":");
-            ngx_http_usage_out_uint(&out, c[i].count);
-        }
-
-        ngx_http_usage_out_lit(&out, "}");
+        ngx_http_usage_out_lit(&out, ",\"byEventType\":");
+        ngx_http_usage_out_counts(&out, &q.counts);
     }
 
     /* the period echoes the query as given, or the defaults */
@@ -944,10 +933,8 @@ static ngx_int_t
 ngx_http_usage_stats(ngx_http_request_t *r)
 {
     int64_t                  now;
-    ngx_uint_t               i;
     ngx_http_usage_out_t     out;
     ngx_http_usage_stats_t   st;
-    ngx_http_usage_count_t  *c;
 
     now = ngx_http_usage_now();
 
@@ -962,26 +949,10 @@ ngx_http_usage_stats(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_usage_out_lit(&out, "{\"totalEvents\":");
-    ngx_http_usage_out_uint(&out, st.total);
-    ngx_http_usage_out_lit(&out, ",\"eventsLastHour\":");
-    ngx_http_usage_out_uint(&out, st.last_hour);
-    ngx_http_usage_out_lit(&out, ",\"uniqueEntities\":");
-    ngx_http_usage_out_uint(&out, st.entities);
-    ngx_http_usage_out_lit(&out, ",\"eventTypes\":{");
-
-    c = st.types.elts;
-    for (i = 0; i < st.types.nelts; i++) {
-        if (i) {
-            ngx_http_usage_out_lit(&out, ",");
-        }
-
-        ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
-        ngx_http_usage_out_lit(&out, ":");
-        ngx_http_usage_out_uint(&out, c[i].count);
-    }
-
-    ngx_http_usage_out_lit(&out, "},\"uptime\":");
+    ngx_http_usage_out_totals(&out, &st);
+    ngx_http_usage_out_lit(&out, ",\"eventTypes\":");
+    ngx_http_usage_out_counts(&out, &st.types);
+    ngx_http_usage_out_lit(&out, ",\"uptime\":");
     ngx_http_usage_out_uptime(&out, now - st.start_time);
     ngx_http_usage_out_lit(&out, ",\"startTime\":");
     ngx_http_usage_out_iso(&out, st.start_time);
@@ -1122,13 +1093,9 @@ ngx_http_usage_info(ngx_http_request_t *r)
                               ulcf->environment.len);
     ngx_http_usage_out_lit(&out, ",\"uptime\":");
     ngx_http_usage_out_uptime(&out, now - st.start_time);
-    ngx_http_usage_out_lit(&out, ",\"stats\":{\"totalEvents\":");
-    ngx_http_usage_out_uint(&out, st.total);
-    ngx_http_usage_out_lit(&out, ",\"eventsLastHour\":");
-    ngx_http_usage_out_uint(&out, st.last_hour);
-    ngx_http_usage_out_lit(&out, ",\"uniqueEntities\":");
-    ngx_http_usage_out_uint(&out, st.entities);
-    ngx_http_usage_out_lit(&out, "}}");
+    ngx_http_usage_out_lit(&out, ",\"stats\":");
+    ngx_http_usage_out_totals(&out, &st);
+    ngx_http_usage_out_lit(&out, "}}");  /* closes stats, then the answer */
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
 }
@@ -1183,6 +1150,21 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
     }
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/* the counters shared by /v1/usage/stats and /info, object left open */
+
+static void
+ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
+    ngx_http_usage_stats_t *st)
+{
+    ngx_http_usage_out_lit(out, "{\"totalEvents\":");
+    ngx_http_usage_out_uint(out, st->total);
+    ngx_http_usage_out_lit(out, ",\"eventsLastHour\":");
+    ngx_http_usage_out_uint(out, st->last_hour);
+    ngx_http_usage_out_lit(out, ",\"uniqueEntities\":");
+    ngx_http_usage_out_uint(out, st->entities);
 }
 
 

@@ -288,6 +288,31 @@ ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms)
 }
 
 
+/* {"name":count,...} from an array of ngx_http_usage_count_t */
+
+void
+ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts)
+{
+    ngx_uint_t               i;
+    ngx_http_usage_count_t  *c;
+
+    ngx_http_usage_out_lit(out, "{");
+
+    c = counts->elts;
+    for (i = 0; i < counts->nelts; i++) {
+        if (i) {
+            ngx_http_usage_out_lit(out, ",");
+        }
+
+        ngx_http_usage_out_string(out, c[i].name.data, c[i].name.len);
+        ngx_http_usage_out_lit(out, ":");
+        ngx_http_usage_out_uint(out, c[i].count);
+    }
+
+    ngx_http_usage_out_lit(out, "}");
+}
+
+
 void
 ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec)

@@ -47,6 +47,8 @@ void ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s,
 void ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n);
 void ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d);
 void ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms);
+void ngx_http_usage_out_counts(ngx_http_usage_out_t *out,
+    ngx_array_t *counts);
 void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec);
 void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);

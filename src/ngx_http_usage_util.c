@@ -494,11 +494,16 @@ ngx_http_usage_hex(u_char c)
 }
 
 
-/* decodeURIComponent(): strict %XX, the result must be valid UTF-8 */
+/*
+ * %-decoding.  A path segment is decoded as decodeURIComponent() does:
+ * a malformed escape or invalid UTF-8 is an error.  A query value is
+ * decoded as Express's qs does: '+' is a space and a malformed escape is
+ * kept as it is.
+ */
 
-ngx_int_t
-ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
-    ngx_str_t *dst)
+static ngx_int_t
+ngx_http_usage_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst,
+    ngx_uint_t query)
 {
     u_char     *p, *d, *end;
     ngx_int_t   hi, lo;
@@ -511,65 +516,27 @@ ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
     dst->data = d;
 
     for (p = src->data, end = p + src->len; p < end; p++) {
+        if (query && *p == '+') {
+            *d++ = ' ';
+            continue;
+        }
+
         if (*p != '%') {
             *d++ = *p;
             continue;
         }
 
-        if (end - p < 3) {
-            return NGX_DECLINED;
-        }
+        hi = (end - p >= 3) ? ngx_http_usage_hex(p[1]) : -1;
+        lo = (end - p >= 3) ? ngx_http_usage_hex(p[2]) : -1;
 
-        hi = ngx_http_usage_hex(p[1]);
-        lo = ngx_http_usage_hex(p[2]);
-
-        if (hi < 0 || lo < 0) {
-            return NGX_DECLINED;
-        }
-
-        *d++ = (u_char) (hi << 4 | lo);
-        p += 2;
-    }
-
-    dst->len = d - dst->data;
-
-    return ngx_http_usage_utf8_valid(dst->data, dst->len) == NGX_OK
-           ? NGX_OK : NGX_DECLINED;
-}
-
-
-/* query string values as Express's qs reads them: '+' is a space and a
- * malformed %-escape is kept as it is */
-
-ngx_int_t
-ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
-    ngx_str_t *dst)
-{
-    u_char     *p, *d, *end;
-    ngx_int_t   hi, lo;
-
-    d = ngx_pnalloc(pool, src->len + 1);
-    if (d == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst->data = d;
-
-    for (p = src->data, end = p + src->len; p < end; p++) {
-        if (*p == '+') {
-            *d++ = ' ';
+        if (hi >= 0 && lo >= 0) {
+            *d++ = (u_char) (hi << 4 | lo);
+            p += 2;
             continue;
         }
 
-        if (*p == '%' && end - p >= 3) {
-            hi = ngx_http_usage_hex(p[1]);
-            lo = ngx_http_usage_hex(p[2]);
-
-            if (hi >= 0 && lo >= 0) {
-                *d++ = (u_char) (hi << 4 | lo);
-                p += 2;
-                continue;
-            }
+        if (!query) {
+            return NGX_DECLINED;
         }
 
         *d++ = *p;
@@ -577,7 +544,27 @@ ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
 
     dst->len = d - dst->data;
 
+    if (!query && ngx_http_usage_utf8_valid(dst->data, dst->len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst)
+{
+    return ngx_http_usage_unescape(pool, src, dst, 0);
+}
+
+
+ngx_int_t
+ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst)
+{
+    return ngx_http_usage_unescape(pool, src, dst, 1);
 }
 
 
