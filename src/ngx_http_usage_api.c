@@ -49,6 +49,8 @@ static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
+    const char *name, ngx_uint_t max, ngx_uint_t *value);
 static ngx_int_t ngx_http_usage_summary(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt, ngx_uint_t history);
 static ngx_int_t ngx_http_usage_stats(ngx_http_request_t *r);
@@ -640,20 +642,16 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
     q.limit = 100;
     n = 0;
 
-    if (ngx_http_usage_arg(&r->args, "limit", &s) == NGX_OK
-        && ngx_http_usage_parse_decimal(&s, 1000, &q.limit) != NGX_OK)
+    if (ngx_http_usage_number_arg(r, "limit", 1000, &q.limit) != NGX_OK
+        || q.limit == 0)
     {
-        q.limit = 0;
-    }
-
-    if (q.limit == 0) {
         ngx_str_set(&errors[n], "limit must be between 1 and 1000");
         n++;
     }
 
-    if (ngx_http_usage_arg(&r->args, "offset", &s) == NGX_OK
-        && ngx_http_usage_parse_decimal(&s, NGX_MAX_INT_T_VALUE / 2, &q.offset)
-           != NGX_OK)
+    if (ngx_http_usage_number_arg(r, "offset", NGX_MAX_INT_T_VALUE / 2,
+                                  &q.offset)
+        != NGX_OK)
     {
         ngx_str_set(&errors[n], "offset must be 0 or greater");
         n++;
@@ -718,6 +716,27 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
     }
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/* limit/offset: absent keeps the default, present must be a plain decimal
+ * once %-decoded */
+
+static ngx_int_t
+ngx_http_usage_number_arg(ngx_http_request_t *r, const char *name,
+    ngx_uint_t max, ngx_uint_t *value)
+{
+    ngx_str_t  s, v;
+
+    if (ngx_http_usage_arg(&r->args, name, &s) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_usage_unescape_query(r->pool, &s, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_usage_parse_decimal(&v, max, value);
 }
 
 

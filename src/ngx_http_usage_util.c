@@ -620,11 +620,12 @@ ngx_http_usage_parse_decimal(ngx_str_t *s, ngx_uint_t max, ngx_uint_t *value)
             return NGX_ERROR;
         }
 
-        v = v * 10 + (s->data[i] - '0');
-
-        if (v > max) {
+        /* checked before it can wrap around */
+        if (v > (max - (s->data[i] - '0')) / 10) {
             return NGX_ERROR;
         }
+
+        v = v * 10 + (s->data[i] - '0');
     }
 
     *value = v;

@@ -140,6 +140,11 @@ $r = list('limit=01');
 is($r->status, 200, 'limit=01 is decimal 1');
 is($r->data->{pagination}{limit}, 1, 'limit=01 -> 1');
 like($r->body, qr/"limit":1[,}]/, 'limit=01 rendered as number 1');
+$r = list('limit=%31%30');
+is($r->status, 200, 'limit=%31%30 is decoded to 10');
+is($r->data->{pagination}{limit}, 10, 'percent-encoded limit');
+$r = list('offset=%31');
+is($r->data->{pagination}{offset}, 1, 'percent-encoded offset');
 $r = list('offset=00');
 is($r->data->{pagination}{offset}, 0, 'offset=00 -> 0');
 $r = list('limit=3&limit=7');
@@ -166,7 +171,8 @@ bad("limit=$_", $LIM) for '0', '1001', '-1', 'abc', '%2B1', '+1', '1.5',
 	'1.0', '%201', '1%20', '1e2', '0x10', '', '10abc', '99999999999999999999',
 	'-0', '1,2';
 bad("offset=$_", $OFF) for '-1', 'abc', '%2B0', '+0', '0.5', '%200', '',
-	'1e1', '99999999999999999999999', '2x';
+	'1e1', '99999999999999999999999', '2x',
+	'18446744073709551616', '18446744073709551626', '36893488147419103232';
 bad('limit=0&offset=-1', "$LIM, $OFF");
 bad('offset=-1&limit=0', "$LIM, $OFF");
 bad('limit=abc&offset=abc&entityId=alice', "$LIM, $OFF");

@@ -2,7 +2,8 @@
 
 # The store survives a HUP reload (same zone): events, stats and startTime
 # are kept, new workers serve them, new events go on; also with a reload that
-# changes other directives (service name) and after two reloads in a row.
+# changes other directives (service name) and after two reloads in a row;
+# a reload that resizes the zone keeps nginx serving from a new zone.
 
 use strict;
 use warnings;
@@ -70,5 +71,22 @@ ok($t->reload(), 'reloaded again');
 is($t->get('/v1/usage/rl')->data->{totalEvents}, 6, 'events kept again');
 is($t->get('/v1/usage/stats')->data->{startTime}, $before->{startTime},
 	'startTime kept again');
+
+###############################################################################
+# reload with a changed zone size: a new zone; nginx keeps serving
+
+$conf = $t->read_file('nginx.conf');
+$conf =~ s/usage_zone zone=usage:1m;/usage_zone zone=usage:2m;/;
+$t->write_file('nginx.conf', $conf);
+
+ok($t->reload(), 'reloaded with a resized zone');
+is($t->get('/health')->status, 200, 'healthy after resize');
+my $st = $t->get('/v1/usage/stats')->data;
+is($st->{store}{maxEvents}, 8192, 'maxEvents of the new size');
+my $kept = $t->get('/v1/events?entityId=rl')->data->{pagination}{total};
+ok($kept == 0 || $kept == 6, "events after resize: $kept (empty or copied)");
+is($t->post_event('rl', 'resized')->status, 201, 'post into the new zone');
+is($t->get('/v1/events?entityId=rl')->data->{pagination}{total}, $kept + 1,
+	'the new zone stores');
 
 $t->done_testing();

@@ -201,6 +201,34 @@ $c->close();
 $t->finish();
 
 ###############################################################################
+# routes match the full request path, whatever the location prefix
+
+$t = Test::Usage->new();
+$t->write_config(<<'EOF')->run();
+http {
+    usage_zone zone=usage:1m;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+        location /v1/ { usage_api usage; }
+        location = /health { usage_api usage; }
+        location /api/ { usage_api usage; }
+        location / { return 200 "not the api\n"; }
+    }
+}
+EOF
+
+is($t->get('/v1/events')->status, 200, 'prefix location: /v1/events');
+is($t->get('/v1/usage/stats')->status, 200, 'prefix location: stats');
+is($t->get('/health')->json->{status}, 'healthy', 'exact location: /health');
+is($t->get('/info')->body, "not the api\n", '/info outside the API');
+error_is($t->get('/api/health'), 404, 'NOT_FOUND',
+	'Route GET /api/health not found', 'the location prefix is not stripped');
+error_is($t->get('/v1/nope'), 404, 'NOT_FOUND', 'Route GET /v1/nope not found',
+	'404 in a prefix location');
+$t->finish();
+
+###############################################################################
 # service name, version and environment are configurable
 
 $t = Test::Usage->new();

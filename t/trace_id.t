@@ -101,7 +101,11 @@ is(tid(Traceparent => $tp, 'X-Trace-Id' => 'mine'), 'mine',
 	'X-Trace-Id wins over traceparent');
 for my $bad ('garbage', '00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01',
 	'00-4bf92f3577b34da6a3ce929d0e0e4736', '00-xyz-00f067aa0ba902b7-01',
-	'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01')
+	'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01',
+	'00-00000000000000000000000000000000-00f067aa0ba902b7-01',
+	'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+	'00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01',
+	'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra')
 {
 	like(tid(traceparent => $bad) // '', $UUID4_RE, "bad traceparent '$bad'");
 }

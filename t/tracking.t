@@ -4,7 +4,7 @@
 # with method, full raw path without query, statusCode, duration and traceId;
 # errors and preflights tracked too; /health, /ready (and with a trailing
 # slash) not tracked; usage_track off in a location; the events count in
-# stats.
+# stats; entity= and event_type= parameters with variables.
 
 use strict;
 use warnings;
@@ -138,5 +138,41 @@ $r = $t->get('/v1/usage/stats', port => $t->{port2});
 ok($r->data->{eventTypes}{api_call} >= $n, 'api_call counted in stats');
 $r = $t->get('/v1/usage/api-self', port => $t->{port2});
 ok($r->data->{totalEvents} >= $n, 'api-self summary');
+
+$t->finish();
+
+###############################################################################
+# usage_track with entity= and event_type= (variables allowed)
+
+$t = Test::Usage->new();
+$t->write_config(<<'EOF')->run();
+http {
+    usage_zone zone=usage:1m;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+        location / {
+            usage_api usage;
+            usage_track usage entity=gw-$http_x_key event_type=$request_method;
+        }
+        location /fixed/ {
+            usage_api usage;
+            usage_track usage entity=fixed event_type=call;
+        }
+    }
+}
+EOF
+
+$t->get('/v1/usage/stats', headers => ['X-Key' => 'k1', 'X-Trace-Id' => 'v1']);
+$t->get('/fixed/x', headers => ['X-Trace-Id' => 'v2']);
+my %by = map { $_->{metadata}{traceId} => $_ } @{ (wait_until {
+	my $e = $t->get('/v1/events?eventType=call')->data->{events};
+	$e && @$e ? $t->get('/v1/events?limit=1000')->data->{events} : undef
+} 5) || [] };
+is($by{v1} && $by{v1}{entityId}, 'gw-k1', 'entity from variables');
+is($by{v1} && $by{v1}{eventType}, 'GET', 'event_type from a variable');
+is($by{v1} && $by{v1}{metadata}{path}, '/v1/usage/stats', 'metadata kept');
+is($by{v2} && $by{v2}{entityId}, 'fixed', 'fixed entity');
+is($by{v2} && $by{v2}{eventType}, 'call', 'fixed event_type');
 
 $t->done_testing();

@@ -2,7 +2,7 @@
 
 # The $usage_trace_id variable: in add_header (equal to x-trace-id), in
 # return (valid header kept, invalid replaced, generated when absent, one
-# value per request), in log_format (the access log line holds the id the
+# value per request), in proxy_set_header, in log_format (the access log line holds the id the
 # client received), with a custom usage_trace_header.
 
 use strict;
@@ -37,6 +37,16 @@ http {
         location /hdr {
             usage_trace_header X-Request-Id;
             return 200 "tid=$usage_trace_id\n";
+        }
+
+        location /proxy {
+            proxy_pass http://127.0.0.1:%%PORT%%/echo;
+            proxy_set_header X-Up $usage_trace_id;
+            add_header X-Down $usage_trace_id;
+        }
+
+        location /echo {
+            return 200 "up=$http_x_up\n";
         }
     }
 }
@@ -73,6 +83,13 @@ like($r->body, qr/^tid=0af7651916cd43dd8448eb211c80319c /,
 $r = $t->get('/hdr', headers => ['X-Request-Id' => 'req-9',
 	'X-Trace-Id' => 'no']);
 is($r->body, "tid=req-9\n", 'custom trace header in a location');
+
+$r = $t->get('/proxy', headers => ['X-Trace-Id' => 'prx-1']);
+is($r->body, "up=prx-1\n", 'proxy_set_header with a given id');
+$r = $t->get('/proxy');
+my ($up) = $r->body =~ /^up=(\S+)/;
+like($up // '', $UUID4_RE, 'proxy_set_header with a generated id');
+is($r->header('X-Down'), $up, 'same id upstream and downstream');
 
 ###############################################################################
 # log_format

@@ -426,9 +426,9 @@ sub finish {
 		Test::More::is(join("\n", @bad), '',
 			'no alerts, crits, emergs or sanitizer reports in error.log');
 		if (@bad) {
-			my $log = $self->read_file('error.log');
-			Test::More::diag("error.log tail:\n"
-				. join("\n", (split /\n/, $log)[-40 .. -1]));
+			my @lines = split /\n/, $self->read_file("error.log");
+			splice(@lines, 0, @lines - 40) if @lines > 40;
+			Test::More::diag("error.log tail:\n" . join("\n", @lines));
 		}
 	}
 	$self->_cleanup();
