@@ -40,8 +40,7 @@ typedef struct {
 static void ngx_http_usage_route(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
-static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r,
-    ngx_http_usage_route_t *rt);
+static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
@@ -114,7 +113,7 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
     read = r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD);
 
     if (!read) {
-        return ngx_http_usage_not_allowed(r, &rt);
+        return ngx_http_usage_not_allowed(r);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -334,11 +333,10 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_usage_not_allowed(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
+ngx_http_usage_not_allowed(ngx_http_request_t *r)
 {
-    u_char     *p;
-    ngx_int_t   rc;
-    ngx_str_t   msg, *allow;
+    ngx_int_t  rc;
+    ngx_str_t  msg;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -346,25 +344,52 @@ ngx_http_usage_not_allowed(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
         return rc;
     }
 
-    allow = (rt->route == NGX_HTTP_USAGE_ROUTE_EVENTS)
-            ? &ngx_http_usage_allow_events : &ngx_http_usage_allow_read;
-
-    if (ngx_http_usage_add_header_lit(r, "Allow", allow) != NGX_OK) {
+    if (ngx_http_usage_not_allowed_message(r, &msg) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    p = ngx_pnalloc(r->pool, r->method_name.len + rt->path.len + 64);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    msg.data = p;
-    msg.len = ngx_sprintf(p, "Method %V is not allowed on %V; allowed: %V",
-                          &r->method_name, &rt->path, allow)
-              - p;
 
     return ngx_http_usage_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                      "METHOD_NOT_ALLOWED", &msg);
+}
+
+
+/*
+ * For a 405 on a known route, ours or nginx's own (TRACE is refused by
+ * nginx before any handler): the Allow header and the message.
+ * NGX_DECLINED: the path is not a route.
+ */
+
+ngx_int_t
+ngx_http_usage_not_allowed_message(ngx_http_request_t *r, ngx_str_t *msg)
+{
+    u_char                  *p;
+    ngx_str_t               *allow;
+    ngx_http_usage_route_t   rt;
+
+    ngx_http_usage_route(r, &rt);
+
+    if (rt.route == NGX_HTTP_USAGE_ROUTE_NONE) {
+        return NGX_DECLINED;
+    }
+
+    allow = (rt.route == NGX_HTTP_USAGE_ROUTE_EVENTS)
+            ? &ngx_http_usage_allow_events : &ngx_http_usage_allow_read;
+
+    if (ngx_http_usage_add_header_lit(r, "Allow", allow) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, r->method_name.len + rt.path.len + 64);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg->data = p;
+    msg->len = ngx_sprintf(p, "Method %V is not allowed on %V; allowed: %V",
+                           &r->method_name, &rt.path, allow)
+               - p;
+
+    return NGX_OK;
 }
 
 
@@ -401,8 +426,9 @@ ngx_http_usage_not_found(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_post_event(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-    ngx_str_t  msg;
+    ngx_int_t         rc;
+    ngx_str_t         msg;
+    ngx_table_elt_t  *h;
 
     if ((r->headers_in.content_length_n > 0 || r->headers_in.chunked)
         && ngx_http_usage_json_content_type(r) != NGX_OK)
@@ -414,6 +440,27 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
         }
 
         ngx_str_set(&msg, "Content-Type must be application/json");
+
+        return ngx_http_usage_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                         "UNSUPPORTED_MEDIA_TYPE", &msg);
+    }
+
+    /* compressed bodies are not inflated: say so rather than "malformed" */
+    h = ngx_http_usage_find_header(r, (u_char *) "Content-Encoding",
+                                   sizeof("Content-Encoding") - 1);
+
+    if (h && !(h->value.len == 8
+               && ngx_strncasecmp(h->value.data, (u_char *) "identity", 8)
+                  == 0))
+    {
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_str_set(&msg, "Content-Encoding is not supported: send the "
+                          "body uncompressed");
 
         return ngx_http_usage_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                          "UNSUPPORTED_MEDIA_TYPE", &msg);
@@ -632,7 +679,8 @@ ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
 static ngx_int_t
 ngx_http_usage_list_events(ngx_http_request_t *r)
 {
-    ngx_str_t               s, errors[2], entity, type;
+    ngx_int_t               rc;
+    ngx_str_t               errors[2], entity, type;
     ngx_uint_t              n, i;
     ngx_http_usage_out_t    out;
     ngx_http_usage_list_t   q;
@@ -663,19 +711,21 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
 
     /* an empty filter is no filter, as in the old service */
 
-    if (ngx_http_usage_arg(&r->args, "entityId", &s) == NGX_OK && s.len) {
-        if (ngx_http_usage_unescape_query(r->pool, &s, &entity) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    rc = ngx_http_usage_arg(r->pool, &r->args, "entityId", &entity);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
+    if (rc == NGX_OK && entity.len) {
         q.entity = &entity;
     }
 
-    if (ngx_http_usage_arg(&r->args, "eventType", &s) == NGX_OK && s.len) {
-        if (ngx_http_usage_unescape_query(r->pool, &s, &type) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    rc = ngx_http_usage_arg(r->pool, &r->args, "eventType", &type);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
+    if (rc == NGX_OK && type.len) {
         q.type = &type;
     }
 
@@ -726,14 +776,13 @@ static ngx_int_t
 ngx_http_usage_number_arg(ngx_http_request_t *r, const char *name,
     ngx_uint_t max, ngx_uint_t *value)
 {
-    ngx_str_t  s, v;
+    ngx_int_t  rc;
+    ngx_str_t  v;
 
-    if (ngx_http_usage_arg(&r->args, name, &s) != NGX_OK) {
-        return NGX_OK;
-    }
+    rc = ngx_http_usage_arg(r->pool, &r->args, name, &v);
 
-    if (ngx_http_usage_unescape_query(r->pool, &s, &v) != NGX_OK) {
-        return NGX_ERROR;
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
     return ngx_http_usage_parse_decimal(&v, max, value);
@@ -746,16 +795,13 @@ static ngx_int_t
 ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value, int64_t *ms)
 {
-    ngx_str_t  s;
+    ngx_int_t  rc;
 
-    ngx_str_null(value);
+    rc = ngx_http_usage_arg(r->pool, &r->args, name, value);
 
-    if (ngx_http_usage_arg(&r->args, name, &s) != NGX_OK) {
-        return NGX_OK;
-    }
-
-    if (ngx_http_usage_unescape_query(r->pool, &s, value) != NGX_OK) {
-        return NGX_ERROR;
+    if (rc != NGX_OK) {
+        ngx_str_null(value);
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
     if (ngx_http_usage_parse_iso(value->data, value->len, ms) != NGX_OK) {
@@ -849,9 +895,15 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     q.bucket = NGX_HTTP_USAGE_HOUR;
     ngx_str_set(&interval, "hour");
 
-    if (history && ngx_http_usage_arg(&r->args, "interval", &interval)
-                   == NGX_OK)
-    {
+    rc = history ? ngx_http_usage_arg(r->pool, &r->args, "interval",
+                                      &interval)
+                 : NGX_DECLINED;
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
         if (ngx_http_usage_is(&interval, "minute")
             && ngx_strncmp(interval.data, "minute", 6) == 0)
         {

@@ -50,7 +50,8 @@ static ngx_keyval_t  ngx_http_usage_security_headers[] = {
 
 
 static ngx_http_usage_error_t  ngx_http_usage_errors[] = {
-    { 400, "BAD_REQUEST", "The request could not be understood" },
+    { 400, "BAD_REQUEST", "Malformed request: the request line, its "
+      "%-encoding, a header or the body framing is invalid" },
     { 401, "UNAUTHORIZED", "Authentication is required" },
     { 403, "FORBIDDEN", "Access is forbidden" },
     { 404, "NOT_FOUND", "Not found" },
@@ -61,10 +62,14 @@ static ngx_http_usage_error_t  ngx_http_usage_errors[] = {
     { 414, "URI_TOO_LONG", "The request URI is too long" },
     { 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type" },
     { 429, "RATE_LIMITED", "Too many requests" },
+    { 494, "REQUEST_HEADER_TOO_LARGE", "A request header is too large" },
     { 500, "INTERNAL_ERROR", "Internal server error" },
+    { 501, "UNSUPPORTED_FEATURE", "The server does not support a feature "
+      "this request needs" },
     { 502, "BAD_GATEWAY", "Bad gateway" },
     { 503, "SERVICE_UNAVAILABLE", "The service is unavailable" },
     { 504, "GATEWAY_TIMEOUT", "Gateway timeout" },
+    { 505, "HTTP_VERSION_NOT_SUPPORTED", "HTTP version not supported" },
     { 507, "STORE_FULL", "The usage store is full" },
     { 0, NULL, NULL }
 };
@@ -250,7 +255,21 @@ ngx_http_usage_swap_error(ngx_http_request_t *r, ngx_http_usage_ctx_t *ctx)
         }
     }
 
-    if (e->status) {
+    if (e->status == NGX_HTTP_NOT_ALLOWED) {
+        code = e->code;
+
+        switch (ngx_http_usage_not_allowed_message(r, &msg)) {
+        case NGX_OK:
+            break;
+        case NGX_DECLINED:
+            msg.data = (u_char *) e->message;
+            msg.len = ngx_strlen(e->message);
+            break;
+        default:
+            return NGX_ERROR;
+        }
+
+    } else if (e->status) {
         code = e->code;
 
         if (e->message) {

@@ -92,16 +92,21 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 }
 
 
-/* a quoted string, escaped as JSON.stringify() does; s is valid UTF-8 */
+/*
+ * A quoted string, escaped as JSON.stringify() does.  Bytes that are not
+ * valid UTF-8 (a raw request path can hold anything) become U+FFFD, so
+ * that every answer stays valid JSON.
+ */
 
 void
 ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
-    u_char  *p, *end, c;
+    u_char    *p, *end, *next, c;
+    uint32_t   u;
 
     static u_char  hex[] = "0123456789abcdef";
 
-    /* worst case: every byte becomes \u00XX */
+    /* worst case: every byte becomes \u00XX or \ufffd */
     p = ngx_http_usage_out_reserve(out, len * 6 + 2);
     if (p == NULL) {
         return;
@@ -111,6 +116,20 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 
     for (end = s + len; s < end; s++) {
         c = *s;
+
+        if (c >= 0x80) {
+            next = s;
+            u = ngx_utf8_decode(&next, end - s);
+
+            if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+                p = ngx_cpymem(p, "\\ufffd", 6);
+                continue;
+            }
+
+            p = ngx_cpymem(p, s, next - s);
+            s = next - 1;
+            continue;
+        }
 
         if (c >= 0x20 && c != '"' && c != '\\') {
             *p++ = c;
@@ -435,6 +454,12 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t              errors[NGX_HTTP_USAGE_ERRORS_MAX];
     ngx_http_usage_out_t   out;
 
+    /* a UTF-8 byte order mark is skipped, as express.json() does */
+    if (len >= 3 && body[0] == 0xef && body[1] == 0xbb && body[2] == 0xbf) {
+        body += 3;
+        len -= 3;
+    }
+
     /* an empty body reads as {}, as express.json() left it */
     if (len == 0) {
         root = json_object();
@@ -455,6 +480,13 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
         if (root == NULL) {
             if (json_error_code(&err) == json_error_invalid_utf8) {
                 ngx_str_set(error, "Request body must be valid UTF-8");
+                return NGX_DECLINED;
+            }
+
+            if (json_error_code(&err) == json_error_stack_overflow) {
+                /* jansson stops at 2048 levels, far past any metadata
+                 * limit, before the fields can be checked */
+                ngx_str_set(error, "Request body is nested too deeply");
                 return NGX_DECLINED;
             }
 

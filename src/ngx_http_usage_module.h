@@ -83,6 +83,8 @@ ngx_http_usage_ctx_t *ngx_http_usage_get_ctx(ngx_http_request_t *r);
 /* ngx_http_usage_api.c */
 ngx_int_t ngx_http_usage_api_handler(ngx_http_request_t *r);
 ngx_uint_t ngx_http_usage_untracked_route(ngx_http_request_t *r);
+ngx_int_t ngx_http_usage_not_allowed_message(ngx_http_request_t *r,
+    ngx_str_t *msg);
 ngx_int_t ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message);
 
@@ -92,6 +94,8 @@ ngx_int_t ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id);
 ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path);
+ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
+    u_char *name, size_t len);
 
 /* ngx_http_usage_filter.c */
 ngx_int_t ngx_http_usage_filter_init(ngx_conf_t *cf);

@@ -16,8 +16,6 @@
 #include "ngx_http_usage_util.h"
 
 
-static ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
-    u_char *name, size_t len);
 static ngx_uint_t ngx_http_usage_trace_id_valid(ngx_str_t *id);
 static ngx_int_t ngx_http_usage_traceparent(ngx_table_elt_t *h,
     ngx_str_t *id);
@@ -176,10 +174,8 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    /* the path is raw bytes from the request line: keep it valid JSON */
-    if (ngx_http_usage_utf8_valid(path.data, path.len) != NGX_OK) {
-        ngx_str_set(&path, "(invalid UTF-8)");
-    }
+    /* the path is raw bytes from the request line: the JSON writer turns
+     * invalid UTF-8 into U+FFFD */
 
     ngx_http_usage_out_lit(&meta, "{\"method\":");
     ngx_http_usage_out_string(&meta, r->method_name.data,
@@ -237,7 +233,7 @@ ngx_http_usage_track_name(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_usage_find_header(ngx_http_request_t *r, u_char *name, size_t len)
 {
     ngx_uint_t        i;

@@ -560,41 +560,56 @@ ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
 }
 
 
-ngx_int_t
-ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
-    ngx_str_t *dst)
-{
-    return ngx_http_usage_unescape(pool, src, dst, 1);
-}
-
-
-/* the first value of a query argument; names are case-sensitive */
+/*
+ * The first value of a query argument, %-decoded as Express's qs does;
+ * names are case-sensitive and compared decoded too.  NGX_DECLINED: the
+ * argument is absent.
+ */
 
 ngx_int_t
-ngx_http_usage_arg(ngx_str_t *args, const char *name, ngx_str_t *value)
+ngx_http_usage_arg(ngx_pool_t *pool, ngx_str_t *args, const char *name,
+    ngx_str_t *value)
 {
-    size_t   n;
-    u_char  *p, *end, *amp;
+    size_t      n;
+    u_char     *p, *end, *amp, *eq;
+    ngx_str_t   key, raw;
 
     n = ngx_strlen(name);
     p = args->data;
     end = p + args->len;
 
-    while (p < end) {
+    for ( /* void */ ; p < end; p = amp + 1) {
         amp = ngx_strlchr(p, end, '&');
         if (amp == NULL) {
             amp = end;
         }
 
-        if ((size_t) (amp - p) >= n && ngx_strncmp(p, name, n) == 0
-            && (p + n == amp || p[n] == '='))
+        eq = ngx_strlchr(p, amp, '=');
+
+        key.data = p;
+        key.len = (eq ? eq : amp) - p;
+
+        if (ngx_strlchr(key.data, key.data + key.len, '%')
+            || ngx_strlchr(key.data, key.data + key.len, '+'))
         {
-            value->data = (p + n == amp) ? amp : p + n + 1;
-            value->len = amp - value->data;
-            return NGX_OK;
+            raw = key;
+            if (ngx_http_usage_unescape(pool, &raw, &key, 1) != NGX_OK) {
+                return NGX_ERROR;
+            }
         }
 
-        p = amp + 1;
+        if (key.len != n || ngx_strncmp(key.data, name, n) != 0) {
+            continue;
+        }
+
+        raw.data = eq ? eq + 1 : amp;
+        raw.len = amp - raw.data;
+
+        if (ngx_http_usage_unescape(pool, &raw, value, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
     }
 
     return NGX_DECLINED;

@@ -38,10 +38,8 @@ ngx_uint_t ngx_http_usage_check_name(ngx_str_t *s, size_t max_chars);
 
 ngx_int_t ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
     ngx_str_t *dst);
-ngx_int_t ngx_http_usage_unescape_query(ngx_pool_t *pool, ngx_str_t *src,
-    ngx_str_t *dst);
-ngx_int_t ngx_http_usage_arg(ngx_str_t *args, const char *name,
-    ngx_str_t *value);
+ngx_int_t ngx_http_usage_arg(ngx_pool_t *pool, ngx_str_t *args,
+    const char *name, ngx_str_t *value);
 ngx_int_t ngx_http_usage_parse_decimal(ngx_str_t *s, ngx_uint_t max,
     ngx_uint_t *value);
 
