@@ -25,6 +25,7 @@
     ((ngx_http_usage_event_t *) ((u_char *) (q) - (off)))
 
 
+static void ngx_http_usage_warn_resized(ngx_shm_zone_t *shm_zone);
 static void ngx_http_usage_key_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_usage_key_t *ngx_http_usage_key_lookup(ngx_rbtree_t *tree,
@@ -46,6 +47,56 @@ static ngx_int_t ngx_http_usage_copy_event(ngx_pool_t *pool,
     ngx_array_t *records, ngx_http_usage_event_t *ev);
 static ngx_int_t ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
     ngx_http_usage_key_t *key);
+
+
+/*
+ * nginx gives a zone whose size changed on reload a fresh, empty mapping.
+ * The running cycle (still ngx_cycle while the new one is initialized)
+ * tells whether that is what happened: say so rather than lose the data
+ * silently.
+ */
+
+static void
+ngx_http_usage_warn_resized(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *old;
+
+    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+        return;
+    }
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    old = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            old = part->elts;
+            i = 0;
+        }
+
+        if (old[i].tag == shm_zone->tag
+            && old[i].shm.name.len == shm_zone->shm.name.len
+            && ngx_strncmp(old[i].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len) == 0
+            && old[i].shm.size != shm_zone->shm.size)
+        {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "usage zone \"%V\" was resized from %uz to %uz "
+                          "bytes: it starts empty, the events stored so far "
+                          "are not carried over", &shm_zone->shm.name,
+                          old[i].shm.size, shm_zone->shm.size);
+            return;
+        }
+    }
+}
 
 
 ngx_int_t
@@ -77,6 +128,8 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->sh = zone->shpool->data;
         return NGX_OK;
     }
+
+    ngx_http_usage_warn_resized(shm_zone);
 
     sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_usage_shctx_t));
     if (sh == NULL) {
