@@ -28,6 +28,21 @@ static char *ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_http_usage_zone_ref(ngx_conf_t *cf,
     ngx_str_t *name);
+static char *ngx_http_usage_check_token(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_usage_check_origin(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_usage_check_metadata_size(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+/* values that end up in response headers are checked when read */
+static ngx_conf_post_t  ngx_http_usage_token_post =
+    { ngx_http_usage_check_token };
+static ngx_conf_post_t  ngx_http_usage_origin_post =
+    { ngx_http_usage_check_origin };
+static ngx_conf_post_t  ngx_http_usage_metadata_size_post =
+    { ngx_http_usage_check_metadata_size };
 
 
 static ngx_conf_num_bounds_t  ngx_http_usage_depth_bounds = {
@@ -63,7 +78,7 @@ static ngx_command_t  ngx_http_usage_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_usage_loc_conf_t, trace_header),
-      NULL },
+      &ngx_http_usage_token_post },
 
     { ngx_string("usage_service_name"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -91,14 +106,14 @@ static ngx_command_t  ngx_http_usage_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_usage_loc_conf_t, cors_origin),
-      NULL },
+      &ngx_http_usage_origin_post },
 
     { ngx_string("usage_metadata_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_usage_loc_conf_t, metadata_max_size),
-      NULL },
+      &ngx_http_usage_metadata_size_post },
 
     { ngx_string("usage_metadata_max_depth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -190,8 +205,8 @@ static ngx_int_t
 ngx_http_usage_init(ngx_conf_t *cf)
 {
     ngx_uint_t                   i;
-    ngx_shm_zone_t             **ref;
     ngx_http_handler_pt         *h;
+    ngx_http_usage_zone_ref_t   *ref;
     ngx_http_core_main_conf_t   *cmcf;
     ngx_http_usage_main_conf_t  *umcf;
 
@@ -199,11 +214,13 @@ ngx_http_usage_init(ngx_conf_t *cf)
 
     ref = umcf->zone_refs.elts;
     for (i = 0; i < umcf->zone_refs.nelts; i++) {
-        if (ref[i]->data == NULL) {
+        if (ref[i].zone->data == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "usage zone \"%V\" is unknown: declare it with "
-                          "\"usage_zone zone=%V:<size>\" in http{}",
-                          &ref[i]->shm.name, &ref[i]->shm.name);
+                          "usage zone \"%V\" is unknown in %V:%ui: declare "
+                          "it with \"usage_zone zone=%V:<size>;\" in the "
+                          "http block",
+                          &ref[i].zone->shm.name, &ref[i].file, ref[i].line,
+                          &ref[i].zone->shm.name);
             return NGX_ERROR;
         }
     }
@@ -251,7 +268,7 @@ ngx_http_usage_create_main_conf(ngx_conf_t *cf)
     }
 
     if (ngx_array_init(&umcf->zone_refs, cf->pool, 4,
-                       sizeof(ngx_shm_zone_t *))
+                       sizeof(ngx_http_usage_zone_ref_t))
         != NGX_OK)
     {
         return NULL;
@@ -596,7 +613,8 @@ ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_shm_zone_t *
 ngx_http_usage_zone_ref(ngx_conf_t *cf, ngx_str_t *name)
 {
-    ngx_shm_zone_t              *shm_zone, **ref;
+    ngx_shm_zone_t              *shm_zone;
+    ngx_http_usage_zone_ref_t   *ref;
     ngx_http_usage_main_conf_t  *umcf;
 
     shm_zone = ngx_shared_memory_add(cf, name, 0, &ngx_http_usage_module);
@@ -611,7 +629,75 @@ ngx_http_usage_zone_ref(ngx_conf_t *cf, ngx_str_t *name)
         return NULL;
     }
 
-    *ref = shm_zone;
+    ref->zone = shm_zone;
+    ref->file = cf->conf_file->file.name;
+    ref->line = cf->conf_file->line;
 
     return shm_zone;
+}
+
+
+/* a header name: an RFC 9110 token */
+
+static char *
+ngx_http_usage_check_token(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *name = data;
+
+    u_char  *p, *end;
+
+    if (name->len == 0) {
+        return "must not be empty";
+    }
+
+    for (p = name->data, end = p + name->len; p < end; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9')
+            || ngx_strchr("!#$%&'*+-.^_`|~", *p) != NULL)
+        {
+            continue;
+        }
+
+        return "is not a valid header name";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a header value: visible ASCII, so no header can be injected */
+
+static char *
+ngx_http_usage_check_origin(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *origin = data;
+
+    u_char  *p, *end;
+
+    if (origin->len == 0) {
+        return "must not be empty";
+    }
+
+    for (p = origin->data, end = p + origin->len; p < end; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            return "must be an origin such as \"*\" or "
+                   "\"https://app.example.com\"";
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_usage_check_metadata_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *size = data;
+
+    /* "{}" must always fit */
+    if (*size < 2) {
+        return "must be at least 2 bytes";
+    }
+
+    return NGX_CONF_OK;
 }

@@ -27,7 +27,14 @@
 
 
 typedef struct {
-    ngx_array_t                  zone_refs;        /* ngx_shm_zone_t * */
+    ngx_shm_zone_t              *zone;
+    ngx_str_t                    file;             /* where it is named */
+    ngx_uint_t                   line;
+} ngx_http_usage_zone_ref_t;
+
+
+typedef struct {
+    ngx_array_t                  zone_refs;        /* zone_ref_t */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
 } ngx_http_usage_main_conf_t;

@@ -190,6 +190,15 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
 
     ngx_shmtx_lock(&shpool->mutex);
 
+    /*
+     * An event that needs more than half of the zone's pages may not fit
+     * even in an empty zone (slab pages of names and the store's own
+     * structures stay): refuse it before evicting anything for it.
+     */
+    if (size > (size_t) (shpool->end - shpool->start) / 2) {
+        goto drop;
+    }
+
     ngx_http_usage_expire_locked(zone, now);
 
     while (sh->count >= zone->max_events) {
@@ -856,8 +865,8 @@ ngx_http_usage_event_free_locked(ngx_http_usage_zone_t *zone,
 
 
 /*
- * Retention: every event older than the window is unlinked and its memory
- * reclaimed.  Each event is expired once, so the cost is amortized O(1)
+ * Retention and max_events: every event older than the window, or beyond
+ * the maximum, is unlinked and its memory reclaimed.  Each event is expired once, so the cost is amortized O(1)
  * per insert, and counts stay exact without filtering on every read.
  */
 
@@ -882,6 +891,11 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 
         ngx_http_usage_event_free_locked(zone, ev);
         sh->expired++;
+    }
+
+    /* a reload may have lowered max_events: every operation applies it */
+    while (sh->count > zone->max_events) {
+        (void) ngx_http_usage_evict_oldest_locked(zone);
     }
 }
 

@@ -91,4 +91,22 @@ conf_fails(api_conf(location => 'usage_metadata_max_depth abc;'),
 conf_fails(api_conf(location => 'usage_metadata_max_size abc;'),
 	'usage_metadata_max_size', 'bad usage_metadata_max_size');
 
+
+# values that go into response headers are checked
+conf_fails(api_conf(http => 'usage_trace_header "";'), 'must not be empty',
+	'empty trace header');
+conf_fails(api_conf(http => 'usage_trace_header "X Trace:";'),
+	'not a valid header name', 'trace header with a space and a colon');
+conf_fails(api_conf(http => 'usage_cors_origin "";'), 'must not be empty',
+	'empty CORS origin');
+conf_fails(api_conf(http => 'usage_cors_origin "https://a.example\r\nX-Evil: 1";'),
+	'origin', 'CORS origin with CR LF');
+conf_fails(api_conf(http => 'usage_metadata_max_size 1;'), 'at least 2',
+	'metadata size below "{}"');
+conf_ok(api_conf(http => 'usage_metadata_max_size 2;'), 'metadata size 2');
+
+# an unknown zone is reported with the place that names it
+conf_fails(api_conf(location => 'usage_track nosuch;'),
+	'"nosuch" is unknown in \S+\.conf:\d+', 'unknown zone: file:line');
+
 done_testing();

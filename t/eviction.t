@@ -2,7 +2,9 @@
 
 # Store limits: with max_events=5 the oldest events are evicted first and
 # counted (store.evictions); a zone of the minimum size (32k) filled with
-# large events keeps answering 201, evicts, and logs no alert/crit.
+# large events keeps answering 201, evicts, and logs no alert/crit; an event
+# larger than half the zone is refused (507) without evicting anything; a
+# reload that lowers max_events trims the store at once.
 
 use strict;
 use warnings;
@@ -85,5 +87,54 @@ ok($s->{evictions} > 0, 'evictions counted by size');
 is($s->{events}, $total, 'store.events matches');
 is($t->get('/health')->status, 200, 'healthy');
 is($t->get('/ready')->status, 200, 'ready');
+
+$t->finish();
+
+###############################################################################
+# an event too large for the zone is refused without evicting anything
+
+$t = Test::Usage->new();
+$t->write_config(api_conf(zone => 'usage_zone zone=usage:32k;',
+	location => 'usage_metadata_max_size 60k; client_max_body_size 100k;'))
+	->run();
+
+for my $i (1 .. 3) {
+	is($t->post_event("keep$i", 'small')->status, 201, "small event $i");
+}
+
+$r = $t->post_event('huge', 'big', { p => 'x' x 20000 });
+is($r->status, 507, 'an event larger than half the zone: 507');
+is($r->err->{code}, 'STORE_FULL', '507 code');
+
+$s = $t->get('/v1/usage/stats')->data->{store};
+is($s->{events}, 3, 'stored events untouched by the refusal');
+is($s->{evictions}, 0, 'nothing evicted for it');
+is($s->{drops}, 1, 'the refusal is counted as a drop');
+
+$t->finish();
+
+###############################################################################
+# max_events lowered by a reload applies at once, not at the next insert
+
+$t = Test::Usage->new();
+$t->write_config(api_conf(zone => 'usage_zone zone=usage:1m max_events=100;'))
+	->run();
+
+for my $i (1 .. 20) {
+	$t->post_event("low$i", 'x');
+	sleep 0.002;
+}
+
+my $conf = $t->read_file('nginx.conf');
+$conf =~ s/max_events=100;/max_events=10;/;
+$t->write_file('nginx.conf', $conf);
+ok($t->reload(), 'reloaded with max_events=10');
+
+$s = $t->get('/v1/usage/stats')->data;
+is($s->{store}{maxEvents}, 10, 'new maxEvents');
+is($s->{totalEvents}, 10, 'trimmed to the new maximum on the next read');
+is($s->{store}{evictions}, 10, 'trimming counted as evictions');
+is($t->get('/v1/events?limit=1')->data->{events}[0]{entityId}, 'low20',
+	'the newest kept');
 
 $t->done_testing();
