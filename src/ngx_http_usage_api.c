@@ -45,6 +45,8 @@ static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
+static off_t ngx_http_usage_body_limit(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_too_large(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
@@ -90,9 +92,19 @@ static ngx_str_t  ngx_http_usage_allow_read = ngx_string("GET, HEAD, OPTIONS");
 ngx_int_t
 ngx_http_usage_api_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
-    ngx_uint_t               read;
-    ngx_http_usage_route_t   rt;
+    ngx_int_t                   rc;
+    ngx_uint_t                  read;
+    ngx_http_usage_route_t      rt;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->api_zone == NULL) {
+        /* a nested location that kept the handler but not the zone */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "usage_api handler without a zone in this location");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     ngx_http_usage_route(r, &rt);
 
@@ -272,8 +284,6 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->own_body = 1;
-
     ngx_str_set(&value, "GET,POST,OPTIONS");
     if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Methods", &value)
         != NGX_OK)
@@ -323,6 +333,9 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* set last: a failure above must still become the JSON 500 */
+    ctx->own_body = 1;
 
     r->headers_out.status = NGX_HTTP_NO_CONTENT;
     r->headers_out.content_length_n = 0;
@@ -466,6 +479,16 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
                                          "UNSUPPORTED_MEDIA_TYPE", &msg);
     }
 
+    if (r->headers_in.content_length_n > ngx_http_usage_body_limit(r)) {
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_usage_too_large(r);
+    }
+
     r->request_body_in_single_buf = 1;
 
     rc = ngx_http_read_client_request_body(r, ngx_http_usage_post_event_body);
@@ -493,7 +516,14 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
     zone = ulcf->api_zone->data;
 
-    if (ngx_http_usage_read_body(r, &body) != NGX_OK) {
+    rc = ngx_http_usage_read_body(r, &body);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r, ngx_http_usage_too_large(r));
+        return;
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -614,7 +644,46 @@ ngx_http_usage_json_content_type(ngx_http_request_t *r)
 }
 
 
-/* the whole body in one piece, wherever nginx buffered it */
+/*
+ * client_max_body_size, or, where it is 0 (unlimited), the module's own
+ * ceiling: the body is read into memory, an event never needs more.
+ */
+
+static off_t
+ngx_http_usage_body_limit(ngx_http_request_t *r)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    return clcf->client_max_body_size ? clcf->client_max_body_size
+                                      : NGX_HTTP_USAGE_BODY_CEILING;
+}
+
+
+static ngx_int_t
+ngx_http_usage_too_large(ngx_http_request_t *r)
+{
+    u_char     *p;
+    ngx_str_t   msg;
+
+    p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+    msg.len = ngx_sprintf(p, "Request body is larger than the limit of %O "
+                          "bytes", ngx_http_usage_body_limit(r))
+              - p;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "PAYLOAD_TOO_LARGE", &msg);
+}
+
+
+/* the whole body in one piece, wherever nginx buffered it; NGX_DECLINED:
+ * over the limit */
 
 static ngx_int_t
 ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
@@ -642,6 +711,11 @@ ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
     len = 0;
     for ( /* void */ ; cl; cl = cl->next) {
         len += ngx_buf_size(cl->buf);
+    }
+
+    /* a chunked body had no length to check before it was read */
+    if ((off_t) len > ngx_http_usage_body_limit(r)) {
+        return NGX_DECLINED;
     }
 
     p = ngx_pnalloc(r->pool, len ? len : 1);
@@ -904,17 +978,17 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     }
 
     if (rc == NGX_OK) {
-        if (ngx_http_usage_is(&interval, "minute")
-            && ngx_strncmp(interval.data, "minute", 6) == 0)
+        /* interval values are case-sensitive, unlike route words */
+        if (interval.len == 6 && ngx_strncmp(interval.data, "minute", 6) == 0)
         {
             q.bucket = NGX_HTTP_USAGE_MINUTE;
 
-        } else if (ngx_http_usage_is(&interval, "hour")
+        } else if (interval.len == 4
                    && ngx_strncmp(interval.data, "hour", 4) == 0)
         {
             q.bucket = NGX_HTTP_USAGE_HOUR;
 
-        } else if (ngx_http_usage_is(&interval, "day")
+        } else if (interval.len == 3
                    && ngx_strncmp(interval.data, "day", 3) == 0)
         {
             q.bucket = NGX_HTTP_USAGE_DAY;

@@ -49,6 +49,21 @@ static ngx_keyval_t  ngx_http_usage_security_headers[] = {
 };
 
 
+#if (NGX_HTTP_SSL)
+
+static ngx_keyval_t  ngx_http_usage_hsts = {
+    ngx_string("Strict-Transport-Security"),
+    ngx_string("max-age=31536000; includeSubDomains")
+};
+
+#endif
+
+
+static ngx_keyval_t  ngx_http_usage_vary_origin = {
+    ngx_string("Vary"), ngx_string("Origin")
+};
+
+
 static ngx_http_usage_error_t  ngx_http_usage_errors[] = {
     { 400, "BAD_REQUEST", "Malformed request: the request line, its "
       "%-encoding, a header or the body framing is invalid" },
@@ -92,6 +107,14 @@ ngx_int_t
 ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
     ngx_str_t *value)
 {
+    return ngx_http_usage_add_header_n(r, key->data, key->len, value);
+}
+
+
+ngx_int_t
+ngx_http_usage_add_header_n(ngx_http_request_t *r, u_char *key, size_t len,
+    ngx_str_t *value)
+{
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
@@ -100,7 +123,8 @@ ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
     }
 
     h->hash = 1;
-    h->key = *key;
+    h->key.data = key;
+    h->key.len = len;
     h->value = *value;
 #if (nginx_version >= 1023000)
     h->next = NULL;
@@ -161,13 +185,19 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
     if (ulcf->api_zone == NULL) {
-        /* an API server's error from before location matching, e.g. a
-         * request line with a bad %-escape, is the API's error too */
+        /*
+         * An error of an API server that nginx answers before the request
+         * enters the phases (a bad request line or %-escape, TRACE, a
+         * header too large) is the API's error too.  Anything that went
+         * through location matching belongs to its own location.
+         */
         uscf = ngx_http_get_module_srv_conf(r, ngx_http_usage_module);
         cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
 
         if (uscf == NULL || !uscf->has_api || cscf == NULL
-            || r->loc_conf != cscf->ctx->loc_conf)
+            || r->loc_conf != cscf->ctx->loc_conf
+            || r->phase_handler != 0
+            || r->headers_out.status < NGX_HTTP_BAD_REQUEST)
         {
             return ngx_http_next_header_filter(r);
         }
@@ -196,9 +226,8 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
 
 #if (NGX_HTTP_SSL)
     if (r->connection->ssl) {
-        ngx_str_t  hsts = ngx_string("max-age=31536000; includeSubDomains");
-
-        if (ngx_http_usage_add_header_lit(r, "Strict-Transport-Security", &hsts)
+        if (ngx_http_usage_add_header(r, &ngx_http_usage_hsts.key,
+                                      &ngx_http_usage_hsts.value)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -214,9 +243,10 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
     }
 
     if (ulcf->cors_origin.len != 1 || ulcf->cors_origin.data[0] != '*') {
-        ngx_str_t  vary = ngx_string("Origin");
-
-        if (ngx_http_usage_add_header_lit(r, "Vary", &vary) != NGX_OK) {
+        if (ngx_http_usage_add_header(r, &ngx_http_usage_vary_origin.key,
+                                      &ngx_http_usage_vary_origin.value)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }

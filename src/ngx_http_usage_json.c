@@ -15,6 +15,9 @@
 
 #define NGX_HTTP_USAGE_ERRORS_MAX  8
 
+/* check_field(): the value is a string (so "must be a string" is not due) */
+#define NGX_HTTP_USAGE_NAME_STRING 0x80
+
 
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,
     size_t n);
@@ -680,10 +683,11 @@ ngx_http_usage_check_field(json_t *v, const char *name, size_t max_chars,
             return;
         }
 
-        flags |= 0x80;     /* is a string */
+        flags |= NGX_HTTP_USAGE_NAME_STRING;
     }
 
-    p = ngx_pnalloc(pool, 4 * (len + 48));
+    /* at most two messages per field */
+    p = ngx_pnalloc(pool, 2 * (len + 48));
 
     if (flags & NGX_HTTP_USAGE_NAME_EMPTY) {
         errors[*n].data = p;
@@ -692,7 +696,7 @@ ngx_http_usage_check_field(json_t *v, const char *name, size_t max_chars,
         p = p ? p + len + 48 : NULL;
     }
 
-    if (!(flags & 0x80)) {
+    if (!(flags & NGX_HTTP_USAGE_NAME_STRING)) {
         errors[*n].data = p;
         errors[(*n)++].len = p ? ngx_sprintf(p, "%s must be a string", name)
                                  - p

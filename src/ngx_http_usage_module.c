@@ -322,6 +322,20 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_usage_loc_conf_t *prev = parent;
     ngx_http_usage_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * "if" and "limit_except" blocks are locations without a name inside
+     * the API location: requests in them must still be served by the API
+     * (nginx keeps the content handler, so the zone must follow).
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->api_zone == NULL && prev->api_zone && clcf->noname) {
+        conf->api_zone = prev->api_zone;
+        clcf->handler = ngx_http_usage_api_handler;
+    }
+
     if (conf->track_set == NGX_CONF_UNSET) {
         conf->track_set = prev->track_set;
         conf->track_zone = prev->track_zone;
@@ -468,8 +482,6 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    zone->name = name;
-    zone->size = size;
     zone->retention = retention;
 
     /* about 256 bytes per event with small metadata; the zone's own
@@ -653,7 +665,7 @@ ngx_http_usage_check_token(ngx_conf_t *cf, void *post, void *data)
     for (p = name->data, end = p + name->len; p < end; p++) {
         if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
             || (*p >= '0' && *p <= '9')
-            || ngx_strchr("!#$%&'*+-.^_`|~", *p) != NULL)
+            || (*p != '\0' && ngx_strchr("!#$%&'*+-.^_`|~", *p) != NULL))
         {
             continue;
         }

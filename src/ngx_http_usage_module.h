@@ -25,6 +25,9 @@
 #define NGX_HTTP_USAGE_UUID_LEN         36
 #define NGX_HTTP_USAGE_CORS_MAX_AGE     "86400"
 
+/* request body limit where client_max_body_size is 0 (unlimited) */
+#define NGX_HTTP_USAGE_BODY_CEILING     (1024 * 1024)
+
 
 typedef struct {
     ngx_shm_zone_t              *zone;
@@ -110,10 +113,11 @@ ngx_int_t ngx_http_usage_error_body(ngx_http_request_t *r,
     const char *code, ngx_str_t *message, ngx_str_t *out);
 ngx_int_t ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
     ngx_str_t *value);
+ngx_int_t ngx_http_usage_add_header_n(ngx_http_request_t *r, u_char *key,
+    size_t len, ngx_str_t *value);
 
 #define ngx_http_usage_add_header_lit(r, name, value)                        \
-    ngx_http_usage_add_header(r,                                             \
-        &(ngx_str_t) { sizeof(name) - 1, (u_char *) name }, value)
+    ngx_http_usage_add_header_n(r, (u_char *) name, sizeof(name) - 1, value)
 
 
 #endif /* _NGX_HTTP_USAGE_MODULE_H_INCLUDED_ */

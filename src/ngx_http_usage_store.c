@@ -191,18 +191,21 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
     ngx_shmtx_lock(&shpool->mutex);
 
     /*
-     * An event that needs more than half of the zone's pages may not fit
-     * even in an empty zone (slab pages of names and the store's own
-     * structures stay): refuse it before evicting anything for it.
+     * A large event needs contiguous slab pages, which the pages pinned by
+     * small events and names can keep apart until most of the store is
+     * evicted: an event of more than 1/8 of the zone is refused before
+     * anything is evicted for it.
      */
-    if (size > (size_t) (shpool->end - shpool->start) / 2) {
+    if (size > (size_t) (shpool->end - shpool->start) / 8) {
         goto drop;
     }
 
     ngx_http_usage_expire_locked(zone, now);
 
     while (sh->count >= zone->max_events) {
-        (void) ngx_http_usage_evict_oldest_locked(zone);
+        if (!ngx_http_usage_evict_oldest_locked(zone)) {
+            break;
+        }
     }
 
     /*
@@ -250,6 +253,11 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
     ngx_queue_insert_tail(&sh->events, &ev->queue);
     ngx_queue_insert_tail(&entity->queue, &ev->entity_queue);
 
+    if (sh->hour == NULL) {
+        sh->hour = &ev->queue;
+    }
+
+    sh->hour_count++;
     sh->count++;
     sh->recorded++;
 
@@ -261,9 +269,9 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
 
 drop:
 
-    sh->dropped++;
-
     ngx_shmtx_unlock(&shpool->mutex);
+
+    (void) ngx_atomic_fetch_add(&sh->dropped, 1);
 
     return NGX_DECLINED;
 }
@@ -332,6 +340,10 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     /* only an entity filtered by type has no maintained count */
     count_all = (entity && type);
 
+    if (!count_all && q->offset >= q->total) {
+        goto done;
+    }
+
     /*
      * Newest first by createdAt; events with equal createdAt keep their
      * insertion order, as the stable sort of the old service did.  Walk
@@ -378,7 +390,8 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
             }
         }
 
-        if (!count_all && emitted == q->limit) {
+        /* enough, or every match of a rare type already seen */
+        if (!count_all && (emitted == q->limit || matched == q->total)) {
             break;
         }
 
@@ -397,15 +410,51 @@ done:
 }
 
 
+/*
+ * The entity's first event at or after since: found from the newer end,
+ * so that a recent range costs what it holds, not the entity's history.
+ */
+
+static ngx_queue_t *
+ngx_http_usage_range_first_locked(ngx_http_usage_key_t *entity,
+    int64_t since)
+{
+    ngx_queue_t             *p, *prev;
+    ngx_http_usage_event_t  *ev;
+
+    if (since == INT64_MIN) {
+        return ngx_queue_head(&entity->queue);
+    }
+
+    p = ngx_queue_sentinel(&entity->queue);
+
+    for ( ;; ) {
+        prev = ngx_queue_prev(p);
+
+        if (prev == ngx_queue_sentinel(&entity->queue)) {
+            return p;
+        }
+
+        ev = ngx_queue_data(prev, ngx_http_usage_event_t, entity_queue);
+
+        if (ev->created < since) {
+            return p;
+        }
+
+        p = prev;
+    }
+}
+
+
 ngx_int_t
 ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_range_t *q, int64_t now)
 {
     uint32_t                 hash;
-    ngx_uint_t               i;
+    ngx_uint_t               i, gen;
     ngx_queue_t             *p;
     ngx_array_t              seen;
-    ngx_http_usage_key_t    *entity, **kp;
+    ngx_http_usage_key_t    *entity, *type, **kp;
     ngx_http_usage_count_t  *c;
     ngx_http_usage_event_t  *ev;
 
@@ -430,35 +479,34 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         goto done;
     }
 
-    /*
-     * Types are counted in their key's scratch field (we hold the lock,
-     * nobody else can see it) and listed in first-seen order.
-     */
+    /* types are tallied in their keys, tagged with this query's generation,
+     * and listed in the order they were first seen */
+    gen = ++zone->sh->tally_gen;
 
-    for (p = ngx_queue_head(&entity->queue);
+    for (p = ngx_http_usage_range_first_locked(entity, q->since);
          p != ngx_queue_sentinel(&entity->queue);
          p = ngx_queue_next(p))
     {
         ev = ngx_queue_data(p, ngx_http_usage_event_t, entity_queue);
 
-        if (ev->created < q->since) {
-            continue;
-        }
-
         if (ev->created > q->until) {
             break;
         }
 
-        if (ev->type->scratch == 0) {
+        type = ev->type;
+
+        if (type->tally_gen != gen) {
             kp = ngx_array_push(&seen);
             if (kp == NULL) {
                 goto failed;
             }
 
-            *kp = ev->type;
+            *kp = type;
+            type->tally_gen = gen;
+            type->tally = 0;
         }
 
-        ev->type->scratch++;
+        type->tally++;
         q->total++;
     }
 
@@ -472,8 +520,7 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
             goto failed;
         }
 
-        c->count = kp[i]->scratch;
-        kp[i]->scratch = 0;
+        c->count = kp[i]->tally;
     }
 
 done:
@@ -483,11 +530,6 @@ done:
     return NGX_OK;
 
 failed:
-
-    kp = seen.elts;
-    for (i = 0; i < seen.nelts; i++) {
-        kp[i]->scratch = 0;
-    }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -528,15 +570,11 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     /* the entity's queue is sorted by createdAt: buckets come ascending */
 
-    for (p = ngx_queue_head(&entity->queue);
+    for (p = ngx_http_usage_range_first_locked(entity, q->since);
          p != ngx_queue_sentinel(&entity->queue);
          p = ngx_queue_next(p))
     {
         ev = ngx_queue_data(p, ngx_http_usage_event_t, entity_queue);
-
-        if (ev->created < q->since) {
-            continue;
-        }
 
         if (ev->created > q->until) {
             break;
@@ -605,20 +643,20 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     st->bytes_free = shpool->pfree * ngx_pagesize;
     st->bytes_used = (pages - ngx_min(pages, shpool->pfree)) * ngx_pagesize;
 
-    st->last_hour = 0;
+    /* move the last-hour cursor past what has aged out since last time */
+    while (sh->hour) {
+        ev = ngx_queue_data(sh->hour, ngx_http_usage_event_t, queue);
 
-    for (p = ngx_queue_last(&sh->events);
-         p != ngx_queue_sentinel(&sh->events);
-         p = ngx_queue_prev(p))
-    {
-        ev = ngx_queue_data(p, ngx_http_usage_event_t, queue);
-
-        if (ev->created < now - NGX_HTTP_USAGE_HOUR) {
+        if (ev->created >= now - NGX_HTTP_USAGE_HOUR) {
             break;
         }
 
-        st->last_hour++;
+        p = ngx_queue_next(sh->hour);
+        sh->hour = (p == ngx_queue_sentinel(&sh->events)) ? NULL : p;
+        sh->hour_count--;
     }
+
+    st->last_hour = sh->hour_count;
 
     if (with_types) {
         for (p = ngx_queue_head(&sh->types_order);
@@ -656,9 +694,9 @@ ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone)
 void
 ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone)
 {
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    zone->sh->dropped++;
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    /* a metered location without its key header drops on every request:
+     * no lock for that */
+    (void) ngx_atomic_fetch_add(&zone->sh->dropped, 1);
 }
 
 
@@ -767,7 +805,8 @@ ngx_http_usage_key_hold_locked(ngx_http_usage_zone_t *zone,
     ngx_memzero(&k->node, sizeof(ngx_rbtree_node_t));
     k->node.key = hash;
     k->count = 1;
-    k->scratch = 0;
+    k->tally = 0;
+    k->tally_gen = 0;
     k->len = (u_short) name->len;
     ngx_memcpy(k->data, name->data, name->len);
 
@@ -853,9 +892,21 @@ static void
 ngx_http_usage_event_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_event_t *ev)
 {
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    /* events leave from the head only: at or before the last-hour cursor */
+    if (sh->hour == &ev->queue) {
+        sh->hour = (ngx_queue_next(&ev->queue)
+                    == ngx_queue_sentinel(&sh->events))
+                   ? NULL : ngx_queue_next(&ev->queue);
+        sh->hour_count--;
+    }
+
     ngx_queue_remove(&ev->queue);
     ngx_queue_remove(&ev->entity_queue);
-    zone->sh->count--;
+    sh->count--;
 
     ngx_http_usage_key_release_locked(zone, ev->entity, 1);
     ngx_http_usage_key_release_locked(zone, ev->type, 0);
@@ -866,8 +917,9 @@ ngx_http_usage_event_free_locked(ngx_http_usage_zone_t *zone,
 
 /*
  * Retention and max_events: every event older than the window, or beyond
- * the maximum, is unlinked and its memory reclaimed.  Each event is expired once, so the cost is amortized O(1)
- * per insert, and counts stay exact without filtering on every read.
+ * the maximum, is unlinked and its memory reclaimed.  Each event leaves
+ * once, so the cost is amortized O(1) per insert, and counts stay exact
+ * without filtering on every read.
  */
 
 static void
@@ -895,7 +947,9 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 
     /* a reload may have lowered max_events: every operation applies it */
     while (sh->count > zone->max_events) {
-        (void) ngx_http_usage_evict_oldest_locked(zone);
+        if (!ngx_http_usage_evict_oldest_locked(zone)) {
+            break;
+        }
     }
 }
 

@@ -31,7 +31,10 @@ typedef struct {
     /* entity: its events, oldest first; type: all types, first seen first */
     ngx_queue_t                  queue;
     ngx_uint_t                   count;
-    ngx_uint_t                   scratch;       /* per-query tally, locked */
+    /* per-query tally, valid only while tally_gen is the query's: a worker
+     * that dies mid-query leaves nothing that needs cleaning */
+    ngx_uint_t                   tally;
+    ngx_uint_t                   tally_gen;
     u_short                      len;
     u_char                       data[1];
 } ngx_http_usage_key_t;
@@ -60,21 +63,26 @@ typedef struct {
     ngx_uint_t                   count;
     ngx_uint_t                   entity_count;
 
+    /* the oldest event of the last hour and how many follow it, moved
+     * forward as time passes: eventsLastHour without a walk */
+    ngx_queue_t                 *hour;
+    ngx_uint_t                   hour_count;
+
+    ngx_uint_t                   tally_gen;
+
     int64_t                      start_time;     /* epoch ms of the data set */
     int64_t                      last_created;   /* keeps createdAt monotonic */
 
     uint64_t                     recorded;
     uint64_t                     evicted;
     uint64_t                     expired;
-    uint64_t                     dropped;
+    ngx_atomic_t                 dropped;        /* also counted unlocked */
 } ngx_http_usage_shctx_t;
 
 
 typedef struct {
     ngx_http_usage_shctx_t      *sh;
     ngx_slab_pool_t             *shpool;
-    ngx_str_t                    name;
-    size_t                       size;
     ngx_uint_t                   max_events;
     int64_t                      retention;      /* ms */
 } ngx_http_usage_zone_t;

@@ -54,10 +54,25 @@ ngx_int_t
 ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                     *p, raw[16];
-    ngx_str_t                   id;
-    ngx_table_elt_t            *h;
-    ngx_http_usage_loc_conf_t  *ulcf;
+    u_char                      *p, raw[16];
+    ngx_str_t                    id;
+    ngx_table_elt_t             *h;
+    ngx_http_variable_value_t   *mv;
+    ngx_http_usage_loc_conf_t   *ulcf;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    if (r != r->main) {
+        /* one id per client request, whatever its subrequests see */
+        umcf = ngx_http_get_module_main_conf(r, ngx_http_usage_module);
+
+        mv = ngx_http_get_indexed_variable(r->main, umcf->trace_var_index);
+        if (mv == NULL || mv->not_found) {
+            return NGX_ERROR;
+        }
+
+        *v = *mv;
+        return NGX_OK;
+    }
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
@@ -294,9 +309,9 @@ ngx_http_usage_trace_id_valid(ngx_str_t *id)
 static ngx_int_t
 ngx_http_usage_traceparent(ngx_table_elt_t *h, ngx_str_t *id)
 {
-    size_t   i;
-    u_char  *p, c;
-    ngx_uint_t  zero;
+    size_t       i;
+    u_char      *p, c;
+    ngx_uint_t   trace_zero, parent_zero;
 
     p = h->value.data;
 
@@ -304,12 +319,13 @@ ngx_http_usage_traceparent(ngx_table_elt_t *h, ngx_str_t *id)
         return NGX_DECLINED;
     }
 
-    /* version ff is forbidden; later versions may append fields */
-    if (h->value.len > 55 && (p[0] == '0' && p[1] == '0')) {
+    /* version 00 has exactly 55 characters; later ones may append "-..." */
+    if (h->value.len > 55 && ((p[0] == '0' && p[1] == '0') || p[55] != '-')) {
         return NGX_DECLINED;
     }
 
-    zero = 1;
+    trace_zero = 1;
+    parent_zero = 1;
 
     for (i = 0; i < 55; i++) {
         if (i == 2 || i == 35 || i == 52) {
@@ -322,12 +338,18 @@ ngx_http_usage_traceparent(ngx_table_elt_t *h, ngx_str_t *id)
             return NGX_DECLINED;
         }
 
-        if (i > 2 && i < 35 && c != '0') {
-            zero = 0;
+        if (c != '0') {
+            if (i > 2 && i < 35) {
+                trace_zero = 0;
+
+            } else if (i > 35 && i < 52) {
+                parent_zero = 0;
+            }
         }
     }
 
-    if ((p[0] == 'f' && p[1] == 'f') || zero) {
+    /* version ff and all-zero ids are invalid */
+    if ((p[0] == 'f' && p[1] == 'f') || trace_zero || parent_zero) {
         return NGX_DECLINED;
     }
 

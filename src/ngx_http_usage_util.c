@@ -7,7 +7,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#if (NGX_HTTP_USAGE_HAVE_GETRANDOM)
 #include <sys/random.h>
+#endif
 
 #include "ngx_http_usage_util.h"
 
@@ -29,6 +31,35 @@ ngx_http_usage_rotl(uint64_t x, int k)
 }
 
 
+/* seed bytes from the kernel: getrandom() where it exists, else urandom */
+
+static ngx_int_t
+ngx_http_usage_random_seed(void *buf, size_t len)
+{
+    ssize_t   n;
+    ngx_fd_t  fd;
+
+#if (NGX_HTTP_USAGE_HAVE_GETRANDOM)
+
+    if (getrandom(buf, len, 0) == (ssize_t) len) {
+        return NGX_OK;
+    }
+
+#endif
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return NGX_ERROR;
+    }
+
+    n = read(fd, buf, len);
+
+    (void) ngx_close_file(fd);
+
+    return (n == (ssize_t) len) ? NGX_OK : NGX_ERROR;
+}
+
+
 void
 ngx_http_usage_random_init(void)
 {
@@ -36,8 +67,9 @@ ngx_http_usage_random_init(void)
     ngx_time_t      *tp;
     uint64_t         z;
 
-    if (getrandom(ngx_http_usage_rng, sizeof(ngx_http_usage_rng), 0)
-        != (ssize_t) sizeof(ngx_http_usage_rng))
+    if (ngx_http_usage_random_seed(ngx_http_usage_rng,
+                                   sizeof(ngx_http_usage_rng))
+        != NGX_OK)
     {
         /* no kernel entropy: derive from pid and time with splitmix64 */
         tp = ngx_timeofday();
@@ -132,10 +164,19 @@ ngx_http_usage_now(void)
 }
 
 
+/* always 24 bytes: times outside years 1970..9999 are clamped */
+
 u_char *
 ngx_http_usage_iso_time(u_char *dst, int64_t ms)
 {
     ngx_tm_t  tm;
+
+    if (ms < 0) {
+        ms = 0;
+
+    } else if (ms > NGX_HTTP_USAGE_TIME_MAX) {
+        ms = NGX_HTTP_USAGE_TIME_MAX;
+    }
 
     ngx_gmtime((time_t) (ms / 1000), &tm);
 

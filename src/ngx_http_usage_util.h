@@ -15,6 +15,7 @@
 
 
 #define NGX_HTTP_USAGE_ISO_LEN       24    /* 2026-11-21T04:19:12.254Z */
+#define NGX_HTTP_USAGE_TIME_MAX      253402300799999LL   /* 9999-12-31 */
 
 /* ngx_http_usage_check_name() results, as flags */
 #define NGX_HTTP_USAGE_NAME_EMPTY    0x01

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 
 # Request bodies: over client_max_body_size -> 413 PAYLOAD_TOO_LARGE as JSON
+# (with client_max_body_size 0, over the module's own 1 MB ceiling)
 # (Content-Length and chunked), exactly at the limit accepted; a body larger
 # than client_body_buffer_size (buffered to a temp file) is stored or refused
 # cleanly; a GET with a body is discarded and keepalive goes on.
@@ -114,5 +115,27 @@ is($r->status, 404, '404 with a body');
 $r = $c->request('GET', '/health', keepalive => 1);
 is($r->status, 200, 'next request after a 404 with a body');
 $c->close();
+
+$t->finish();
+
+###############################################################################
+# client_max_body_size 0 (unlimited): the module still reads at most 1 MB
+
+$t = Test::Usage->new();
+$t->write_config(api_conf(location => 'client_max_body_size 0;'))->run();
+
+for my $chunked (0, 1) {
+	$r = $t->request('POST', '/v1/events', body => body_of(1536 * 1024),
+		chunked => $chunked, chunk_size => 65536, headers => \@h);
+	my $n = $chunked ? 'unlimited, chunked' : 'unlimited, Content-Length';
+	is($r->status, 413, "$n: 413 over the module's 1 MB");
+	is($r->err->{code}, 'PAYLOAD_TOO_LARGE', "$n: code");
+	like($r->err->{message}, qr/limit of 1048576 bytes/, "$n: message");
+}
+
+is($t->post_json('/v1/events', body_of(2000), headers => ['X-Trace-Id' => 'x'])
+	->status, 201, 'unlimited: a normal body is fine');
+is($t->get('/v1/events?entityId=big')->data->{pagination}{total}, 1,
+	'only the normal body stored');
 
 $t->done_testing();

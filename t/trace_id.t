@@ -105,10 +105,17 @@ for my $bad ('garbage', '00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01'
 	'00-00000000000000000000000000000000-00f067aa0ba902b7-01',
 	'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
 	'00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01',
-	'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra')
+	'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra',
+	'00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01',
+	'01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x')
 {
 	like(tid(traceparent => $bad) // '', $UUID4_RE, "bad traceparent '$bad'");
 }
+# a later version may append fields after a dash
+is(tid(traceparent =>
+	'01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future'),
+	'4bf92f3577b34da6a3ce929d0e0e4736', 'traceparent of a later version');
+
 $r = $t->get('/nope', headers => [traceparent => $tp]);
 is($r->err->{traceId}, '4bf92f3577b34da6a3ce929d0e0e4736',
 	'traceparent id in the error body');
