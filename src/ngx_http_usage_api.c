@@ -753,11 +753,11 @@ ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
 static ngx_int_t
 ngx_http_usage_list_events(ngx_http_request_t *r)
 {
-    ngx_int_t               rc;
-    ngx_str_t               errors[2], entity, type;
-    ngx_uint_t              n, i;
-    ngx_http_usage_out_t    out;
-    ngx_http_usage_list_t   q;
+    ngx_int_t                 rc;
+    ngx_str_t                 errors[2], entity, type;
+    ngx_uint_t                n, i;
+    ngx_http_usage_out_t      out;
+    ngx_http_usage_list_t     q;
     ngx_http_usage_record_t  *rec;
 
     ngx_memzero(&q, sizeof(ngx_http_usage_list_t));

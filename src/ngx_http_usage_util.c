@@ -192,7 +192,7 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
 static int64_t
 ngx_http_usage_days_from_civil(int64_t y, int64_t m, int64_t d)
 {
-    int64_t  era, yoe, doy, doe;
+    int64_t  era, yoe, doy, doe;    /* era, year/day of era, day of year */
 
     y -= (m <= 2);
     era = (y >= 0 ? y : y - 399) / 400;
@@ -241,9 +241,10 @@ ngx_http_usage_digits(u_char **pp, u_char *end, ngx_uint_t n, int64_t *v)
 ngx_int_t
 ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
 {
-    u_char   *p, *end;
-    int64_t   year, mon, day, hour, min, sec, frac, off, oh, om, sign, mdays;
-    ngx_uint_t  n, extended;
+    u_char      *p, *end;
+    int64_t      year, mon, day, hour, min, sec, frac, off, oh, om, sign;
+    int64_t      days_since_epoch;
+    ngx_uint_t   n, extended;
 
     static const int  days[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30,
                                  31 };
@@ -379,9 +380,9 @@ ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
         }
     }
 
-    mdays = ngx_http_usage_days_from_civil(year, mon, day);
+    days_since_epoch = ngx_http_usage_days_from_civil(year, mon, day);
 
-    *ms = mdays * 86400000 + hour * 3600000 + min * 60000 + sec * 1000
+    *ms = days_since_epoch * 86400000 + hour * 3600000 + min * 60000 + sec * 1000
           + frac - off;
 
     return NGX_OK;
