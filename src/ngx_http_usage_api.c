@@ -825,12 +825,9 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         ngx_http_usage_out_event(&out, &rec[i]);
     }
 
-    ngx_http_usage_out_lit(&out, "],\"pagination\":{\"total\":");
-    ngx_http_usage_out_uint(&out, q.total);
-    ngx_http_usage_out_lit(&out, ",\"limit\":");
-    ngx_http_usage_out_uint(&out, q.limit);
-    ngx_http_usage_out_lit(&out, ",\"offset\":");
-    ngx_http_usage_out_uint(&out, q.offset);
+    ngx_http_usage_out_pair(&out, "],\"pagination\":{\"total\":", q.total);
+    ngx_http_usage_out_pair(&out, ",\"limit\":", q.limit);
+    ngx_http_usage_out_pair(&out, ",\"offset\":", q.offset);
 
     if (q.offset + q.limit < q.total) {
         ngx_http_usage_out_lit(&out, ",\"hasMore\":true}}}");
@@ -1033,16 +1030,14 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
 
             ngx_http_usage_out_lit(&out, "{\"timestamp\":");
             ngx_http_usage_out_iso(&out, b[i].time);
-            ngx_http_usage_out_lit(&out, ",\"count\":");
-            ngx_http_usage_out_uint(&out, b[i].count);
+            ngx_http_usage_out_pair(&out, ",\"count\":", b[i].count);
             ngx_http_usage_out_lit(&out, "}");
         }
 
         ngx_http_usage_out_lit(&out, "]");
 
     } else {
-        ngx_http_usage_out_lit(&out, ",\"totalEvents\":");
-        ngx_http_usage_out_uint(&out, q.total);
+        ngx_http_usage_out_pair(&out, ",\"totalEvents\":", q.total);
         ngx_http_usage_out_lit(&out, ",\"byEventType\":");
         ngx_http_usage_out_counts(&out, &q.counts);
     }
@@ -1102,22 +1097,14 @@ ngx_http_usage_stats(ngx_http_request_t *r)
     ngx_http_usage_out_lit(&out, ",\"startTime\":");
     ngx_http_usage_out_iso(&out, st.start_time);
 
-    ngx_http_usage_out_lit(&out, ",\"store\":{\"maxEvents\":");
-    ngx_http_usage_out_uint(&out, st.max_events);
-    ngx_http_usage_out_lit(&out, ",\"events\":");
-    ngx_http_usage_out_uint(&out, st.total);
-    ngx_http_usage_out_lit(&out, ",\"recorded\":");
-    ngx_http_usage_out_uint(&out, st.recorded);
-    ngx_http_usage_out_lit(&out, ",\"evictions\":");
-    ngx_http_usage_out_uint(&out, st.evicted);
-    ngx_http_usage_out_lit(&out, ",\"expired\":");
-    ngx_http_usage_out_uint(&out, st.expired);
-    ngx_http_usage_out_lit(&out, ",\"drops\":");
-    ngx_http_usage_out_uint(&out, st.dropped);
-    ngx_http_usage_out_lit(&out, ",\"zoneBytesUsed\":");
-    ngx_http_usage_out_uint(&out, st.bytes_used);
-    ngx_http_usage_out_lit(&out, ",\"zoneBytesFree\":");
-    ngx_http_usage_out_uint(&out, st.bytes_free);
+    ngx_http_usage_out_pair(&out, ",\"store\":{\"maxEvents\":", st.max_events);
+    ngx_http_usage_out_pair(&out, ",\"events\":", st.total);
+    ngx_http_usage_out_pair(&out, ",\"recorded\":", st.recorded);
+    ngx_http_usage_out_pair(&out, ",\"evictions\":", st.evicted);
+    ngx_http_usage_out_pair(&out, ",\"expired\":", st.expired);
+    ngx_http_usage_out_pair(&out, ",\"drops\":", st.dropped);
+    ngx_http_usage_out_pair(&out, ",\"zoneBytesUsed\":", st.bytes_used);
+    ngx_http_usage_out_pair(&out, ",\"zoneBytesFree\":", st.bytes_free);
     ngx_http_usage_out_lit(&out, "}}}");
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
@@ -1304,12 +1291,9 @@ static void
 ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
     ngx_http_usage_stats_t *st)
 {
-    ngx_http_usage_out_lit(out, "{\"totalEvents\":");
-    ngx_http_usage_out_uint(out, st->total);
-    ngx_http_usage_out_lit(out, ",\"eventsLastHour\":");
-    ngx_http_usage_out_uint(out, st->last_hour);
-    ngx_http_usage_out_lit(out, ",\"uniqueEntities\":");
-    ngx_http_usage_out_uint(out, st->entities);
+    ngx_http_usage_out_pair(out, "{\"totalEvents\":", st->total);
+    ngx_http_usage_out_pair(out, ",\"eventsLastHour\":", st->last_hour);
+    ngx_http_usage_out_pair(out, ",\"uniqueEntities\":", st->entities);
 }
 
 
@@ -1340,8 +1324,7 @@ ngx_http_usage_out_uptime(ngx_http_usage_out_t *out, int64_t ms)
         p = ngx_sprintf(buf, "%uLs", s);
     }
 
-    ngx_http_usage_out_lit(out, "{\"ms\":");
-    ngx_http_usage_out_uint(out, (uint64_t) ms);
+    ngx_http_usage_out_pair(out, "{\"ms\":", (uint64_t) ms);
     ngx_http_usage_out_lit(out, ",\"human\":");
     ngx_http_usage_out_string(out, buf, p - buf);
     ngx_http_usage_out_lit(out, "}");

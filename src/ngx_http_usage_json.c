@@ -190,6 +190,15 @@ ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n)
 }
 
 
+void
+ngx_http_usage_out_key_uint(ngx_http_usage_out_t *out, u_char *key,
+    size_t len, uint64_t n)
+{
+    ngx_http_usage_out_raw(out, key, len);
+    ngx_http_usage_out_uint(out, n);
+}
+
+
 static void
 ngx_http_usage_out_int(ngx_http_usage_out_t *out, int64_t n)
 {

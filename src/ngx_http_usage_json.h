@@ -37,6 +37,10 @@ typedef struct {
 #define ngx_http_usage_out_lit(out, s)                                       \
     ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1)
 
+/* a literal key (with its separator) and an unsigned number */
+#define ngx_http_usage_out_pair(out, key, n)                                 \
+    ngx_http_usage_out_key_uint(out, (u_char *) key, sizeof(key) - 1, n)
+
 
 ngx_int_t ngx_http_usage_out_init(ngx_http_usage_out_t *out,
     ngx_pool_t *pool, size_t size);
@@ -45,6 +49,8 @@ void ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s,
 void ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s,
     size_t len);
 void ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n);
+void ngx_http_usage_out_key_uint(ngx_http_usage_out_t *out, u_char *key,
+    size_t len, uint64_t n);
 void ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d);
 void ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms);
 void ngx_http_usage_out_counts(ngx_http_usage_out_t *out,

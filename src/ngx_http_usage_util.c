@@ -382,8 +382,8 @@ ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
 
     days_since_epoch = ngx_http_usage_days_from_civil(year, mon, day);
 
-    *ms = days_since_epoch * 86400000 + hour * 3600000 + min * 60000 + sec * 1000
-          + frac - off;
+    *ms = days_since_epoch * 86400000 + hour * 3600000 + min * 60000
+          + sec * 1000 + frac - off;
 
     return NGX_OK;
 }
