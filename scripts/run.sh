@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the module and runs nginx in the foreground with conf/nginx.conf
 # on 127.0.0.1:${PORT:-8080} with ${WORKERS:-auto} worker processes.
-# Runtime files go to <checkout>/run; nothing is written to /etc.
+# Runtime files go to ${USAGE_PREFIX:-<checkout>/run}; nothing is written
+# to /etc.
 # Ctrl-C or SIGTERM stops nginx; SIGQUIT drains it gracefully.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${PORT:-8080}"
 workers="${WORKERS:-auto}"
-prefix="$root/run"
+prefix="${USAGE_PREFIX:-$root/run}"
 
 "$root/scripts/build.sh"
 
