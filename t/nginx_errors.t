@@ -3,7 +3,7 @@
 # Errors that nginx itself produces in an API location are answered with the
 # JSON error envelope (code, message, traceId), the JSON Content-Type and the
 # API headers, never an HTML page: limit_req (429), deny (403), auth_basic
-# (401), return 503, a URI too long (414), a bad request line on an API
+# (401), return 503, return 500, a URI too long (414), a bad request line on an API
 # server (400).  A non-API location keeps nginx's own pages.
 
 use strict;
@@ -34,6 +34,7 @@ http {
             limit_req_status 429;
         }
         location = /ready { usage_api usage; deny all; }
+        location = /v1/boom { usage_api usage; return 500; }
         location = /info { usage_api usage; return 503; }
         location = /docs {
             usage_api usage;
@@ -70,6 +71,8 @@ json_error($t->get('/health', headers => ['X-Trace-Id' => 'rl']),
 	429, 'limit_req');
 json_error($t->get('/ready'), 403, 'deny');
 json_error($t->get('/info'), 503, 'return 503');
+json_error($t->get('/v1/boom'), 500, 'return 500');
+is($t->get('/v1/boom')->err->{code}, 'INTERNAL_ERROR', '500: INTERNAL_ERROR');
 json_error($t->get('/docs'), 401, 'auth_basic');
 like($t->get('/docs')->header('WWW-Authenticate') // '', qr/Basic/,
 	'auth_basic challenge kept');
