@@ -358,6 +358,27 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->metadata_max_depth,
                               prev->metadata_max_depth, 32);
 
+    /*
+     * Events over a quarter of the zone are refused (see the store): say
+     * at start which limits make valid events unstorable.  The slab pool's
+     * own pages are not known yet, so the size is the declared one.
+     */
+    if (conf->api_zone && conf->api_zone->shm.size
+        && conf->metadata_max_size + NGX_HTTP_USAGE_EVENT_OVERHEAD
+           > (conf->api_zone->shm.size - 2 * ngx_pagesize) / 4)
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "usage zone \"%V\" of %uz bytes is too small for "
+                           "usage_metadata_max_size %uz: events with large "
+                           "metadata will be refused (507); use a zone of at "
+                           "least %uz bytes or a smaller limit",
+                           &conf->api_zone->shm.name,
+                           conf->api_zone->shm.size, conf->metadata_max_size,
+                           4 * (conf->metadata_max_size
+                                + NGX_HTTP_USAGE_EVENT_OVERHEAD)
+                           + 2 * ngx_pagesize);
+    }
+
     /* the header is echoed in lower case, as the old service sent it */
     conf->trace_header_lc.len = conf->trace_header.len;
     conf->trace_header_lc.data = ngx_pnalloc(cf->pool,

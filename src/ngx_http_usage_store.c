@@ -193,10 +193,10 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
     /*
      * A large event needs contiguous slab pages, which the pages pinned by
      * small events and names can keep apart until most of the store is
-     * evicted: an event of more than 1/8 of the zone is refused before
-     * anything is evicted for it.
+     * evicted: an event of more than a quarter of the zone is refused
+     * before anything is evicted for it.
      */
-    if (size > (size_t) (shpool->end - shpool->start) / 8) {
+    if (size > ngx_http_usage_store_event_max(shpool)) {
         goto drop;
     }
 
@@ -680,6 +680,13 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_shmtx_unlock(&shpool->mutex);
 
     return NGX_OK;
+}
+
+
+size_t
+ngx_http_usage_store_event_max(ngx_slab_pool_t *shpool)
+{
+    return (size_t) (shpool->end - shpool->start) / 4;
 }
 
 

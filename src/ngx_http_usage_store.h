@@ -164,7 +164,12 @@ ngx_int_t ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_stats_t *st, ngx_uint_t with_types,
     int64_t now);
 
+size_t ngx_http_usage_store_event_max(ngx_slab_pool_t *shpool);
 int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
+
+/* bytes of zone an event takes beyond its metadata: the event record, its
+ * slab slot rounding; used to warn about zones too small for the limits */
+#define NGX_HTTP_USAGE_EVENT_OVERHEAD    256
 void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
 
 

@@ -105,6 +105,18 @@ conf_fails(api_conf(http => 'usage_metadata_max_size 1;'), 'at least 2',
 	'metadata size below "{}"');
 conf_ok(api_conf(http => 'usage_metadata_max_size 2;'), 'metadata size 2');
 
+# a zone too small for the metadata limit: started, with a warning
+{
+	my ($code, $out) = $t->check_config(api_conf(
+		zone => 'usage_zone zone=usage:32k;'));
+	is($code, 0, 'zone of 32k with 8k metadata: starts');
+	like($out, qr/\[warn\].*"usage" of 32768 bytes is too small for usage_m/,
+		'zone of 32k: warned');
+	($code, $out) = $t->check_config(api_conf(
+		zone => 'usage_zone zone=usage:64k;'));
+	unlike($out, qr/too small for/, 'zone of 64k: no warning');
+}
+
 # an unknown zone is reported with the place that names it
 conf_fails(api_conf(location => 'usage_track nosuch;'),
 	'"nosuch" is unknown in \S+\.conf:\d+', 'unknown zone: file:line');

@@ -3,7 +3,8 @@
 # Store limits: with max_events=5 the oldest events are evicted first and
 # counted (store.evictions); a zone of the minimum size (32k) filled with
 # large events keeps answering 201, evicts, and logs no alert/crit; an event
-# larger than 1/8 of the zone is refused (507) without evicting anything; a
+# larger than a quarter of the zone is refused (507) without evicting
+# anything; a
 # reload that lowers max_events trims the store at once.
 
 use strict;
@@ -106,7 +107,7 @@ for my $i (1 .. 3) {
 }
 
 $r = $t->post_event('huge', 'big', { p => 'x' x 20000 });
-is($r->status, 507, 'an event larger than 1/8 of the zone: 507');
+is($r->status, 507, 'an event larger than a quarter of the zone: 507');
 is($r->err->{code}, 'STORE_FULL', '507 code');
 
 $s = $t->get('/v1/usage/stats')->data->{store};
