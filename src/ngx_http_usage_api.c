@@ -268,9 +268,7 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
     ngx_str_t              value;
-    ngx_list_part_t       *part;
     ngx_table_elt_t       *h;
-    ngx_uint_t             i;
     ngx_http_usage_ctx_t  *ctx;
 
     rc = ngx_http_discard_request_body(r);
@@ -291,39 +289,21 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_usage_find_header(r,
+                               (u_char *) "Access-Control-Request-Headers",
+                               sizeof("Access-Control-Request-Headers") - 1);
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
+    if (h) {
+        if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Headers",
+                                          &h->value)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (h[i].key.len == sizeof("Access-Control-Request-Headers") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               (u_char *) "Access-Control-Request-Headers",
-                               h[i].key.len) == 0)
-        {
-            if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Headers",
-                                          &h[i].value)
-                != NGX_OK)
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            ngx_str_set(&value, "Access-Control-Request-Headers");
-            if (ngx_http_usage_add_header_lit(r, "Vary", &value) != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            break;
+        ngx_str_set(&value, "Access-Control-Request-Headers");
+        if (ngx_http_usage_add_header_lit(r, "Vary", &value) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
