@@ -328,14 +328,7 @@ ngx_http_usage_preflight(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_not_allowed(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
     ngx_str_t  msg;
-
-    rc = ngx_http_discard_request_body(r);
-
-    if (rc != NGX_OK) {
-        return rc;
-    }
 
     if (ngx_http_usage_not_allowed_message(r, &msg) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -390,14 +383,7 @@ static ngx_int_t
 ngx_http_usage_not_found(ngx_http_request_t *r)
 {
     u_char     *p;
-    ngx_int_t   rc;
     ngx_str_t   msg, path;
-
-    rc = ngx_http_discard_request_body(r);
-
-    if (rc != NGX_OK) {
-        return rc;
-    }
 
     if (ngx_http_usage_request_path(r, &path) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -426,12 +412,6 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
     if ((r->headers_in.content_length_n > 0 || r->headers_in.chunked)
         && ngx_http_usage_json_content_type(r) != NGX_OK)
     {
-        rc = ngx_http_discard_request_body(r);
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         ngx_str_set(&msg, "Content-Type must be application/json");
 
         return ngx_http_usage_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
@@ -446,12 +426,6 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
                && ngx_strncasecmp(h->value.data, (u_char *) "identity", 8)
                   == 0))
     {
-        rc = ngx_http_discard_request_body(r);
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         ngx_str_set(&msg, "Content-Encoding is not supported: send the "
                           "body uncompressed");
 
@@ -460,12 +434,6 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
     }
 
     if (r->headers_in.content_length_n > ngx_http_usage_body_limit(r)) {
-        rc = ngx_http_discard_request_body(r);
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         return ngx_http_usage_too_large(r);
     }
 
@@ -644,21 +612,35 @@ ngx_http_usage_body_limit(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_too_large(ngx_http_request_t *r)
 {
-    u_char     *p;
-    ngx_str_t   msg;
+    ngx_str_t  msg;
 
-    p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
-    if (p == NULL) {
+    if (ngx_http_usage_too_large_message(r, &msg) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    msg.data = p;
-    msg.len = ngx_sprintf(p, "Request body is larger than the limit of %O "
-                          "bytes", ngx_http_usage_body_limit(r))
-              - p;
-
     return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                      "PAYLOAD_TOO_LARGE", &msg);
+}
+
+
+/* the 413 message, ours or nginx's own (client_max_body_size) */
+
+ngx_int_t
+ngx_http_usage_too_large_message(ngx_http_request_t *r, ngx_str_t *msg)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg->data = p;
+    msg->len = ngx_sprintf(p, "Request body is larger than the limit of %O "
+                           "bytes", ngx_http_usage_body_limit(r))
+               - p;
+
+    return NGX_OK;
 }
 
 
@@ -1368,8 +1350,20 @@ ngx_int_t
 ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message)
 {
+    ngx_int_t              rc;
     ngx_str_t              body;
     ngx_http_usage_out_t   out;
+
+    /*
+     * An error may answer before the body was read (404, 405, 413, 415):
+     * it is discarded here, so that keep-alive goes on; a body already
+     * read or discarded makes this a no-op.
+     */
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
     if (ngx_http_usage_error_body(r, code, message, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -273,11 +273,10 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_swap_error(ngx_http_request_t *r, ngx_http_usage_ctx_t *ctx)
 {
-    u_char                    *p;
-    ngx_str_t                  msg;
-    const char                *code;
-    ngx_http_usage_error_t    *e;
-    ngx_http_core_loc_conf_t  *clcf;
+    u_char                  *p;
+    ngx_str_t                msg;
+    const char              *code;
+    ngx_http_usage_error_t  *e;
 
     for (e = ngx_http_usage_errors; e->status; e++) {
         if (e->status == r->headers_out.status) {
@@ -306,19 +305,8 @@ ngx_http_usage_swap_error(ngx_http_request_t *r, ngx_http_usage_ctx_t *ctx)
             msg.data = (u_char *) e->message;
             msg.len = ngx_strlen(e->message);
 
-        } else {
-            /* 413: say what the limit is */
-            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-            p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            msg.data = p;
-            msg.len = ngx_sprintf(p, "Request body is larger than the limit "
-                                  "of %O bytes",
-                                  clcf->client_max_body_size) - p;
+        } else if (ngx_http_usage_too_large_message(r, &msg) != NGX_OK) {
+            return NGX_ERROR;      /* 413: the message says what the limit is */
         }
 
     } else {

@@ -95,6 +95,8 @@ ngx_int_t ngx_http_usage_api_handler(ngx_http_request_t *r);
 ngx_uint_t ngx_http_usage_untracked_route(ngx_http_request_t *r);
 ngx_int_t ngx_http_usage_not_allowed_message(ngx_http_request_t *r,
     ngx_str_t *msg);
+ngx_int_t ngx_http_usage_too_large_message(ngx_http_request_t *r,
+    ngx_str_t *msg);
 ngx_int_t ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message);
 

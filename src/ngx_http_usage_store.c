@@ -271,7 +271,7 @@ drop:
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    (void) ngx_atomic_fetch_add(&sh->dropped, 1);
+    ngx_http_usage_store_count_drop(zone);
 
     return NGX_DECLINED;
 }
