@@ -104,8 +104,7 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 void
 ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
-    u_char    *p, *end, *next, c;
-    uint32_t   u;
+    u_char  *p, *end, *next, c;
 
     static u_char  hex[] = "0123456789abcdef";
 
@@ -122,9 +121,10 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 
         if (c >= 0x80) {
             next = s;
-            u = ngx_utf8_decode(&next, end - s);
 
-            if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+            if (ngx_http_usage_utf8_decode(&next, end)
+                == NGX_HTTP_USAGE_UTF8_INVALID)
+            {
                 p = ngx_cpymem(p, "\\ufffd", 6);
                 continue;
             }

@@ -389,11 +389,31 @@ ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
 }
 
 
+/*
+ * One code point of a multi-byte sequence at *p (advanced past it), or
+ * NGX_HTTP_USAGE_UTF8_INVALID for overlongs, truncation, surrogates and
+ * code points past U+10FFFF.
+ */
+
+uint32_t
+ngx_http_usage_utf8_decode(u_char **p, u_char *end)
+{
+    uint32_t  c;
+
+    c = ngx_utf8_decode(p, end - *p);
+
+    if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return NGX_HTTP_USAGE_UTF8_INVALID;
+    }
+
+    return c;
+}
+
+
 ngx_int_t
 ngx_http_usage_utf8_valid(u_char *p, size_t len)
 {
-    u_char    *end;
-    uint32_t   c;
+    u_char  *end;
 
     end = p + len;
 
@@ -403,10 +423,9 @@ ngx_http_usage_utf8_valid(u_char *p, size_t len)
             continue;
         }
 
-        /* rejects overlongs, truncation and code points past U+10FFFF */
-        c = ngx_utf8_decode(&p, end - p);
-
-        if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        if (ngx_http_usage_utf8_decode(&p, end)
+            == NGX_HTTP_USAGE_UTF8_INVALID)
+        {
             return NGX_ERROR;
         }
     }

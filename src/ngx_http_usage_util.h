@@ -22,6 +22,8 @@
 #define NGX_HTTP_USAGE_NAME_CONTROL  0x02
 #define NGX_HTTP_USAGE_NAME_LONG     0x04
 
+#define NGX_HTTP_USAGE_UTF8_INVALID  0xffffffff
+
 
 void ngx_http_usage_random_init(void);
 uint64_t ngx_http_usage_random(void);
@@ -32,6 +34,7 @@ int64_t ngx_http_usage_now(void);
 u_char *ngx_http_usage_iso_time(u_char *dst, int64_t ms);
 ngx_int_t ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms);
 
+uint32_t ngx_http_usage_utf8_decode(u_char **p, u_char *end);
 ngx_int_t ngx_http_usage_utf8_valid(u_char *p, size_t len);
 size_t ngx_http_usage_utf8_chars(u_char *p, size_t len);
 void ngx_http_usage_js_trim(ngx_str_t *s);
