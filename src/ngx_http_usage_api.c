@@ -478,6 +478,8 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
 
     limits.metadata_max_size = ulcf->metadata_max_size;
     limits.metadata_max_depth = ulcf->metadata_max_depth;
+    limits.now = ngx_http_usage_now();
+    limits.retention = zone->retention;
 
     rc = ngx_http_usage_parse_event(r->pool, body.data, body.len, &limits,
                                     &rec, &error);
@@ -493,15 +495,21 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
-    ngx_http_usage_uuid_v4(rec.id);
+    ngx_http_usage_uuid_v4(rec.uuid);
+    rec.evicted = 0;
 
-    if (ngx_http_usage_store_insert(zone, &rec, ngx_http_usage_now())
-        != NGX_OK)
-    {
+    rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
+
+    if (rc == NGX_DECLINED) {
         ngx_str_set(&error, "The usage store cannot hold this event");
         ngx_http_finalize_request(r,
                ngx_http_usage_send_error(r, NGX_HTTP_INSUFFICIENT_STORAGE,
                                          "STORE_FULL", &error));
+        return;
+    }
+
+    if (rc != NGX_OK && rc != NGX_HTTP_USAGE_DUPLICATE) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -510,11 +518,26 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
-    ngx_http_usage_out_event(&out, &rec);
-    ngx_http_usage_out_lit(&out, "}");
+    if (rc == NGX_HTTP_USAGE_DUPLICATE && rec.evicted) {
+        /* recorded inside the window, but no longer in the raw log */
+        ngx_http_usage_out_lit(&out, "{\"id\":");
+        ngx_http_usage_out_string(&out, rec.id.data, rec.id.len);
+        ngx_http_usage_out_lit(&out, ",\"entityId\":");
+        ngx_http_usage_out_string(&out, rec.entity.data, rec.entity.len);
+        ngx_http_usage_out_lit(&out, ",\"alreadyRecorded\":true,"
+                               "\"note\":\"This id was already recorded for "
+                               "this entity; the event itself is no longer in "
+                               "the raw event log\"}}");
+
+    } else {
+        ngx_http_usage_out_event(&out, &rec);
+        ngx_http_usage_out_lit(&out, "}");
+    }
 
     ngx_http_finalize_request(r,
-                              ngx_http_usage_send(r, NGX_HTTP_CREATED, &out));
+                   ngx_http_usage_send(r, (rc == NGX_HTTP_USAGE_DUPLICATE)
+                                          ? NGX_HTTP_OK : NGX_HTTP_CREATED,
+                                       &out));
 }
 
 
@@ -856,7 +879,8 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     ngx_http_usage_out_t      out;
     ngx_http_usage_zone_t    *zone;
     ngx_http_usage_range_t    q;
-    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_point_t   *pt;
+    ngx_http_usage_count_t   *c;
 
     ngx_memzero(&q, sizeof(ngx_http_usage_range_t));
     n = 0;
@@ -925,7 +949,7 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         n++;
     }
 
-    q.bucket = NGX_HTTP_USAGE_HOUR;
+    q.interval = NGX_HTTP_USAGE_HOUR;
     ngx_str_set(&interval, "hour");
 
     rc = history ? ngx_http_usage_arg(r->pool, &r->args, "interval",
@@ -940,17 +964,17 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         /* interval values are case-sensitive, unlike route words */
         if (interval.len == 6 && ngx_strncmp(interval.data, "minute", 6) == 0)
         {
-            q.bucket = NGX_HTTP_USAGE_MINUTE;
+            q.interval = NGX_HTTP_USAGE_MINUTE;
 
         } else if (interval.len == 4
                    && ngx_strncmp(interval.data, "hour", 4) == 0)
         {
-            q.bucket = NGX_HTTP_USAGE_HOUR;
+            q.interval = NGX_HTTP_USAGE_HOUR;
 
         } else if (interval.len == 3
                    && ngx_strncmp(interval.data, "day", 3) == 0)
         {
-            q.bucket = NGX_HTTP_USAGE_DAY;
+            q.interval = NGX_HTTP_USAGE_DAY;
 
         } else {
             ngx_str_set(&errors[n], "interval must be minute, hour, or day");
@@ -984,15 +1008,17 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         ngx_http_usage_out_string(&out, interval.data, interval.len);
         ngx_http_usage_out_lit(&out, ",\"dataPoints\":[");
 
-        b = q.buckets.elts;
-        for (i = 0; i < q.buckets.nelts; i++) {
+        pt = q.points.elts;
+        for (i = 0; i < q.points.nelts; i++) {
             if (i) {
                 ngx_http_usage_out_lit(&out, ",");
             }
 
             ngx_http_usage_out_lit(&out, "{\"timestamp\":");
-            ngx_http_usage_out_iso(&out, b[i].time);
-            ngx_http_usage_out_pair(&out, ",\"count\":", b[i].count);
+            ngx_http_usage_out_iso(&out, pt[i].time);
+            ngx_http_usage_out_pair(&out, ",\"count\":", pt[i].count);
+            ngx_http_usage_out_lit(&out, ",\"value\":");
+            ngx_http_usage_out_double(&out, pt[i].value);
             ngx_http_usage_out_lit(&out, "}");
         }
 
@@ -1002,6 +1028,37 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         ngx_http_usage_out_pair(&out, ",\"totalEvents\":", q.total);
         ngx_http_usage_out_lit(&out, ",\"byEventType\":");
         ngx_http_usage_out_counts(&out, &q.counts);
+        ngx_http_usage_out_lit(&out, ",\"totalValue\":");
+        ngx_http_usage_out_double(&out, q.value);
+        ngx_http_usage_out_lit(&out, ",\"valueByEventType\":{");
+
+        c = q.counts.elts;
+        for (i = 0; i < q.counts.nelts; i++) {
+            if (i) {
+                ngx_http_usage_out_lit(&out, ",");
+            }
+
+            ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
+            ngx_http_usage_out_lit(&out, ":");
+            ngx_http_usage_out_double(&out, c[i].value);
+        }
+
+        ngx_http_usage_out_lit(&out, "}");
+    }
+
+    /* exact to the millisecond, or to the bucket where the raw events
+     * of a cut bucket are no longer all in the log */
+    ngx_http_usage_out_lit(&out, ",\"resolution\":");
+
+    switch (q.resolution) {
+    case NGX_HTTP_USAGE_BY_HOUR:
+        ngx_http_usage_out_lit(&out, "\"hour\"");
+        break;
+    case NGX_HTTP_USAGE_BY_MINUTE:
+        ngx_http_usage_out_lit(&out, "\"minute\"");
+        break;
+    default:
+        ngx_http_usage_out_lit(&out, "\"exact\"");
     }
 
     /* the period echoes the query as given, or the defaults */
@@ -1059,14 +1116,41 @@ ngx_http_usage_stats(ngx_http_request_t *r)
     ngx_http_usage_out_lit(&out, ",\"startTime\":");
     ngx_http_usage_out_iso(&out, st.start_time);
 
-    ngx_http_usage_out_pair(&out, ",\"store\":{\"maxEvents\":", st.max_events);
-    ngx_http_usage_out_pair(&out, ",\"events\":", st.total);
+    ngx_http_usage_out_lit(&out, ",\"store\":{\"maxEvents\":");
+
+    if (st.max_events) {
+        ngx_http_usage_out_uint(&out, st.max_events);
+
+    } else {
+        ngx_http_usage_out_lit(&out, "null");
+    }
+
+    ngx_http_usage_out_pair(&out, ",\"events\":", st.raw_events);
     ngx_http_usage_out_pair(&out, ",\"recorded\":", st.recorded);
-    ngx_http_usage_out_pair(&out, ",\"evictions\":", st.evicted);
-    ngx_http_usage_out_pair(&out, ",\"expired\":", st.expired);
+    ngx_http_usage_out_pair(&out, ",\"duplicates\":", st.duplicates);
+    ngx_http_usage_out_pair(&out, ",\"evictions\":", st.raw_evicted);
+    ngx_http_usage_out_pair(&out, ",\"expired\":", st.raw_expired);
     ngx_http_usage_out_pair(&out, ",\"drops\":", st.dropped);
+    ngx_http_usage_out_pair(&out, ",\"buckets\":", st.buckets);
+    ngx_http_usage_out_pair(&out, ",\"bucketEvictions\":",
+                            st.buckets_evicted);
+    ngx_http_usage_out_pair(&out, ",\"bucketsExpired\":", st.buckets_expired);
+    ngx_http_usage_out_pair(&out, ",\"ids\":", st.ids);
+    ngx_http_usage_out_pair(&out, ",\"idEvictions\":", st.ids_evicted);
+    ngx_http_usage_out_pair(&out, ",\"rawBytes\":", st.raw_bytes);
+    ngx_http_usage_out_pair(&out, ",\"rawBytesUsed\":", st.raw_bytes_used);
     ngx_http_usage_out_pair(&out, ",\"zoneBytesUsed\":", st.bytes_used);
     ngx_http_usage_out_pair(&out, ",\"zoneBytesFree\":", st.bytes_free);
+    ngx_http_usage_out_pair(&out, ",\"saves\":", st.saves);
+    ngx_http_usage_out_lit(&out, ",\"savedAt\":");
+
+    if (st.saved_at) {
+        ngx_http_usage_out_iso(&out, st.saved_at);
+
+    } else {
+        ngx_http_usage_out_lit(&out, "null");
+    }
+
     ngx_http_usage_out_lit(&out, "}}}");
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);

@@ -13,7 +13,7 @@
 #include "ngx_http_usage_util.h"
 
 
-#define NGX_HTTP_USAGE_ERRORS_MAX  8
+#define NGX_HTTP_USAGE_ERRORS_MAX  12
 
 /* check_field(): the value is a string (so "must be a string" is not due) */
 #define NGX_HTTP_USAGE_NAME_STRING 0x80
@@ -21,6 +21,9 @@
 
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,
     size_t n);
+static void ngx_http_usage_check_extras(json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *errors, ngx_uint_t *n, ngx_pool_t *pool);
 static ngx_uint_t ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit);
 static void ngx_http_usage_check_field(json_t *v, const char *name,
     size_t max_chars, ngx_str_t *value, ngx_str_t *errors, ngx_uint_t *n,
@@ -355,10 +358,16 @@ ngx_http_usage_out_event(ngx_http_usage_out_t *out,
         return;
     }
 
-    p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
-    p = ngx_http_usage_uuid_format(p, rec->id);
-    *p++ = '"';
-    out->pos = p;
+    if (rec->id.len) {
+        out->pos = ngx_cpymem(p, "{\"id\":", sizeof("{\"id\":") - 1);
+        ngx_http_usage_out_string(out, rec->id.data, rec->id.len);
+
+    } else {
+        p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
+        p = ngx_http_usage_uuid_format(p, rec->uuid);
+        *p++ = '"';
+        out->pos = p;
+    }
 
     ngx_http_usage_out_lit(out, ",\"entityId\":");
     ngx_http_usage_out_string(out, rec->entity.data, rec->entity.len);
@@ -366,8 +375,10 @@ ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_out_string(out, rec->type.data, rec->type.len);
     ngx_http_usage_out_lit(out, ",\"metadata\":");
     ngx_http_usage_out_raw(out, rec->metadata.data, rec->metadata.len);
+    ngx_http_usage_out_lit(out, ",\"value\":");
+    ngx_http_usage_out_double(out, rec->value);
     ngx_http_usage_out_lit(out, ",\"timestamp\":");
-    ngx_http_usage_out_iso(out, rec->created);
+    ngx_http_usage_out_iso(out, rec->time);
     ngx_http_usage_out_lit(out, ",\"createdAt\":");
     ngx_http_usage_out_int(out, rec->created);
     ngx_http_usage_out_lit(out, "}");
@@ -576,6 +587,8 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
         }
     }
 
+    ngx_http_usage_check_extras(root, limits, rec, errors, &n, pool);
+
     for (i = 0; i < n; i++) {
         if (errors[i].data == NULL) {
             goto done;      /* an allocation failed while checking */
@@ -616,6 +629,101 @@ done:
     json_decref(root);
 
     return rc;
+}
+
+
+/*
+ * The fields of API.md part 3, after the old service's rules: a client
+ * id, a metered value, and the client's own event time.
+ */
+
+static void
+ngx_http_usage_check_extras(json_t *root, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_record_t *rec, ngx_str_t *errors, ngx_uint_t *n,
+    ngx_pool_t *pool)
+{
+    size_t   i, chars;
+    json_t  *v;
+
+    ngx_str_null(&rec->id);
+    rec->value = 1;
+    rec->has_time = 0;
+
+    v = json_object_get(root, "id");
+
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            ngx_str_set(&errors[*n], "id must be a string");
+            (*n)++;
+
+        } else {
+            rec->id.data = (u_char *) json_string_value(v);
+            rec->id.len = json_string_length(v);
+            chars = ngx_http_usage_utf8_chars(rec->id.data, rec->id.len);
+
+            for (i = 0; i < rec->id.len; i++) {
+                if (rec->id.data[i] < 0x20 || rec->id.data[i] == 0x7f) {
+                    break;
+                }
+            }
+
+            if (chars == 0 || chars > 128) {
+                ngx_str_set(&errors[*n], "id must be 1 to 128 characters");
+                (*n)++;
+
+            } else if (i < rec->id.len) {
+                ngx_str_set(&errors[*n],
+                            "id must not contain control characters");
+                (*n)++;
+
+            } else {
+                /* the jansson tree goes away: keep a copy */
+                rec->id.data = ngx_pstrdup(pool, &rec->id);
+                if (rec->id.data == NULL) {
+                    errors[(*n)++].data = NULL;
+                }
+            }
+        }
+    }
+
+    v = json_object_get(root, "value");
+
+    if (v && !json_is_null(v)) {
+        /* JSON has no NaN or Infinity: any number is finite */
+        if (json_is_number(v)) {
+            rec->value = json_number_value(v);
+
+        } else {
+            ngx_str_set(&errors[*n], "value must be a finite number");
+            (*n)++;
+        }
+    }
+
+    v = json_object_get(root, "timestamp");
+
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v)
+            || ngx_http_usage_parse_iso((u_char *) json_string_value(v),
+                                        json_string_length(v), &rec->time)
+               != NGX_OK)
+        {
+            ngx_str_set(&errors[*n], "timestamp must be a valid ISO8601 date");
+            (*n)++;
+
+        } else if (rec->time < limits->now - limits->retention) {
+            ngx_str_set(&errors[*n], "timestamp must be within the "
+                                     "retention window");
+            (*n)++;
+
+        } else if (rec->time > limits->now + NGX_HTTP_USAGE_FUTURE_MAX) {
+            ngx_str_set(&errors[*n], "timestamp must not be more than "
+                                     "5 minutes in the future");
+            (*n)++;
+
+        } else {
+            rec->has_time = 1;
+        }
+    }
 }
 
 

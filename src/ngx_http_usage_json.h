@@ -31,6 +31,8 @@ typedef struct {
 typedef struct {
     size_t                       metadata_max_size;
     ngx_uint_t                   metadata_max_depth;
+    int64_t                      now;
+    int64_t                      retention;
 } ngx_http_usage_limits_t;
 
 

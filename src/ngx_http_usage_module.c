@@ -15,6 +15,9 @@
 static ngx_int_t ngx_http_usage_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_usage_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_usage_init_process(ngx_cycle_t *cycle);
+static void ngx_http_usage_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_usage_exit_master(ngx_cycle_t *cycle);
+static void ngx_http_usage_save_all(ngx_cycle_t *cycle);
 static void *ngx_http_usage_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_usage_create_srv_conf(ngx_conf_t *cf);
 static void *ngx_http_usage_create_loc_conf(ngx_conf_t *cf);
@@ -151,8 +154,8 @@ ngx_module_t  ngx_http_usage_module = {
     ngx_http_usage_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_usage_exit_process,           /* exit process */
+    ngx_http_usage_exit_master,            /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
@@ -250,10 +253,70 @@ ngx_http_usage_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_usage_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                   i;
+    ngx_http_usage_zone_ref_t   *ref;
+    ngx_http_usage_main_conf_t  *umcf;
+
     /* after fork: each worker gets its own random sequence */
     ngx_http_usage_random_init();
 
+    umcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_usage_module);
+
+    if (umcf == NULL || ngx_process != NGX_PROCESS_WORKER) {
+        return NGX_OK;
+    }
+
+    /* each zone with a state file: a save timer in every worker, the
+     * first to fire saves */
+    for (i = 0; i < umcf->zones.nelts; i++) {
+        ref = (ngx_http_usage_zone_ref_t *) umcf->zones.elts + i;
+        ngx_http_usage_state_init_worker(cycle, ref->zone->data);
+    }
+
     return NGX_OK;
+}
+
+
+/* a worker leaving (stop, reload, upgrade) saves what changed */
+
+static void
+ngx_http_usage_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_usage_save_all(cycle);
+}
+
+
+/* the master saves last, once every worker is gone */
+
+static void
+ngx_http_usage_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_usage_save_all(cycle);
+}
+
+
+static void
+ngx_http_usage_save_all(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_http_usage_zone_t       *zone;
+    ngx_http_usage_zone_ref_t   *ref;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_usage_module);
+
+    if (umcf == NULL) {
+        return;
+    }
+
+    for (i = 0; i < umcf->zones.nelts; i++) {
+        ref = (ngx_http_usage_zone_ref_t *) umcf->zones.elts + i;
+        zone = ref->zone->data;
+
+        if (zone->sh && zone->state_file.len) {
+            ngx_http_usage_state_save(zone, cycle->log, 1);
+        }
+    }
 }
 
 
@@ -269,7 +332,10 @@ ngx_http_usage_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&umcf->zone_refs, cf->pool, 4,
                        sizeof(ngx_http_usage_zone_ref_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&umcf->zones, cf->pool, 2,
+                          sizeof(ngx_http_usage_zone_ref_t))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -322,6 +388,7 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_usage_loc_conf_t *prev = parent;
     ngx_http_usage_loc_conf_t *conf = child;
 
+    ngx_http_usage_zone_t     *zone;
     ngx_http_core_loc_conf_t  *clcf;
 
     /*
@@ -363,9 +430,12 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
      * at start which limits make valid events unstorable.  The slab pool's
      * own pages are not known yet, so the size is the declared one.
      */
-    if (conf->api_zone && conf->api_zone->shm.size
+    zone = conf->api_zone ? conf->api_zone->data : NULL;
+
+    if (zone && conf->api_zone->shm.size
         && conf->metadata_max_size + NGX_HTTP_USAGE_EVENT_OVERHEAD
-           > (conf->api_zone->shm.size - 2 * ngx_pagesize) / 4)
+                                   + NGX_HTTP_USAGE_ID_MAX_BYTES
+           > ngx_http_usage_store_ring_size(zone->size, zone->raw_percent) / 4)
     {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "usage zone \"%V\" of %uz bytes is too small for "
@@ -374,9 +444,10 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "least %uz bytes or a smaller limit",
                            &conf->api_zone->shm.name,
                            conf->api_zone->shm.size, conf->metadata_max_size,
-                           4 * (conf->metadata_max_size
-                                + NGX_HTTP_USAGE_EVENT_OVERHEAD)
-                           + 2 * ngx_pagesize);
+                           (4 * (conf->metadata_max_size
+                                 + NGX_HTTP_USAGE_EVENT_OVERHEAD
+                                 + NGX_HTTP_USAGE_ID_MAX_BYTES)
+                            + ngx_pagesize) / zone->raw_percent * 100);
     }
 
     /* the header is echoed in lower case, as the old service sent it */
@@ -394,7 +465,11 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* usage_zone zone=name:size [max_events=number] [retention=time]; */
+/*
+ * usage_zone zone=name:size [max_events=number] [retention=time]
+ *     [minutes=time] [raw=percent%] [max_ids=number] [state=file]
+ *     [state_interval=time];
+ */
 
 static char *
 ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -402,18 +477,26 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                 *p;
     ssize_t                 size;
     ngx_int_t               n;
-    ngx_str_t              *value, name, s;
-    ngx_uint_t              i, max_events;
-    ngx_msec_t              retention;
-    ngx_shm_zone_t         *shm_zone;
-    ngx_http_usage_zone_t  *zone;
+    ngx_str_t              *value, name, s, state;
+    ngx_uint_t              i, max_events, max_ids, raw, minutes_set;
+    ngx_msec_t              retention, minutes, interval;
+    ngx_shm_zone_t              *shm_zone;
+    ngx_http_usage_zone_t       *zone;
+    ngx_http_usage_zone_ref_t   *ref;
+    ngx_http_usage_main_conf_t  *umcf;
 
     value = cf->args->elts;
 
     size = 0;
     name.len = 0;
     max_events = 0;
+    max_ids = 0;
+    raw = 50;
     retention = 24 * 60 * 60 * 1000;
+    minutes = 60 * 60 * 1000;
+    minutes_set = 0;
+    interval = 10 * 1000;
+    ngx_str_null(&state);
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -443,11 +526,15 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
+            if (size < (ssize_t) (NGX_HTTP_USAGE_ZONE_MIN_PAGES
+                                  * ngx_pagesize))
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "zone \"%V\" is too small: %z bytes, "
                                    "at least %uz are needed",
-                                   &name, size, 8 * ngx_pagesize);
+                                   &name, size,
+                                   NGX_HTTP_USAGE_ZONE_MIN_PAGES
+                                   * ngx_pagesize);
                 return NGX_CONF_ERROR;
             }
 
@@ -469,6 +556,41 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "max_ids=", 8) == 0) {
+
+            n = ngx_atoi(value[i].data + 8, value[i].len - 8);
+
+            if (n == NGX_ERROR || n < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid max_ids \"%V\": a positive "
+                                   "number is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            max_ids = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "raw=", 4) == 0) {
+
+            n = NGX_ERROR;
+
+            if (value[i].len > 5 && value[i].data[value[i].len - 1] == '%') {
+                n = ngx_atoi(value[i].data + 4, value[i].len - 5);
+            }
+
+            if (n == NGX_ERROR || n < 10 || n > 90) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid raw \"%V\": a share of the zone "
+                                   "from 10%% to 90%% is expected",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            raw = n;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "retention=", 10) == 0) {
 
             s.data = value[i].data + 10;
@@ -480,6 +602,61 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid retention \"%V\": a time of at "
                                    "least 1s is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "minutes=", 8) == 0) {
+
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            minutes = ngx_parse_time(&s, 0);
+
+            if (minutes == (ngx_msec_t) NGX_ERROR
+                || minutes < NGX_HTTP_USAGE_MINUTE)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid minutes \"%V\": a time of at "
+                                   "least 1m is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            minutes_set = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "state=", 6) == 0) {
+
+            state.data = value[i].data + 6;
+            state.len = value[i].len - 6;
+
+            if (state.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty file name in \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_conf_full_name(cf->cycle, &state, 0) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "state_interval=", 15) == 0) {
+
+            s.data = value[i].data + 15;
+            s.len = value[i].len - 15;
+
+            interval = ngx_parse_time(&s, 0);
+
+            if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid state_interval \"%V\": a time of "
+                                   "at least 1s is expected", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
@@ -498,16 +675,30 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (minutes_set && minutes > retention) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "minutes=%M is longer than retention=%M",
+                           minutes, retention);
+        return NGX_CONF_ERROR;
+    }
+
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_zone_t));
     if (zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
+    zone->name = name;
+    zone->size = size;
     zone->retention = retention;
+    zone->minute_span = ngx_min(minutes, retention);
+    zone->max_events = max_events;
+    zone->raw_percent = raw;
+    zone->state_file = state;
+    zone->state_interval = interval;
 
-    /* about 256 bytes per event with small metadata; the zone's own
-     * memory limit evicts earlier when events are larger */
-    zone->max_events = max_events ? max_events : (ngx_uint_t) size / 256;
+    /* an id costs a 128-byte slab slot: an eighth of the zone at most */
+    zone->max_ids = max_ids ? max_ids
+                            : ngx_max((ngx_uint_t) size / 1024, 64);
 
     shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_usage_module);
     if (shm_zone == NULL) {
@@ -522,6 +713,17 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     shm_zone->init = ngx_http_usage_store_init_zone;
     shm_zone->data = zone;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);
+
+    ref = ngx_array_push(&umcf->zones);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->zone = shm_zone;
+    ref->file = cf->conf_file->file.name;
+    ref->line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }

@@ -25,6 +25,9 @@
 #define NGX_HTTP_USAGE_UUID_LEN         36
 #define NGX_HTTP_USAGE_CORS_MAX_AGE     "86400"
 
+/* a zone holds the store's context, the ring and some aggregates */
+#define NGX_HTTP_USAGE_ZONE_MIN_PAGES   16
+
 /* request body limit where client_max_body_size is 0 (unlimited) */
 #define NGX_HTTP_USAGE_BODY_CEILING     (1024 * 1024)
 
@@ -38,6 +41,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                  zone_refs;        /* zone_ref_t */
+    ngx_array_t                  zones;            /* zone_ref_t, declared */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
 } ngx_http_usage_main_conf_t;

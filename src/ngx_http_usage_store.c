@@ -1,17 +1,24 @@
 
 /*
- * The usage store in a shared-memory slab zone.
+ * The usage store in a shared-memory slab zone: creating it, writing to
+ * it, and keeping it bounded (retention, eviction).
  *
- * Layout: one queue of all events in insertion order (which is also
- * createdAt order: insert keeps createdAt monotonic), a per-entity queue
- * of the entity's events, and two red-black trees of counted names
- * (entities, event types) keyed by hash with a memcmp tie-break, as in
- * ngx_http_limit_req_module.  Writes are O(log n); eviction and retention
- * pop from the head of the global queue.
+ * Aggregates live in slab allocations: entities and event types in
+ * red-black trees keyed by hash with a memcmp tie-break, as in
+ * ngx_http_limit_req_module; per entity, one series per event type, each
+ * a short list of time buckets.  Raw events live in a ring carved out of
+ * the zone once, appended at the tail and reclaimed at the head, so that
+ * the log costs no allocation and never fragments the slab.
  *
- * Locking: everything below runs under shpool->mutex, the only lock the
+ * Retention is exact where it can be: an event whose raw record is still
+ * in the ring when its time leaves the window is taken out of its buckets
+ * at that moment; an event whose record was evicted earlier leaves with
+ * its whole bucket.
+ *
+ * Locking: everything here runs under shpool->mutex, the only lock the
  * master process knows how to recover when a worker dies holding it.
- * Hashing happens before the lock, rendering after it.
+ * Every loop is bounded: eviction and expiry pop from the head of a
+ * queue, bucket searches walk at most one series.
  */
 
 
@@ -21,82 +28,65 @@
 #include "ngx_http_usage_store.h"
 
 
-#define ngx_http_usage_event_at(q, off)                                      \
-    ((ngx_http_usage_event_t *) ((u_char *) (q) - (off)))
+#define ngx_http_usage_floor(t, span)  ((t) - (((t) % (span) + (span)) % (span)))
+
+/* how many least recently updated entities an allocation looks at for a
+ * bucket to give up */
+#define NGX_HTTP_USAGE_EVICT_SCAN       64
+
+/* at most one "zone is full" warning per this many ms */
+#define NGX_HTTP_USAGE_WARN_INTERVAL    60000
+
+#define NGX_HTTP_USAGE_FULL_RAW         0x01
+#define NGX_HTTP_USAGE_FULL_AGGREGATES  0x02
+#define NGX_HTTP_USAGE_FULL_DROP        0x04
 
 
-static void ngx_http_usage_warn_resized(ngx_shm_zone_t *shm_zone);
-static void ngx_http_usage_key_insert(ngx_rbtree_node_t *temp,
+static ngx_int_t ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone);
+static ngx_http_usage_zone_t *ngx_http_usage_old_zone(
+    ngx_shm_zone_t *shm_zone);
+static void ngx_http_usage_name_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
+static void ngx_http_usage_entity_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_http_usage_key_t *ngx_http_usage_key_lookup(ngx_rbtree_t *tree,
-    uint32_t hash, ngx_str_t *name);
-static ngx_http_usage_key_t *ngx_http_usage_key_hold_locked(
-    ngx_http_usage_zone_t *zone, ngx_rbtree_t *tree, uint32_t hash,
-    ngx_str_t *name, ngx_queue_t *order);
-static void ngx_http_usage_key_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_key_t *key, ngx_uint_t is_entity);
+static void ngx_http_usage_type_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_rbtree_node_t *ngx_http_usage_name_lookup(ngx_rbtree_t *tree,
+    uint32_t hash, ngx_str_t *name, size_t off);
 static void *ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone,
-    size_t size);
-static ngx_uint_t ngx_http_usage_evict_oldest_locked(
-    ngx_http_usage_zone_t *zone);
-static void ngx_http_usage_event_free_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_event_t *ev);
-static void ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone,
-    int64_t now);
-static ngx_int_t ngx_http_usage_copy_event(ngx_pool_t *pool,
-    ngx_array_t *records, ngx_http_usage_event_t *ev);
-static ngx_int_t ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
-    ngx_http_usage_key_t *key);
-
-
-/*
- * nginx gives a zone whose size changed on reload a fresh, empty mapping.
- * The running cycle (still ngx_cycle while the new one is initialized)
- * tells whether that is what happened: say so rather than lose the data
- * silently.
- */
-
-static void
-ngx_http_usage_warn_resized(ngx_shm_zone_t *shm_zone)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_shm_zone_t   *old;
-
-    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
-        return;
-    }
-
-    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
-    old = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return;
-            }
-
-            part = part->next;
-            old = part->elts;
-            i = 0;
-        }
-
-        if (old[i].tag == shm_zone->tag
-            && old[i].shm.name.len == shm_zone->shm.name.len
-            && ngx_strncmp(old[i].shm.name.data, shm_zone->shm.name.data,
-                           shm_zone->shm.name.len) == 0
-            && old[i].shm.size != shm_zone->shm.size)
-        {
-            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
-                          "usage zone \"%V\" was resized from %uz to %uz "
-                          "bytes: it starts empty, the events stored so far "
-                          "are not carried over", &shm_zone->shm.name,
-                          old[i].shm.size, shm_zone->shm.size);
-            return;
-        }
-    }
-}
+    size_t size, ngx_http_usage_entity_t *pin);
+static ngx_uint_t ngx_http_usage_evict_aggregate_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *pin);
+static ngx_http_usage_entity_t *ngx_http_usage_entity_get_locked(
+    ngx_http_usage_zone_t *zone, ngx_str_t *name, uint32_t hash);
+static ngx_http_usage_series_t *ngx_http_usage_series_find(
+    ngx_http_usage_entity_t *entity, ngx_http_usage_type_t *type);
+static ngx_http_usage_series_t *ngx_http_usage_series_create_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity,
+    ngx_str_t *type_name, uint32_t hash);
+static ngx_http_usage_bucket_t *ngx_http_usage_type_bucket_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_type_t *type, int64_t start,
+    ngx_uint_t create, ngx_http_usage_entity_t *pin);
+static void ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_bucket_t *b);
+static void ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series);
+static ngx_uint_t ngx_http_usage_entity_release_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity);
+static void ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type);
+static void ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type, int64_t now);
+static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
+    int64_t oldest, ngx_uint_t evict);
+static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_idx_t *idx);
+static ngx_http_usage_idx_t *ngx_http_usage_idx_lookup(
+    ngx_http_usage_shctx_t *sh, uint64_t hash);
+static void ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
+    int64_t time, ngx_int_t n);
 
 
 ngx_int_t
@@ -104,19 +94,31 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_usage_zone_t  *ozone = data;
 
-    size_t                   len;
-    ngx_time_t              *tp;
-    ngx_http_usage_zone_t   *zone;
-    ngx_http_usage_shctx_t  *sh;
+    size_t                  ring;
+    ngx_http_usage_zone_t  *zone, *old;
 
     zone = shm_zone->data;
 
     if (ozone) {
         /*
          * Reload with an unchanged zone: take over the live store.  Old
-         * workers are still serving from it, so nothing in it is touched;
-         * max_events and retention are per-cycle and apply from now on.
+         * workers are still serving from it, so nothing in it is moved;
+         * max_events, retention and the minute span are per cycle and
+         * apply from the next operation.  The ring was carved out when
+         * the zone was created and cannot be resized in place.
          */
+        ring = ngx_http_usage_store_ring_size(zone->size, zone->raw_percent);
+
+        if (ring != (size_t) (ozone->sh->ring_end - ozone->sh->ring)) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "usage zone \"%V\": raw=%ui%% cannot change "
+                          "without a change of the zone's size (it is "
+                          "%ui%% now); the running configuration is kept",
+                          &shm_zone->shm.name, zone->raw_percent,
+                          ozone->raw_percent);
+            return NGX_ERROR;
+        }
+
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
         return NGX_OK;
@@ -129,7 +131,30 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ngx_http_usage_warn_resized(shm_zone);
+    if (ngx_http_usage_store_create(shm_zone) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * A fresh zone: nginx maps a zone whose size changed on reload anew.
+     * The old one is still mapped (its workers are still serving), so its
+     * store is carried over; without one, the state file is loaded.
+     */
+    old = ngx_http_usage_old_zone(shm_zone);
+
+    return ngx_http_usage_state_restore(shm_zone, old);
+}
+
+
+static ngx_int_t
+ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
+{
+    size_t                   len, ring;
+    ngx_time_t              *tp;
+    ngx_http_usage_zone_t   *zone;
+    ngx_http_usage_shctx_t  *sh;
+
+    zone = shm_zone->data;
 
     sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_usage_shctx_t));
     if (sh == NULL) {
@@ -139,14 +164,33 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_memzero(sh, sizeof(ngx_http_usage_shctx_t));
 
     ngx_rbtree_init(&sh->entities, &sh->entities_sentinel,
-                    ngx_http_usage_key_insert);
+                    ngx_http_usage_entity_insert);
     ngx_rbtree_init(&sh->types, &sh->types_sentinel,
-                    ngx_http_usage_key_insert);
+                    ngx_http_usage_type_insert);
+    ngx_rbtree_init(&sh->ids, &sh->ids_sentinel, ngx_http_usage_idx_insert);
     ngx_queue_init(&sh->types_order);
-    ngx_queue_init(&sh->events);
+    ngx_queue_init(&sh->lru);
+    ngx_queue_init(&sh->raw);
+    ngx_queue_init(&sh->ids_order);
+
+    ring = ngx_http_usage_store_ring_size(zone->size, zone->raw_percent);
+
+    sh->ring = ngx_slab_alloc(zone->shpool, ring);
+    if (sh->ring == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "usage zone \"%V\" is too small for raw=%ui%%",
+                      &shm_zone->shm.name, zone->raw_percent);
+        return NGX_ERROR;
+    }
+
+    sh->ring_end = sh->ring + ring;
+    sh->ring_head = sh->ring;
+    sh->ring_tail = sh->ring;
 
     tp = ngx_timeofday();
     sh->start_time = (int64_t) tp->sec * 1000 + tp->msec;
+    sh->instance = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+                   ^ (uint64_t) ngx_pid ^ (uint64_t) sh->start_time;
 
     zone->sh = sh;
     zone->shpool->data = sh;
@@ -162,108 +206,245 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(zone->shpool->log_ctx, " in usage zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
-    /* a full zone is handled by evicting the oldest events, not logged */
+    /* a full zone is handled by evicting, and reported once a minute */
     zone->shpool->log_nomem = 0;
 
     return NGX_OK;
 }
 
 
+/* the running cycle's zone of this name, if its size differs */
+
+static ngx_http_usage_zone_t *
+ngx_http_usage_old_zone(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *old;
+
+    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+        return NULL;
+    }
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    old = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            old = part->elts;
+            i = 0;
+        }
+
+        if (old[i].tag == shm_zone->tag
+            && old[i].shm.name.len == shm_zone->shm.name.len
+            && ngx_strncmp(old[i].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len) == 0
+            && old[i].shm.addr != shm_zone->shm.addr
+            && old[i].data != NULL
+            && ((ngx_http_usage_zone_t *) old[i].data)->sh != NULL)
+        {
+            return old[i].data;
+        }
+    }
+}
+
+
+size_t
+ngx_http_usage_store_ring_size(size_t zone_size, ngx_uint_t raw_percent)
+{
+    size_t  ring;
+
+    ring = (size_t) ((uint64_t) zone_size * raw_percent / 100);
+
+    return ring - ring % ngx_pagesize;
+}
+
+
+/*
+ * Inserts an event: its aggregates first (they are what must not be
+ * lost), then its raw record.  NGX_HTTP_USAGE_DUPLICATE: its client id is
+ * already recorded; rec then holds the stored event, copied into pool.
+ */
+
 ngx_int_t
-ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
+ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_record_t *rec, int64_t now)
 {
-    size_t                   size;
-    int64_t                  created;
-    uint32_t                 entity_hash, type_hash;
-    ngx_slab_pool_t         *shpool;
-    ngx_http_usage_key_t    *entity, *type;
-    ngx_http_usage_event_t  *ev;
-    ngx_http_usage_shctx_t  *sh;
+    size_t                    size;
+    int64_t                   created, start;
+    uint32_t                  entity_hash, type_hash, span;
+    uint64_t                  id_hash;
+    ngx_int_t                 rc;
+    ngx_uint_t                full;
+    ngx_slab_pool_t          *shpool;
+    ngx_http_usage_raw_t     *raw;
+    ngx_http_usage_idx_t     *idx;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_bucket_t  *b, *tb;
+    ngx_http_usage_shctx_t   *sh;
 
     entity_hash = ngx_crc32_short(rec->entity.data, rec->entity.len);
     type_hash = ngx_crc32_short(rec->type.data, rec->type.len);
-    size = offsetof(ngx_http_usage_event_t, metadata) + rec->metadata.len;
+    id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
+                          : 0;
+    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + rec->id.len
+                     + rec->metadata.len, 8);
 
     shpool = zone->shpool;
     sh = zone->sh;
+    full = 0;
+    rc = NGX_OK;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    /*
-     * A large event needs contiguous slab pages, which the pages pinned by
-     * small events and names can keep apart until most of the store is
-     * evicted: an event of more than a quarter of the zone is refused
-     * before anything is evicted for it.
-     */
-    if (size > ngx_http_usage_store_event_max(shpool)) {
+    if (size > ngx_http_usage_store_event_max(zone)) {
         goto drop;
     }
 
     ngx_http_usage_expire_locked(zone, now);
 
-    while (sh->count >= zone->max_events) {
-        if (!ngx_http_usage_evict_oldest_locked(zone)) {
-            break;
+    if (rec->id.len) {
+        idx = ngx_http_usage_idx_lookup(sh, id_hash);
+
+        if (idx && idx->time >= now - zone->retention) {
+            sh->duplicates++;
+            rec->evicted = (idx->raw == NULL);
+
+            if (idx->raw
+                && ngx_http_usage_copy_raw(pool, rec, idx->raw) != NGX_OK)
+            {
+                rc = NGX_ERROR;
+            }
+
+            ngx_shmtx_unlock(&shpool->mutex);
+
+            return (rc == NGX_OK) ? NGX_HTTP_USAGE_DUPLICATE : rc;
+        }
+
+        if (idx) {
+            ngx_http_usage_idx_free_locked(zone, idx);
         }
     }
 
     /*
-     * The names are held (counted) before the event is allocated: the
-     * eviction that may make room for the event must not free them.
-     */
-
-    entity = ngx_http_usage_key_hold_locked(zone, &sh->entities, entity_hash,
-                                            &rec->entity, NULL);
-    if (entity == NULL) {
-        goto drop;
-    }
-
-    type = ngx_http_usage_key_hold_locked(zone, &sh->types, type_hash,
-                                          &rec->type, &sh->types_order);
-    if (type == NULL) {
-        ngx_http_usage_key_release_locked(zone, entity, 1);
-        goto drop;
-    }
-
-    ev = ngx_http_usage_alloc_locked(zone, size);
-    if (ev == NULL) {
-        ngx_http_usage_key_release_locked(zone, type, 0);
-        ngx_http_usage_key_release_locked(zone, entity, 1);
-        goto drop;
-    }
-
-    /*
      * Workers' cached clocks differ by a few milliseconds; clamping keeps
-     * the global queue sorted by createdAt, which every query relies on.
+     * the log sorted by createdAt, which listing relies on.
      */
-    created = now;
-    if (created < sh->last_created) {
-        created = sh->last_created;
+    created = ngx_max(now, sh->last_created);
+
+    if (!rec->has_time) {
+        rec->time = created;
     }
+
+    /* everything that can fail comes before anything is counted */
+
+    entity = ngx_http_usage_entity_get_locked(zone, &rec->entity,
+                                              entity_hash);
+    if (entity == NULL) {
+        full |= NGX_HTTP_USAGE_FULL_DROP;
+        goto drop;
+    }
+
+    if (entity->compacted != ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE))
+    {
+        ngx_http_usage_compact_locked(zone, entity, now);
+    }
+
+    type = (ngx_http_usage_type_t *)
+           ngx_http_usage_name_lookup(&sh->types, type_hash, &rec->type,
+                                      offsetof(ngx_http_usage_type_t, len));
+    series = type ? ngx_http_usage_series_find(entity, type) : NULL;
+
+    if (series == NULL) {
+        series = ngx_http_usage_series_create_locked(zone, entity, &rec->type,
+                                                     type_hash);
+        if (series == NULL) {
+            (void) ngx_http_usage_entity_release_locked(zone, entity);
+            full |= NGX_HTTP_USAGE_FULL_DROP;
+            goto drop;
+        }
+    }
+
+    type = series->type;
+
+    if (rec->time >= ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
+                     - zone->minute_span)
+    {
+        span = NGX_HTTP_USAGE_MINUTE;
+
+    } else {
+        span = NGX_HTTP_USAGE_HOUR;
+    }
+
+    start = ngx_http_usage_floor(rec->time, (int64_t) span);
+
+    b = ngx_http_usage_bucket_get_locked(zone, series, start, span);
+
+    tb = b ? ngx_http_usage_type_bucket_locked(zone, type,
+                         ngx_http_usage_floor(rec->time, NGX_HTTP_USAGE_HOUR),
+                         1, entity)
+           : NULL;
+
+    if (tb == NULL) {
+        if (b && b->count == 0) {
+            ngx_http_usage_bucket_free_locked(zone, b);
+        }
+
+        ngx_http_usage_series_release_locked(zone, series);
+        (void) ngx_http_usage_entity_release_locked(zone, entity);
+        full |= NGX_HTTP_USAGE_FULL_DROP;
+        goto drop;
+    }
+
+    /* counted: from here on nothing fails */
+
+    b->count++;
+    b->value += rec->value;
+    tb->count++;
+    type->count++;
+    sh->total++;
+    ngx_http_usage_minute_add(sh, rec->time, 1);
+
     sh->last_created = created;
+    rec->created = created;
 
-    ev->entity = entity;
-    ev->type = type;
-    ev->created = created;
-    ngx_memcpy(ev->id, rec->id, 16);
-    ev->metadata_len = (uint32_t) rec->metadata.len;
-    ngx_memcpy(ev->metadata, rec->metadata.data, rec->metadata.len);
+    entity->updated = created;
+    ngx_queue_remove(&entity->lru);
+    ngx_queue_insert_tail(&sh->lru, &entity->lru);
 
-    ngx_queue_insert_tail(&sh->events, &ev->queue);
-    ngx_queue_insert_tail(&entity->queue, &ev->entity_queue);
+    raw = ngx_http_usage_raw_append_locked(zone, series, b, rec);
 
-    if (sh->hour == NULL) {
-        sh->hour = &ev->queue;
+    if (raw == NULL) {
+        full |= NGX_HTTP_USAGE_FULL_RAW;
+
+    } else if (rec->id.len) {
+        if (ngx_http_usage_idx_add_locked(zone, id_hash, rec->time, raw)
+            != NGX_OK)
+        {
+            full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
+        }
     }
 
-    sh->hour_count++;
-    sh->count++;
     sh->recorded++;
+    sh->changes++;
+
+    if (sh->full_since_warned) {
+        full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
+    }
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    rec->created = created;
+    if (full) {
+        ngx_http_usage_store_full(zone, ngx_cycle->log);
+    }
 
     return NGX_OK;
 
@@ -273,427 +454,63 @@ drop:
 
     ngx_http_usage_store_count_drop(zone);
 
+    if (full) {
+        ngx_http_usage_store_full(zone, ngx_cycle->log);
+    }
+
     return NGX_DECLINED;
 }
 
 
-ngx_int_t
-ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_list_t *q, int64_t now)
-{
-    size_t                   off;
-    uint32_t                 entity_hash, type_hash;
-    ngx_uint_t               matched, emitted, count_all, n;
-    ngx_queue_t             *head, *cur, *first, *next, *p;
-    ngx_http_usage_key_t    *entity, *type;
-    ngx_http_usage_event_t  *ev, *e;
-    ngx_http_usage_shctx_t  *sh;
-
-    entity_hash = q->entity ? ngx_crc32_short(q->entity->data, q->entity->len)
-                            : 0;
-    type_hash = q->type ? ngx_crc32_short(q->type->data, q->type->len) : 0;
-
-    n = ngx_min(q->limit, 64);
-    if (ngx_array_init(&q->records, pool, n ? n : 1,
-                       sizeof(ngx_http_usage_record_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    q->total = 0;
-    sh = zone->sh;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    entity = NULL;
-    type = NULL;
-
-    if (q->entity) {
-        entity = ngx_http_usage_key_lookup(&sh->entities, entity_hash,
-                                           q->entity);
-        if (entity == NULL) {
-            goto done;
-        }
-    }
-
-    if (q->type) {
-        type = ngx_http_usage_key_lookup(&sh->types, type_hash, q->type);
-        if (type == NULL) {
-            goto done;
-        }
-    }
-
-    if (entity) {
-        head = &entity->queue;
-        off = offsetof(ngx_http_usage_event_t, entity_queue);
-        q->total = entity->count;
-
-    } else {
-        head = &sh->events;
-        off = offsetof(ngx_http_usage_event_t, queue);
-        q->total = type ? type->count : sh->count;
-    }
-
-    /* only an entity filtered by type has no maintained count */
-    count_all = (entity && type);
-
-    if (!count_all && q->offset >= q->total) {
-        goto done;
-    }
-
-    /*
-     * Newest first by createdAt; events with equal createdAt keep their
-     * insertion order, as the stable sort of the old service did.  Walk
-     * back group by group, and forward inside a group.
-     */
-
-    matched = 0;
-    emitted = 0;
-    cur = ngx_queue_last(head);
-
-    while (cur != ngx_queue_sentinel(head)) {
-        ev = ngx_http_usage_event_at(cur, off);
-
-        first = cur;
-        while (ngx_queue_prev(first) != ngx_queue_sentinel(head)
-               && ngx_http_usage_event_at(ngx_queue_prev(first), off)->created
-                  == ev->created)
-        {
-            first = ngx_queue_prev(first);
-        }
-
-        next = ngx_queue_prev(first);
-
-        for (p = first; /* void */; p = ngx_queue_next(p)) {
-            e = ngx_http_usage_event_at(p, off);
-
-            if (type == NULL || e->type == type) {
-                if (matched >= q->offset && emitted < q->limit) {
-                    if (ngx_http_usage_copy_event(pool, &q->records, e)
-                        != NGX_OK)
-                    {
-                        ngx_shmtx_unlock(&zone->shpool->mutex);
-                        return NGX_ERROR;
-                    }
-
-                    emitted++;
-                }
-
-                matched++;
-            }
-
-            if (p == cur) {
-                break;
-            }
-        }
-
-        /* enough, or every match of a rare type already seen */
-        if (!count_all && (emitted == q->limit || matched == q->total)) {
-            break;
-        }
-
-        cur = next;
-    }
-
-    if (count_all) {
-        q->total = matched;
-    }
-
-done:
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return NGX_OK;
-}
-
-
 /*
- * The entity's first event at or after since: found from the newer end,
- * so that a recent range costs what it holds, not the entity's history.
+ * One warning a minute at most while the zone evicts for lack of room:
+ * enough to size it better, never a flood.  Called without the lock; the
+ * check is racy on purpose, a second warning in a minute is harmless.
  */
 
-static ngx_queue_t *
-ngx_http_usage_range_first_locked(ngx_http_usage_key_t *entity,
-    int64_t since)
+void
+ngx_http_usage_store_full(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 {
-    ngx_queue_t             *p, *prev;
-    ngx_http_usage_event_t  *ev;
-
-    if (since == INT64_MIN) {
-        return ngx_queue_head(&entity->queue);
-    }
-
-    p = ngx_queue_sentinel(&entity->queue);
-
-    for ( ;; ) {
-        prev = ngx_queue_prev(p);
-
-        if (prev == ngx_queue_sentinel(&entity->queue)) {
-            return p;
-        }
-
-        ev = ngx_queue_data(prev, ngx_http_usage_event_t, entity_queue);
-
-        if (ev->created < since) {
-            return p;
-        }
-
-        p = prev;
-    }
-}
-
-
-ngx_int_t
-ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_range_t *q, int64_t now)
-{
-    uint32_t                 hash;
-    ngx_uint_t               i, gen;
-    ngx_queue_t             *p;
-    ngx_array_t              seen;
-    ngx_http_usage_key_t    *entity, *type, **kp;
-    ngx_http_usage_count_t  *c;
-    ngx_http_usage_event_t  *ev;
-
-    hash = ngx_crc32_short(q->entity.data, q->entity.len);
-
-    if (ngx_array_init(&q->counts, pool, 8, sizeof(ngx_http_usage_count_t))
-        != NGX_OK
-        || ngx_array_init(&seen, pool, 8, sizeof(ngx_http_usage_key_t *))
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    q->total = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    entity = ngx_http_usage_key_lookup(&zone->sh->entities, hash, &q->entity);
-    if (entity == NULL) {
-        goto done;
-    }
-
-    /* types are tallied in their keys, tagged with this query's generation,
-     * and listed in the order they were first seen */
-    gen = ++zone->sh->tally_gen;
-
-    for (p = ngx_http_usage_range_first_locked(entity, q->since);
-         p != ngx_queue_sentinel(&entity->queue);
-         p = ngx_queue_next(p))
-    {
-        ev = ngx_queue_data(p, ngx_http_usage_event_t, entity_queue);
-
-        if (ev->created > q->until) {
-            break;
-        }
-
-        type = ev->type;
-
-        if (type->tally_gen != gen) {
-            kp = ngx_array_push(&seen);
-            if (kp == NULL) {
-                goto failed;
-            }
-
-            *kp = type;
-            type->tally_gen = gen;
-            type->tally = 0;
-        }
-
-        type->tally++;
-        q->total++;
-    }
-
-    kp = seen.elts;
-
-    for (i = 0; i < seen.nelts; i++) {
-        c = ngx_array_push(&q->counts);
-        if (c == NULL
-            || ngx_http_usage_copy_name(pool, &c->name, kp[i]) != NGX_OK)
-        {
-            goto failed;
-        }
-
-        c->count = kp[i]->tally;
-    }
-
-done:
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return NGX_OK;
-
-failed:
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return NGX_ERROR;
-}
-
-
-ngx_int_t
-ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_range_t *q, int64_t now)
-{
-    int64_t                   t;
-    uint32_t                  hash;
-    ngx_queue_t              *p;
-    ngx_http_usage_key_t     *entity;
-    ngx_http_usage_event_t   *ev;
-    ngx_http_usage_bucket_t  *b;
-
-    hash = ngx_crc32_short(q->entity.data, q->entity.len);
-
-    if (ngx_array_init(&q->buckets, pool, 16, sizeof(ngx_http_usage_bucket_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    q->total = 0;
-    b = NULL;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    entity = ngx_http_usage_key_lookup(&zone->sh->entities, hash, &q->entity);
-    if (entity == NULL) {
-        goto done;
-    }
-
-    /* the entity's queue is sorted by createdAt: buckets come ascending */
-
-    for (p = ngx_http_usage_range_first_locked(entity, q->since);
-         p != ngx_queue_sentinel(&entity->queue);
-         p = ngx_queue_next(p))
-    {
-        ev = ngx_queue_data(p, ngx_http_usage_event_t, entity_queue);
-
-        if (ev->created > q->until) {
-            break;
-        }
-
-        t = ev->created - ev->created % q->bucket;
-
-        if (b == NULL || b->time != t) {
-            b = ngx_array_push(&q->buckets);
-            if (b == NULL) {
-                ngx_shmtx_unlock(&zone->shpool->mutex);
-                return NGX_ERROR;
-            }
-
-            b->time = t;
-            b->count = 0;
-        }
-
-        b->count++;
-        q->total++;
-    }
-
-done:
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_stats_t *st, ngx_uint_t with_types, int64_t now)
-{
-    size_t                   pages;
-    ngx_queue_t             *p;
-    ngx_slab_pool_t         *shpool;
-    ngx_http_usage_key_t    *type;
-    ngx_http_usage_count_t  *c;
-    ngx_http_usage_event_t  *ev;
+    int64_t                  now;
+    uint64_t                 raw, buckets, drops;
     ngx_http_usage_shctx_t  *sh;
 
-    if (ngx_array_init(&st->types, pool, 8, sizeof(ngx_http_usage_count_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    shpool = zone->shpool;
     sh = zone->sh;
+    now = (int64_t) ngx_time() * 1000;
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    st->total = sh->count;
-    st->entities = sh->entity_count;
-    st->start_time = sh->start_time;
-    st->max_events = zone->max_events;
-    st->recorded = sh->recorded;
-    st->evicted = sh->evicted;
-    st->expired = sh->expired;
-    st->dropped = sh->dropped;
-
-    pages = (shpool->end - shpool->start) / ngx_pagesize;
-    st->bytes_free = shpool->pfree * ngx_pagesize;
-    st->bytes_used = (pages - ngx_min(pages, shpool->pfree)) * ngx_pagesize;
-
-    /* move the last-hour cursor past what has aged out since last time */
-    while (sh->hour) {
-        ev = ngx_queue_data(sh->hour, ngx_http_usage_event_t, queue);
-
-        if (ev->created >= now - NGX_HTTP_USAGE_HOUR) {
-            break;
-        }
-
-        p = ngx_queue_next(sh->hour);
-        sh->hour = (p == ngx_queue_sentinel(&sh->events)) ? NULL : p;
-        sh->hour_count--;
+    if (now - sh->full_warned < NGX_HTTP_USAGE_WARN_INTERVAL) {
+        return;
     }
 
-    st->last_hour = sh->hour_count;
+    sh->full_warned = now;
+    sh->full_since_warned = 0;
 
-    if (with_types) {
-        for (p = ngx_queue_head(&sh->types_order);
-             p != ngx_queue_sentinel(&sh->types_order);
-             p = ngx_queue_next(p))
-        {
-            type = ngx_queue_data(p, ngx_http_usage_key_t, queue);
+    raw = sh->raw_evicted;
+    buckets = sh->buckets_evicted;
+    drops = sh->dropped;
 
-            c = ngx_array_push(&st->types);
-            if (c == NULL
-                || ngx_http_usage_copy_name(pool, &c->name, type) != NGX_OK)
-            {
-                ngx_shmtx_unlock(&shpool->mutex);
-                return NGX_ERROR;
-            }
-
-            c->count = type->count;
-        }
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return NGX_OK;
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "usage zone \"%V\" is full: the oldest raw events are "
+                  "evicted to make room (%uL so far), aggregate buckets "
+                  "evicted: %uL, events dropped: %uL; totals stay right "
+                  "while no aggregate is evicted", &zone->name, raw, buckets,
+                  drops);
 }
 
 
 size_t
-ngx_http_usage_store_event_max(ngx_slab_pool_t *shpool)
+ngx_http_usage_store_event_max(ngx_http_usage_zone_t *zone)
 {
-    return (size_t) (shpool->end - shpool->start) / 4;
+    /* the ring always keeps room for a few events of the largest size */
+    return (size_t) (zone->sh->ring_end - zone->sh->ring) / 4;
 }
 
 
 int64_t
 ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone)
 {
-    /* written once when the zone is created: no lock needed to read it */
+    /* written when the zone is created or restored, before any worker
+     * runs: no lock needed to read it */
     return zone->sh->start_time;
 }
 
@@ -707,12 +524,750 @@ ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone)
 }
 
 
-static void
-ngx_http_usage_key_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel)
+/*
+ * Retention and max_events, applied at the start of every locked
+ * operation.  Each event, entity and id leaves once, from the head of its
+ * queue, so the cost is amortized O(1) per insert.
+ */
+
+void
+ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 {
-    ngx_rbtree_node_t     **p;
-    ngx_http_usage_key_t   *k, *kt;
+    int64_t                   oldest;
+    ngx_queue_t              *q;
+    ngx_http_usage_idx_t     *idx;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    oldest = now - zone->retention;
+
+    while (ngx_http_usage_raw_pop_locked(zone, oldest, 0)) { /* void */ }
+
+    /* a reload may have lowered max_events: every operation applies it */
+    while (zone->max_events && sh->raw_count > zone->max_events) {
+        (void) ngx_http_usage_raw_pop_locked(zone, oldest, 1);
+    }
+
+    /*
+     * An entity not updated for a retention window plus the longest a
+     * bucket can reach past its last receipt has nothing left in it.
+     */
+    while (!ngx_queue_empty(&sh->lru)) {
+        q = ngx_queue_head(&sh->lru);
+        entity = ngx_queue_data(q, ngx_http_usage_entity_t, lru);
+
+        if (entity->updated >= oldest - NGX_HTTP_USAGE_HOUR
+                               - NGX_HTTP_USAGE_FUTURE_MAX)
+        {
+            break;
+        }
+
+        ngx_http_usage_compact_locked(zone, entity, now);
+
+        if (!ngx_http_usage_entity_release_locked(zone, entity)) {
+            /* cannot happen; never loop on it */
+            entity->updated = now;
+            ngx_queue_remove(&entity->lru);
+            ngx_queue_insert_tail(&sh->lru, &entity->lru);
+            break;
+        }
+    }
+
+    while (!ngx_queue_empty(&sh->ids_order)) {
+        q = ngx_queue_head(&sh->ids_order);
+        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
+
+        if (idx->time >= oldest && sh->id_count <= zone->max_ids) {
+            break;
+        }
+
+        if (idx->time >= oldest) {
+            sh->ids_evicted++;
+        }
+
+        ngx_http_usage_idx_free_locked(zone, idx);
+    }
+}
+
+
+/*
+ * Takes the oldest raw event out of the log if it is past "oldest" (by
+ * receipt or by event time), or, to make room, unconditionally ("evict").  An event
+ * whose own time left the window also leaves its aggregates now: that is
+ * what keeps retention exact to the millisecond.
+ */
+
+static ngx_uint_t
+ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
+    ngx_uint_t evict)
+{
+    ngx_uint_t                expired;
+    ngx_queue_t              *q;
+    ngx_http_usage_raw_t     *raw;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_bucket_t  *b, *tb;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+
+    if (ngx_queue_empty(&sh->raw)) {
+        return 0;
+    }
+
+    q = ngx_queue_head(&sh->raw);
+    raw = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
+
+    if (!evict && raw->created >= oldest && raw->time >= oldest) {
+        return 0;
+    }
+
+    expired = (raw->time < oldest);
+    series = raw->series;
+    type = series->type;
+    b = raw->bucket;
+
+    if (b) {
+        ngx_queue_remove(&raw->bucket_queue);
+        b->raw_count--;
+
+        if (expired) {
+            b->count--;
+            b->value -= raw->value;
+        }
+    }
+
+    if (expired) {
+        /* the type's total: its hour bucket is near the head */
+        tb = ngx_http_usage_type_bucket_locked(zone, type,
+                         ngx_http_usage_floor(raw->time, NGX_HTTP_USAGE_HOUR),
+                         0, NULL);
+        if (tb && tb->count) {
+            tb->count--;
+            type->count--;
+            sh->total--;
+            ngx_http_usage_minute_add(sh, raw->time, -1);
+        }
+
+        sh->raw_expired++;
+
+    } else {
+        sh->raw_evicted++;
+    }
+
+    if (raw->idx) {
+        raw->idx->raw = NULL;
+    }
+
+    ngx_queue_remove(&raw->queue);
+    ngx_queue_remove(&raw->entity_queue);
+
+    series->entity->raw_count--;
+    type->raw_count--;
+    series->raw_refs--;
+    sh->raw_count--;
+    sh->ring_used -= raw->size;
+
+    /* records leave in the order they came: the head of the ring */
+    sh->ring_head = (u_char *) raw + raw->size;
+
+    if (sh->ring_wrap && sh->ring_head >= sh->ring_wrap) {
+        sh->ring_head = sh->ring;
+        sh->ring_wrap = NULL;
+    }
+
+    if (sh->raw_count == 0) {
+        sh->ring_head = sh->ring;
+        sh->ring_tail = sh->ring;
+        sh->ring_wrap = NULL;
+    }
+
+    if (b && b->count == 0 && b->raw_count == 0) {
+        ngx_http_usage_bucket_free_locked(zone, b);
+    }
+
+    entity = series->entity;
+
+    ngx_http_usage_series_release_locked(zone, series);
+    (void) ngx_http_usage_entity_release_locked(zone, entity);
+
+    return 1;
+}
+
+
+/*
+ * Appends a raw record at the ring's tail, taking the oldest records out
+ * until it fits.  Returns NULL only for a record larger than the ring.
+ */
+
+ngx_http_usage_raw_t *
+ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *bucket,
+    ngx_http_usage_record_t *rec)
+{
+    u_char                  *p;
+    size_t                   size;
+    ngx_http_usage_raw_t    *raw;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
+    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + rec->id.len
+                     + rec->metadata.len, 8);
+
+    if (size > (size_t) (sh->ring_end - sh->ring)) {
+        return NULL;
+    }
+
+    while (zone->max_events && sh->raw_count >= zone->max_events) {
+        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
+    }
+
+    for ( ;; ) {
+        p = NULL;
+
+        if (sh->raw_count == 0) {
+            p = sh->ring;
+
+        } else if (sh->ring_wrap == NULL) {
+            /* records in [head, tail): room after the tail, or before
+             * the head once the ring wraps */
+            if ((size_t) (sh->ring_end - sh->ring_tail) >= size) {
+                p = sh->ring_tail;
+
+            } else if ((size_t) (sh->ring_head - sh->ring) >= size) {
+                sh->ring_wrap = sh->ring_tail;
+                p = sh->ring;
+            }
+
+        } else if ((size_t) (sh->ring_head - sh->ring_tail) >= size) {
+            /* records in [head, wrap) and [ring, tail) */
+            p = sh->ring_tail;
+        }
+
+        if (p) {
+            break;
+        }
+
+        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
+        sh->full_since_warned++;
+    }
+
+    raw = (ngx_http_usage_raw_t *) p;
+
+    sh->ring_tail = p + size;
+    sh->ring_used += size;
+
+    raw->size = (uint32_t) size;
+    raw->flags = 0;
+    raw->id_len = (uint16_t) rec->id.len;
+    raw->metadata_len = (uint32_t) rec->metadata.len;
+    raw->reserved = 0;
+    raw->series = series;
+    raw->bucket = bucket;
+    raw->idx = NULL;
+    raw->time = rec->time;
+    raw->created = rec->created;
+    raw->value = rec->value;
+    ngx_memcpy(raw->uuid, rec->uuid, 16);
+
+    p = raw->data;
+
+    /* memcpy() from a NULL pointer is undefined even for 0 bytes */
+    if (rec->id.len) {
+        p = ngx_cpymem(p, rec->id.data, rec->id.len);
+    }
+
+    if (rec->metadata.len) {
+        ngx_memcpy(p, rec->metadata.data, rec->metadata.len);
+    }
+
+    ngx_queue_insert_tail(&sh->raw, &raw->queue);
+    ngx_queue_insert_tail(&series->entity->raw, &raw->entity_queue);
+
+    if (bucket) {
+        ngx_queue_insert_tail(&bucket->raw, &raw->bucket_queue);
+        bucket->raw_count++;
+
+    } else {
+        ngx_queue_init(&raw->bucket_queue);
+    }
+
+    series->entity->raw_count++;
+    series->type->raw_count++;
+    series->raw_refs++;
+    sh->raw_count++;
+
+    return raw;
+}
+
+
+/*
+ * Rolls an entity's minute buckets older than the minute span into hour
+ * buckets and frees the buckets past the window.  Runs at most once a
+ * minute per entity; each bucket is rolled once.  It never frees the
+ * entity itself: the caller may be about to use it.
+ */
+
+void
+ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, int64_t now)
+{
+    int64_t                   cutoff, oldest, hour;
+    ngx_queue_t              *q, *rq, *sq, *next_s, *next;
+    ngx_http_usage_raw_t     *raw;
+    ngx_http_usage_bucket_t  *b, *prev;
+    ngx_http_usage_series_t  *series;
+
+    cutoff = ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
+             - zone->minute_span;
+    oldest = now - zone->retention;
+
+    for (sq = ngx_queue_head(&entity->series);
+         sq != ngx_queue_sentinel(&entity->series);
+         sq = next_s)
+    {
+        next_s = ngx_queue_next(sq);
+        series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+        for (q = ngx_queue_head(&series->buckets);
+             q != ngx_queue_sentinel(&series->buckets);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+            if (b->start + b->span <= oldest) {
+                zone->sh->buckets_expired++;
+                ngx_http_usage_bucket_free_locked(zone, b);
+                continue;
+            }
+
+            if (b->start >= cutoff) {
+                break;
+            }
+
+            if (b->span == NGX_HTTP_USAGE_HOUR) {
+                continue;
+            }
+
+            hour = ngx_http_usage_floor(b->start, NGX_HTTP_USAGE_HOUR);
+
+            prev = (ngx_queue_prev(q) != ngx_queue_sentinel(&series->buckets))
+                   ? ngx_queue_data(ngx_queue_prev(q),
+                                    ngx_http_usage_bucket_t, queue)
+                   : NULL;
+
+            if (prev == NULL || prev->span != NGX_HTTP_USAGE_HOUR
+                || prev->start != hour)
+            {
+                /* the first minute of its hour becomes the hour */
+                b->start = hour;
+                b->span = NGX_HTTP_USAGE_HOUR;
+                continue;
+            }
+
+            prev->count += b->count;
+            prev->value += b->value;
+            prev->raw_count += b->raw_count;
+
+            if (!ngx_queue_empty(&b->raw)) {
+                for (rq = ngx_queue_head(&b->raw);
+                     rq != ngx_queue_sentinel(&b->raw);
+                     rq = ngx_queue_next(rq))
+                {
+                    raw = ngx_queue_data(rq, ngx_http_usage_raw_t,
+                                         bucket_queue);
+                    raw->bucket = prev;
+                }
+
+                ngx_queue_add(&prev->raw, &b->raw);
+                ngx_queue_init(&b->raw);
+            }
+
+            b->raw_count = 0;
+            ngx_http_usage_bucket_free_locked(zone, b);
+        }
+
+        ngx_http_usage_series_release_locked(zone, series);
+    }
+
+    entity->compacted = ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE);
+}
+
+
+/* the bucket of a series that holds "time", the finest if two do */
+
+ngx_http_usage_bucket_t *
+ngx_http_usage_bucket_find(ngx_http_usage_series_t *series, int64_t time)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_bucket_t  *b, *found;
+
+    found = NULL;
+
+    for (q = ngx_queue_last(&series->buckets);
+         q != ngx_queue_sentinel(&series->buckets);
+         q = ngx_queue_prev(q))
+    {
+        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+        if (time >= b->start && time < b->start + b->span) {
+            if (b->span == NGX_HTTP_USAGE_MINUTE) {
+                return b;
+            }
+
+            found = b;
+        }
+
+        if (b->start + NGX_HTTP_USAGE_HOUR <= time) {
+            break;
+        }
+    }
+
+    return found;
+}
+
+
+/*
+ * Finds or creates the bucket (start, span) of a series, kept in order of
+ * start.  New events almost always land in the last bucket; a client's
+ * earlier event time walks back at most the series' length, which the
+ * retention window and the minute span bound.
+ */
+
+ngx_http_usage_bucket_t *
+ngx_http_usage_bucket_get_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, int64_t start, uint32_t span)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_bucket_t  *b, *nb;
+
+    for (q = ngx_queue_last(&series->buckets);
+         q != ngx_queue_sentinel(&series->buckets);
+         q = ngx_queue_prev(q))
+    {
+        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+        if (b->start == start && b->span == span) {
+            return b;
+        }
+
+        if (b->start < start) {
+            break;
+        }
+    }
+
+    nb = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_bucket_t),
+                                     series->entity);
+    if (nb == NULL) {
+        return NULL;
+    }
+
+    nb->start = start;
+    nb->span = span;
+    nb->count = 0;
+    nb->value = 0;
+    nb->raw_count = 0;
+    ngx_queue_init(&nb->raw);
+
+    /* after q: the last bucket that starts earlier, or the sentinel */
+    ngx_queue_insert_after(q, &nb->queue);
+
+    zone->sh->bucket_count++;
+
+    return nb;
+}
+
+
+/* a type's hour bucket for its store-wide total */
+
+static ngx_http_usage_bucket_t *
+ngx_http_usage_type_bucket_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type, int64_t start, ngx_uint_t create,
+    ngx_http_usage_entity_t *pin)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_bucket_t  *b, *nb;
+
+    for (q = ngx_queue_last(&type->buckets);
+         q != ngx_queue_sentinel(&type->buckets);
+         q = ngx_queue_prev(q))
+    {
+        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+        if (b->start == start) {
+            return b;
+        }
+
+        if (b->start < start) {
+            break;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    nb = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_bucket_t),
+                                     pin);
+    if (nb == NULL) {
+        return NULL;
+    }
+
+    nb->start = start;
+    nb->span = NGX_HTTP_USAGE_HOUR;
+    nb->count = 0;
+    nb->value = 0;
+    nb->raw_count = 0;
+    ngx_queue_init(&nb->raw);
+
+    ngx_queue_insert_after(q, &nb->queue);
+
+    zone->sh->bucket_count++;
+
+    return nb;
+}
+
+
+ngx_http_usage_type_t *
+ngx_http_usage_type_get_locked(ngx_http_usage_zone_t *zone, ngx_str_t *name,
+    ngx_http_usage_entity_t *pin)
+{
+    ngx_http_usage_type_t  *t;
+
+    t = ngx_http_usage_type_lookup(zone->sh, name);
+    if (t) {
+        return t;
+    }
+
+    t = ngx_http_usage_alloc_locked(zone, offsetof(ngx_http_usage_type_t, data)
+                                          + name->len, pin);
+    if (t == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(t, offsetof(ngx_http_usage_type_t, data));
+    t->node.key = ngx_crc32_short(name->data, name->len);
+    ngx_queue_init(&t->buckets);
+    t->len = (u_short) name->len;
+    ngx_memcpy(t->data, name->data, name->len);
+
+    ngx_rbtree_insert(&zone->sh->types, &t->node);
+    ngx_queue_insert_tail(&zone->sh->types_order, &t->order);
+    zone->sh->type_count++;
+
+    return t;
+}
+
+
+ngx_int_t
+ngx_http_usage_type_add_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type, int64_t start, uint64_t count)
+{
+    ngx_http_usage_bucket_t  *tb;
+
+    tb = ngx_http_usage_type_bucket_locked(zone, type, start, 1, NULL);
+    if (tb == NULL) {
+        return NGX_ERROR;
+    }
+
+    tb->count += count;
+    type->count += count;
+    zone->sh->total += count;
+
+    return NGX_OK;
+}
+
+
+/* the store-wide total of a type loses its hours past the window */
+
+static void
+ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type, int64_t now)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_bucket_t  *b;
+
+    while (!ngx_queue_empty(&type->buckets)) {
+        q = ngx_queue_head(&type->buckets);
+        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+        if (b->start + NGX_HTTP_USAGE_HOUR > now - zone->retention) {
+            break;
+        }
+
+        type->count -= ngx_min(type->count, b->count);
+        zone->sh->total -= ngx_min(zone->sh->total, b->count);
+
+        ngx_queue_remove(&b->queue);
+        ngx_slab_free_locked(zone->shpool, b);
+        zone->sh->bucket_count--;
+    }
+
+    ngx_http_usage_type_release_locked(zone, type);
+}
+
+
+void
+ngx_http_usage_store_expire_types_locked(ngx_http_usage_zone_t *zone,
+    int64_t now)
+{
+    ngx_queue_t            *q, *next;
+    ngx_http_usage_type_t  *type;
+
+    for (q = ngx_queue_head(&zone->sh->types_order);
+         q != ngx_queue_sentinel(&zone->sh->types_order);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        type = ngx_queue_data(q, ngx_http_usage_type_t, order);
+
+        ngx_http_usage_type_expire_locked(zone, type, now);
+    }
+}
+
+
+/* frees a series bucket; its raw events stay in the log, detached */
+
+static void
+ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_bucket_t *b)
+{
+    ngx_queue_t           *q;
+    ngx_http_usage_raw_t  *raw;
+
+    while (!ngx_queue_empty(&b->raw)) {
+        q = ngx_queue_head(&b->raw);
+        raw = ngx_queue_data(q, ngx_http_usage_raw_t, bucket_queue);
+
+        ngx_queue_remove(q);
+        ngx_queue_init(q);
+        raw->bucket = NULL;
+    }
+
+    ngx_queue_remove(&b->queue);
+    ngx_slab_free_locked(zone->shpool, b);
+    zone->sh->bucket_count--;
+}
+
+
+/*
+ * Allocates from the slab, giving up aggregates of the least recently
+ * updated entities while it is full.  "pin" is the entity being written:
+ * its buckets are not taken.
+ */
+
+static void *
+ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size,
+    ngx_http_usage_entity_t *pin)
+{
+    void  *p;
+
+    for ( ;; ) {
+        p = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (p != NULL) {
+            return p;
+        }
+
+        if (!ngx_http_usage_evict_aggregate_locked(zone, pin)) {
+            return NULL;
+        }
+
+        zone->sh->full_since_warned++;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_usage_evict_aggregate_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *pin)
+{
+    ngx_uint_t                n;
+    ngx_queue_t              *q, *sq;
+    ngx_http_usage_idx_t     *idx;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_bucket_t  *b, *oldest;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    n = 0;
+
+    for (q = ngx_queue_head(&sh->lru);
+         q != ngx_queue_sentinel(&sh->lru) && n < NGX_HTTP_USAGE_EVICT_SCAN;
+         q = ngx_queue_next(q), n++)
+    {
+        entity = ngx_queue_data(q, ngx_http_usage_entity_t, lru);
+
+        if (entity == pin) {
+            continue;
+        }
+
+        oldest = NULL;
+        series = NULL;
+
+        for (sq = ngx_queue_head(&entity->series);
+             sq != ngx_queue_sentinel(&entity->series);
+             sq = ngx_queue_next(sq))
+        {
+            ngx_http_usage_series_t  *s;
+
+            s = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+            if (ngx_queue_empty(&s->buckets)) {
+                continue;
+            }
+
+            b = ngx_queue_data(ngx_queue_head(&s->buckets),
+                               ngx_http_usage_bucket_t, queue);
+
+            if (oldest == NULL || b->start < oldest->start) {
+                oldest = b;
+                series = s;
+            }
+        }
+
+        if (oldest == NULL) {
+            continue;
+        }
+
+        ngx_http_usage_bucket_free_locked(zone, oldest);
+        sh->buckets_evicted++;
+
+        ngx_http_usage_series_release_locked(zone, series);
+        (void) ngx_http_usage_entity_release_locked(zone, entity);
+
+        return 1;
+    }
+
+    /* last, the oldest client ids: duplicates may then be stored again */
+    if (!ngx_queue_empty(&sh->ids_order)) {
+        q = ngx_queue_head(&sh->ids_order);
+        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
+
+        ngx_http_usage_idx_free_locked(zone, idx);
+        sh->ids_evicted++;
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* red-black trees of names: entities and types, whose names sit at the
+ * given offset past the node */
+
+static void
+ngx_http_usage_name_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel, size_t off)
+{
+    u_char              *d1, *d2;
+    u_short              l1, l2;
+    ngx_rbtree_node_t  **p;
 
     for ( ;; ) {
 
@@ -723,10 +1278,382 @@ ngx_http_usage_key_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
             p = &temp->right;
 
         } else {
-            k = (ngx_http_usage_key_t *) node;
-            kt = (ngx_http_usage_key_t *) temp;
+            l1 = *(u_short *) ((u_char *) node + off);
+            l2 = *(u_short *) ((u_char *) temp + off);
+            d1 = (u_char *) node + off + sizeof(u_short);
+            d2 = (u_char *) temp + off + sizeof(u_short);
 
-            p = (ngx_memn2cmp(k->data, kt->data, k->len, kt->len) < 0)
+            p = (ngx_memn2cmp(d1, d2, l1, l2) < 0) ? &temp->left
+                                                   : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static void
+ngx_http_usage_entity_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_http_usage_name_insert(temp, node, sentinel,
+                               offsetof(ngx_http_usage_entity_t, len));
+}
+
+
+static void
+ngx_http_usage_type_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_http_usage_name_insert(temp, node, sentinel,
+                               offsetof(ngx_http_usage_type_t, len));
+}
+
+
+static ngx_rbtree_node_t *
+ngx_http_usage_name_lookup(ngx_rbtree_t *tree, uint32_t hash, ngx_str_t *name,
+    size_t off)
+{
+    u_char             *data;
+    u_short             len;
+    ngx_int_t           rc;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = tree->root;
+    sentinel = tree->sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        len = *(u_short *) ((u_char *) node + off);
+        data = (u_char *) node + off + sizeof(u_short);
+
+        rc = ngx_memn2cmp(name->data, data, name->len, len);
+
+        if (rc == 0) {
+            return node;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+ngx_http_usage_entity_t *
+ngx_http_usage_entity_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
+{
+    return (ngx_http_usage_entity_t *)
+        ngx_http_usage_name_lookup(&sh->entities,
+                                   ngx_crc32_short(name->data, name->len),
+                                   name,
+                                   offsetof(ngx_http_usage_entity_t, len));
+}
+
+
+ngx_http_usage_type_t *
+ngx_http_usage_type_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
+{
+    return (ngx_http_usage_type_t *)
+        ngx_http_usage_name_lookup(&sh->types,
+                                   ngx_crc32_short(name->data, name->len),
+                                   name,
+                                   offsetof(ngx_http_usage_type_t, len));
+}
+
+
+static ngx_http_usage_entity_t *
+ngx_http_usage_entity_get_locked(ngx_http_usage_zone_t *zone,
+    ngx_str_t *name, uint32_t hash)
+{
+    ngx_http_usage_entity_t  *e;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+
+    e = (ngx_http_usage_entity_t *)
+        ngx_http_usage_name_lookup(&sh->entities, hash, name,
+                                   offsetof(ngx_http_usage_entity_t, len));
+    if (e) {
+        return e;
+    }
+
+    e = ngx_http_usage_alloc_locked(zone,
+                                    offsetof(ngx_http_usage_entity_t, data)
+                                    + name->len, NULL);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    /* eviction inside the allocation never adds names: no re-lookup */
+
+    ngx_memzero(e, offsetof(ngx_http_usage_entity_t, data));
+    e->node.key = hash;
+    ngx_queue_init(&e->series);
+    ngx_queue_init(&e->raw);
+    e->len = (u_short) name->len;
+    ngx_memcpy(e->data, name->data, name->len);
+
+    ngx_rbtree_insert(&sh->entities, &e->node);
+    ngx_queue_insert_tail(&sh->lru, &e->lru);
+    sh->entity_count++;
+
+    return e;
+}
+
+
+ngx_http_usage_entity_t *
+ngx_http_usage_entity_hold_locked(ngx_http_usage_zone_t *zone,
+    ngx_str_t *name, int64_t updated)
+{
+    ngx_http_usage_entity_t  *e;
+
+    e = ngx_http_usage_entity_get_locked(zone, name,
+                                     ngx_crc32_short(name->data, name->len));
+    if (e) {
+        e->updated = ngx_max(e->updated, updated);
+    }
+
+    return e;
+}
+
+
+static ngx_http_usage_series_t *
+ngx_http_usage_series_find(ngx_http_usage_entity_t *entity,
+    ngx_http_usage_type_t *type)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_series_t  *s;
+
+    for (q = ngx_queue_head(&entity->series);
+         q != ngx_queue_sentinel(&entity->series);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_usage_series_t, queue);
+
+        if (s->type == type) {
+            return s;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_usage_series_t *
+ngx_http_usage_series_create_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, ngx_str_t *type_name, uint32_t hash)
+{
+    ngx_http_usage_type_t    *t;
+    ngx_http_usage_series_t  *s;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+
+    t = (ngx_http_usage_type_t *)
+        ngx_http_usage_name_lookup(&sh->types, hash, type_name,
+                                   offsetof(ngx_http_usage_type_t, len));
+
+    if (t == NULL) {
+        t = ngx_http_usage_type_get_locked(zone, type_name, entity);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+
+    /* the type is held while the series is allocated */
+    t->refs++;
+
+    s = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_series_t),
+                                    entity);
+    if (s == NULL) {
+        t->refs--;
+        ngx_http_usage_type_release_locked(zone, t);
+        return NULL;
+    }
+
+    ngx_queue_init(&s->buckets);
+    s->entity = entity;
+    s->type = t;
+    s->raw_refs = 0;
+    ngx_queue_insert_tail(&entity->series, &s->queue);
+
+    return s;
+}
+
+
+ngx_http_usage_series_t *
+ngx_http_usage_series_get_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, ngx_str_t *type_name)
+{
+    ngx_http_usage_type_t    *t;
+    ngx_http_usage_series_t  *s;
+
+    t = ngx_http_usage_type_lookup(zone->sh, type_name);
+
+    if (t) {
+        s = ngx_http_usage_series_find(entity, t);
+        if (s) {
+            return s;
+        }
+    }
+
+    return ngx_http_usage_series_create_locked(zone, entity, type_name,
+                            ngx_crc32_short(type_name->data, type_name->len));
+}
+
+
+/* a series with no bucket and no raw event left goes */
+
+static void
+ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series)
+{
+    ngx_http_usage_type_t  *type;
+
+    if (!ngx_queue_empty(&series->buckets) || series->raw_refs) {
+        return;
+    }
+
+    type = series->type;
+
+    ngx_queue_remove(&series->queue);
+    ngx_slab_free_locked(zone->shpool, series);
+
+    type->refs--;
+    ngx_http_usage_type_release_locked(zone, type);
+}
+
+
+/* an entity with no series and no raw event left goes; 1 if it went */
+
+static ngx_uint_t
+ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity)
+{
+    if (!ngx_queue_empty(&entity->series) || entity->raw_count) {
+        return 0;
+    }
+
+    ngx_rbtree_delete(&zone->sh->entities, &entity->node);
+    ngx_queue_remove(&entity->lru);
+    ngx_slab_free_locked(zone->shpool, entity);
+    zone->sh->entity_count--;
+
+    return 1;
+}
+
+
+static void
+ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type)
+{
+    if (type->refs || type->raw_count || !ngx_queue_empty(&type->buckets)) {
+        return;
+    }
+
+    ngx_rbtree_delete(&zone->sh->types, &type->node);
+    ngx_queue_remove(&type->order);
+    ngx_slab_free_locked(zone->shpool, type);
+    zone->sh->type_count--;
+}
+
+
+/*
+ * Client ids: a tree keyed by a 64-bit hash of entity and id, and a queue
+ * in the order they came, which bounds them (max_ids) and ages them out.
+ * Only the hash is kept: a false duplicate needs two ids of one entity
+ * with equal 64-bit hashes.
+ */
+
+uint64_t
+ngx_http_usage_idx_hash(ngx_str_t *entity, ngx_str_t *id)
+{
+    size_t    i;
+    uint64_t  h;
+
+    /* FNV-1a, 64 bits, over entity, a zero byte, and id */
+    h = 0xcbf29ce484222325ULL;
+
+    for (i = 0; i < entity->len; i++) {
+        h = (h ^ entity->data[i]) * 0x100000001b3ULL;
+    }
+
+    h *= 0x100000001b3ULL;
+
+    for (i = 0; i < id->len; i++) {
+        h = (h ^ id->data[i]) * 0x100000001b3ULL;
+    }
+
+    return h;
+}
+
+
+static ngx_http_usage_idx_t *
+ngx_http_usage_idx_lookup(ngx_http_usage_shctx_t *sh, uint64_t hash)
+{
+    ngx_rbtree_key_t       key;
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_usage_idx_t  *idx;
+
+    key = (ngx_rbtree_key_t) hash;
+    node = sh->ids.root;
+    sentinel = sh->ids.sentinel;
+
+    while (node != sentinel) {
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        idx = (ngx_http_usage_idx_t *) node;
+
+        if (idx->hash == hash) {
+            return idx;
+        }
+
+        node = (hash < idx->hash) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            p = (((ngx_http_usage_idx_t *) node)->hash
+                 < ((ngx_http_usage_idx_t *) temp)->hash)
                 ? &temp->left : &temp->right;
         }
 
@@ -745,269 +1672,133 @@ ngx_http_usage_key_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
 }
 
 
-static ngx_http_usage_key_t *
-ngx_http_usage_key_lookup(ngx_rbtree_t *tree, uint32_t hash, ngx_str_t *name)
-{
-    ngx_int_t              rc;
-    ngx_rbtree_node_t     *node, *sentinel;
-    ngx_http_usage_key_t  *k;
-
-    node = tree->root;
-    sentinel = tree->sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        k = (ngx_http_usage_key_t *) node;
-
-        rc = ngx_memn2cmp(name->data, k->data, name->len, k->len);
-
-        if (rc == 0) {
-            return k;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-/*
- * Finds or creates a name and counts one more reference to it.  "order"
- * is the list of all types (first seen first), or NULL for an entity,
- * whose queue heads its events instead.
- */
-
-static ngx_http_usage_key_t *
-ngx_http_usage_key_hold_locked(ngx_http_usage_zone_t *zone,
-    ngx_rbtree_t *tree, uint32_t hash, ngx_str_t *name, ngx_queue_t *order)
-{
-    ngx_http_usage_key_t  *k;
-
-    k = ngx_http_usage_key_lookup(tree, hash, name);
-
-    if (k) {
-        k->count++;
-        return k;
-    }
-
-    k = ngx_http_usage_alloc_locked(zone, offsetof(ngx_http_usage_key_t, data)
-                                          + name->len);
-    if (k == NULL) {
-        return NULL;
-    }
-
-    /* eviction inside the allocation only removes names: no re-lookup */
-
-    ngx_memzero(&k->node, sizeof(ngx_rbtree_node_t));
-    k->node.key = hash;
-    k->count = 1;
-    k->tally = 0;
-    k->tally_gen = 0;
-    k->len = (u_short) name->len;
-    ngx_memcpy(k->data, name->data, name->len);
-
-    ngx_rbtree_insert(tree, &k->node);
-
-    if (order) {
-        ngx_queue_insert_tail(order, &k->queue);
-
-    } else {
-        ngx_queue_init(&k->queue);
-        zone->sh->entity_count++;
-    }
-
-    return k;
-}
-
-
-static void
-ngx_http_usage_key_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_key_t *key, ngx_uint_t is_entity)
-{
-    if (--key->count) {
-        return;
-    }
-
-    if (is_entity) {
-        ngx_rbtree_delete(&zone->sh->entities, &key->node);
-        zone->sh->entity_count--;
-
-    } else {
-        ngx_rbtree_delete(&zone->sh->types, &key->node);
-        ngx_queue_remove(&key->queue);
-    }
-
-    ngx_slab_free_locked(zone->shpool, key);
-}
-
-
-/* allocates from the zone, evicting the oldest events while it is full */
-
-static void *
-ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size)
-{
-    void  *p;
-
-    for ( ;; ) {
-        p = ngx_slab_alloc_locked(zone->shpool, size);
-
-        if (p != NULL) {
-            return p;
-        }
-
-        if (!ngx_http_usage_evict_oldest_locked(zone)) {
-            return NULL;
-        }
-    }
-}
-
-
-static ngx_uint_t
-ngx_http_usage_evict_oldest_locked(ngx_http_usage_zone_t *zone)
+ngx_int_t
+ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
+    int64_t time, ngx_http_usage_raw_t *raw)
 {
     ngx_queue_t             *q;
+    ngx_http_usage_idx_t    *idx;
     ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
 
-    if (ngx_queue_empty(&sh->events)) {
-        return 0;
+    if (ngx_http_usage_idx_lookup(sh, hash)) {
+        return NGX_OK;
     }
 
-    q = ngx_queue_head(&sh->events);
-
-    ngx_http_usage_event_free_locked(zone,
-                             ngx_queue_data(q, ngx_http_usage_event_t, queue));
-    sh->evicted++;
-
-    return 1;
-}
-
-
-static void
-ngx_http_usage_event_free_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_event_t *ev)
-{
-    ngx_http_usage_shctx_t  *sh;
-
-    sh = zone->sh;
-
-    /* events leave from the head only: at or before the last-hour cursor */
-    if (sh->hour == &ev->queue) {
-        sh->hour = (ngx_queue_next(&ev->queue)
-                    == ngx_queue_sentinel(&sh->events))
-                   ? NULL : ngx_queue_next(&ev->queue);
-        sh->hour_count--;
+    while (sh->id_count >= zone->max_ids && !ngx_queue_empty(&sh->ids_order))
+    {
+        q = ngx_queue_head(&sh->ids_order);
+        ngx_http_usage_idx_free_locked(zone,
+                              ngx_queue_data(q, ngx_http_usage_idx_t, queue));
+        sh->ids_evicted++;
     }
 
-    ngx_queue_remove(&ev->queue);
-    ngx_queue_remove(&ev->entity_queue);
-    sh->count--;
-
-    ngx_http_usage_key_release_locked(zone, ev->entity, 1);
-    ngx_http_usage_key_release_locked(zone, ev->type, 0);
-
-    ngx_slab_free_locked(zone->shpool, ev);
-}
-
-
-/*
- * Retention and max_events: every event older than the window, or beyond
- * the maximum, is unlinked and its memory reclaimed.  Each event leaves
- * once, so the cost is amortized O(1) per insert, and counts stay exact
- * without filtering on every read.
- */
-
-static void
-ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
-{
-    int64_t                  oldest;
-    ngx_queue_t             *q;
-    ngx_http_usage_event_t  *ev;
-    ngx_http_usage_shctx_t  *sh;
-
-    sh = zone->sh;
-    oldest = now - zone->retention;
-
-    while (!ngx_queue_empty(&sh->events)) {
-        q = ngx_queue_head(&sh->events);
-        ev = ngx_queue_data(q, ngx_http_usage_event_t, queue);
-
-        if (ev->created >= oldest) {
-            break;
-        }
-
-        ngx_http_usage_event_free_locked(zone, ev);
-        sh->expired++;
-    }
-
-    /* a reload may have lowered max_events: every operation applies it */
-    while (sh->count > zone->max_events) {
-        if (!ngx_http_usage_evict_oldest_locked(zone)) {
-            break;
-        }
-    }
-}
-
-
-static ngx_int_t
-ngx_http_usage_copy_event(ngx_pool_t *pool, ngx_array_t *records,
-    ngx_http_usage_event_t *ev)
-{
-    u_char                   *p;
-    ngx_http_usage_record_t  *rec;
-
-    rec = ngx_array_push(records);
-    if (rec == NULL) {
+    idx = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_idx_t),
+                                      raw ? raw->series->entity : NULL);
+    if (idx == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(pool, ev->entity->len + ev->type->len + ev->metadata_len);
-    if (p == NULL) {
-        return NGX_ERROR;
+    idx->node.key = (ngx_rbtree_key_t) hash;
+    idx->hash = hash;
+    idx->time = time;
+    idx->raw = raw;
+
+    if (raw) {
+        raw->idx = idx;
     }
 
-    ngx_memcpy(rec->id, ev->id, 16);
-    rec->created = ev->created;
-
-    rec->entity.data = p;
-    rec->entity.len = ev->entity->len;
-    p = ngx_cpymem(p, ev->entity->data, ev->entity->len);
-
-    rec->type.data = p;
-    rec->type.len = ev->type->len;
-    p = ngx_cpymem(p, ev->type->data, ev->type->len);
-
-    rec->metadata.data = p;
-    rec->metadata.len = ev->metadata_len;
-    ngx_memcpy(p, ev->metadata, ev->metadata_len);
+    ngx_rbtree_insert(&sh->ids, &idx->node);
+    ngx_queue_insert_tail(&sh->ids_order, &idx->queue);
+    sh->id_count++;
 
     return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
-    ngx_http_usage_key_t *key)
+static void
+ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_idx_t *idx)
 {
-    dst->data = ngx_pnalloc(pool, key->len);
-    if (dst->data == NULL) {
+    if (idx->raw) {
+        idx->raw->idx = NULL;
+    }
+
+    ngx_rbtree_delete(&zone->sh->ids, &idx->node);
+    ngx_queue_remove(&idx->queue);
+    ngx_slab_free_locked(zone->shpool, idx);
+    zone->sh->id_count--;
+}
+
+
+/* eventsLastHour: per-minute counts in a circle of slots */
+
+static void
+ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh, int64_t time,
+    ngx_int_t n)
+{
+    int64_t     minute;
+    ngx_uint_t  i;
+
+    minute = ngx_http_usage_floor(time, NGX_HTTP_USAGE_MINUTE);
+    i = (ngx_uint_t) (minute / NGX_HTTP_USAGE_MINUTE)
+        % NGX_HTTP_USAGE_MINUTE_SLOTS;
+
+    if (sh->minute_start[i] != minute) {
+        if (n < 0 || sh->minute_start[i] > minute) {
+            return;     /* a slot already reused for a later minute */
+        }
+
+        sh->minute_start[i] = minute;
+        sh->minute_count[i] = 0;
+    }
+
+    if (n < 0 && sh->minute_count[i] == 0) {
+        return;
+    }
+
+    sh->minute_count[i] += n;
+}
+
+
+ngx_int_t
+ngx_http_usage_copy_raw(ngx_pool_t *pool, ngx_http_usage_record_t *rec,
+    ngx_http_usage_raw_t *raw)
+{
+    u_char                   *p;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+
+    entity = raw->series->entity;
+    type = raw->series->type;
+
+    p = ngx_pnalloc(pool, entity->len + type->len + raw->id_len
+                          + raw->metadata_len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    dst->len = key->len;
-    ngx_memcpy(dst->data, key->data, key->len);
+    ngx_memcpy(rec->uuid, raw->uuid, 16);
+    rec->time = raw->time;
+    rec->created = raw->created;
+    rec->value = raw->value;
+
+    rec->entity.data = p;
+    rec->entity.len = entity->len;
+    p = ngx_cpymem(p, entity->data, entity->len);
+
+    rec->type.data = p;
+    rec->type.len = type->len;
+    p = ngx_cpymem(p, type->data, type->len);
+
+    rec->id.data = p;
+    rec->id.len = raw->id_len;
+    p = ngx_cpymem(p, raw->data, raw->id_len);
+
+    rec->metadata.data = p;
+    rec->metadata.len = raw->metadata_len;
+    ngx_memcpy(p, raw->data + raw->id_len, raw->metadata_len);
 
     return NGX_OK;
 }

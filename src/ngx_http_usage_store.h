@@ -1,11 +1,23 @@
 
 /*
- * The usage store: events in a shared-memory slab zone, shared by all
- * worker processes and kept across reloads.  No HTTP in here.
+ * The usage store: a shared-memory slab zone, shared by all worker
+ * processes and kept across reloads.  No HTTP in here.
+ *
+ * It keeps two things:
+ *
+ *   - aggregates: per entity and event type, the count and value sum of
+ *     events in time buckets (minute buckets for a recent span, hour
+ *     buckets for the rest of the retention window), plus per-type totals
+ *     for the whole store.  Summaries, histories and stats read these, so
+ *     they count every event of the window whatever the raw log holds;
+ *
+ *   - the raw log: the newest events themselves, in a ring buffer carved
+ *     out of the zone, for GET /v1/events and for the exact edges of a
+ *     time range.  Oldest first out, no per-event allocation.
  *
  * Every public function takes the zone's slab mutex itself, does only
  * look-ups, links and copies under it, and returns copies allocated from
- * the caller's pool, so that rendering happens outside the lock.
+ * the caller's pool, so that parsing and rendering happen outside the lock.
  */
 
 
@@ -15,41 +27,125 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 
 
 #define NGX_HTTP_USAGE_ENTITY_MAX_BYTES  (255 * 4)
 #define NGX_HTTP_USAGE_TYPE_MAX_BYTES    (100 * 4)
+#define NGX_HTTP_USAGE_ID_MAX_BYTES      (128 * 4)
 
 #define NGX_HTTP_USAGE_MINUTE            60000
 #define NGX_HTTP_USAGE_HOUR              3600000
 #define NGX_HTTP_USAGE_DAY               86400000
 
+/* how far in the future a client's event time may be */
+#define NGX_HTTP_USAGE_FUTURE_MAX        (5 * NGX_HTTP_USAGE_MINUTE)
 
-/* an entity or an event type: a name, counted, in a tree keyed by hash */
+/* resolution of a range answer */
+#define NGX_HTTP_USAGE_EXACT             0
+#define NGX_HTTP_USAGE_BY_MINUTE         1
+#define NGX_HTTP_USAGE_BY_HOUR           2
+
+/* eventsLastHour: one counter per minute, in a circle */
+#define NGX_HTTP_USAGE_MINUTE_SLOTS      128
+
+/* insert results beyond NGX_OK */
+#define NGX_HTTP_USAGE_DUPLICATE         1
+
+
+typedef struct ngx_http_usage_entity_s  ngx_http_usage_entity_t;
+typedef struct ngx_http_usage_type_s    ngx_http_usage_type_t;
+typedef struct ngx_http_usage_series_s  ngx_http_usage_series_t;
+typedef struct ngx_http_usage_idx_s     ngx_http_usage_idx_t;
+
+
+/* count and value sum of one series' events in one minute or hour */
 typedef struct {
-    ngx_rbtree_node_t            node;
-    /* entity: its events, oldest first; type: all types, first seen first */
-    ngx_queue_t                  queue;
-    ngx_uint_t                   count;
-    /* per-query tally, valid only while tally_gen is the query's: a worker
-     * that dies mid-query leaves nothing that needs cleaning */
-    ngx_uint_t                   tally;
-    ngx_uint_t                   tally_gen;
+    ngx_queue_t                  queue;        /* series', by start */
+    ngx_queue_t                  raw;          /* raw events still stored */
+    int64_t                      start;        /* ms, aligned to span */
+    uint64_t                     count;
+    double                       value;
+    uint32_t                     raw_count;
+    uint32_t                     span;         /* MINUTE or HOUR, in ms */
+} ngx_http_usage_bucket_t;
+
+
+/* one event type of one entity */
+struct ngx_http_usage_series_s {
+    ngx_queue_t                  queue;        /* entity's series */
+    ngx_queue_t                  buckets;
+    ngx_http_usage_entity_t     *entity;
+    ngx_http_usage_type_t       *type;
+    ngx_uint_t                   raw_refs;     /* raw events pointing here */
+};
+
+
+struct ngx_http_usage_entity_s {
+    ngx_rbtree_node_t            node;         /* key: crc32 of the name */
+    ngx_queue_t                  lru;          /* least recently updated
+                                                  first */
+    ngx_queue_t                  series;       /* first seen first */
+    ngx_queue_t                  raw;          /* its raw events, oldest
+                                                  first */
+    ngx_uint_t                   raw_count;
+    int64_t                      updated;      /* receipt of its last event */
+    int64_t                      compacted;    /* minute of last compaction */
+    ngx_uint_t                   mark;         /* scratch: state file index */
     u_short                      len;
     u_char                       data[1];
-} ngx_http_usage_key_t;
+};
 
 
+struct ngx_http_usage_type_s {
+    ngx_rbtree_node_t            node;
+    ngx_queue_t                  order;        /* all types, first seen
+                                                  first */
+    ngx_queue_t                  buckets;      /* hour buckets: its total */
+    uint64_t                     count;        /* events in the window */
+    ngx_uint_t                   raw_count;    /* raw events stored */
+    ngx_uint_t                   refs;         /* series of this type */
+    ngx_uint_t                   mark;
+    u_short                      len;
+    u_char                       data[1];
+};
+
+
+/*
+ * A raw event in the ring.  Followed by its client id (id_len bytes) and
+ * its metadata (metadata_len bytes), the whole padded to 8 bytes.  A size
+ * of 0 marks the point where the ring wraps.
+ */
 typedef struct {
-    ngx_queue_t                  queue;         /* all, oldest first */
-    ngx_queue_t                  entity_queue;  /* entity's, oldest first */
-    ngx_http_usage_key_t        *entity;
-    ngx_http_usage_key_t        *type;
-    int64_t                      created;       /* epoch ms */
-    u_char                       id[16];
+    uint32_t                     size;
+    uint16_t                     flags;
+    uint16_t                     id_len;
     uint32_t                     metadata_len;
-    u_char                       metadata[1];   /* serialized JSON object */
-} ngx_http_usage_event_t;
+    uint32_t                     reserved;
+    ngx_queue_t                  queue;        /* all, oldest first */
+    ngx_queue_t                  entity_queue;
+    ngx_queue_t                  bucket_queue;
+    ngx_http_usage_series_t     *series;
+    ngx_http_usage_bucket_t     *bucket;       /* NULL once detached */
+    ngx_http_usage_idx_t        *idx;          /* its client id, or NULL */
+    int64_t                      time;         /* event time, ms */
+    int64_t                      created;      /* receipt, ms */
+    double                       value;
+    u_char                       uuid[16];
+    u_char                       data[1];
+} ngx_http_usage_raw_t;
+
+#define NGX_HTTP_USAGE_RAW_HEADER  offsetof(ngx_http_usage_raw_t, data)
+
+
+/* a client id recorded for an entity: idempotent ingestion */
+struct ngx_http_usage_idx_s {
+    ngx_rbtree_node_t            node;         /* key: the hash, truncated */
+    ngx_queue_t                  queue;        /* oldest first */
+    uint64_t                     hash;         /* of entity and id */
+    int64_t                      time;         /* event time: retention */
+    ngx_http_usage_raw_t        *raw;          /* NULL once out of the log */
+};
 
 
 typedef struct {
@@ -57,57 +153,107 @@ typedef struct {
     ngx_rbtree_node_t            entities_sentinel;
     ngx_rbtree_t                 types;
     ngx_rbtree_node_t            types_sentinel;
+    ngx_rbtree_t                 ids;
+    ngx_rbtree_node_t            ids_sentinel;
+
     ngx_queue_t                  types_order;
+    ngx_queue_t                  lru;          /* entities */
+    ngx_queue_t                  raw;          /* the log, oldest first */
+    ngx_queue_t                  ids_order;
 
-    ngx_queue_t                  events;
-    ngx_uint_t                   count;
+    /* the ring of raw events */
+    u_char                      *ring;
+    u_char                      *ring_end;
+    u_char                      *ring_head;    /* oldest record */
+    u_char                      *ring_tail;    /* next record goes here */
+    u_char                      *ring_wrap;    /* end of data before the
+                                                  wrap, or NULL */
+    size_t                       ring_used;
+
+    ngx_uint_t                   raw_count;
     ngx_uint_t                   entity_count;
+    ngx_uint_t                   type_count;
+    ngx_uint_t                   bucket_count;
+    ngx_uint_t                   id_count;
 
-    /* the oldest event of the last hour and how many follow it, moved
-     * forward as time passes: eventsLastHour without a walk */
-    ngx_queue_t                 *hour;
-    ngx_uint_t                   hour_count;
+    uint64_t                     total;        /* events in the window */
+    int64_t                      minute_start[NGX_HTTP_USAGE_MINUTE_SLOTS];
+    uint64_t                     minute_count[NGX_HTTP_USAGE_MINUTE_SLOTS];
 
-    ngx_uint_t                   tally_gen;
-
-    int64_t                      start_time;     /* epoch ms of the data set */
-    int64_t                      last_created;   /* keeps createdAt monotonic */
+    int64_t                      start_time;   /* of the data set, ms */
+    int64_t                      last_created; /* keeps createdAt monotonic */
 
     uint64_t                     recorded;
-    uint64_t                     evicted;
-    uint64_t                     expired;
-    ngx_atomic_t                 dropped;        /* also counted unlocked */
+    uint64_t                     duplicates;
+    uint64_t                     raw_evicted;
+    uint64_t                     raw_expired;
+    uint64_t                     buckets_evicted;
+    uint64_t                     buckets_expired;
+    uint64_t                     ids_evicted;
+    ngx_atomic_t                 dropped;      /* also counted unlocked */
+
+    /* the state file: what changed since it was saved, and who saves */
+    uint64_t                     changes;
+    uint64_t                     saved_changes;
+    int64_t                      saved_at;
+    uint64_t                     saves;
+    uint64_t                     instance;     /* this zone's writer id */
+    ngx_atomic_t                 saver;        /* pid saving now, or 0 */
+
+    int64_t                      full_warned;  /* rate limit of the warning */
+    uint64_t                     full_since_warned;
 } ngx_http_usage_shctx_t;
 
 
 typedef struct {
     ngx_http_usage_shctx_t      *sh;
     ngx_slab_pool_t             *shpool;
-    ngx_uint_t                   max_events;
-    int64_t                      retention;      /* ms */
+    ngx_str_t                    name;
+    size_t                       size;
+
+    /* per cycle: a reload may change these on a live zone */
+    ngx_uint_t                   max_events;   /* 0: as many as fit */
+    ngx_uint_t                   max_ids;
+    int64_t                      retention;    /* ms */
+    int64_t                      minute_span;  /* ms */
+
+    /* fixed for the life of the zone */
+    ngx_uint_t                   raw_percent;
+
+    ngx_str_t                    state_file;   /* full path, or empty */
+    ngx_msec_t                   state_interval;
+    ngx_event_t                  save_event;
 } ngx_http_usage_zone_t;
 
 
 /* an event as given to insert, or as copied out of the zone */
 typedef struct {
-    u_char                       id[16];
+    u_char                       uuid[16];
+    ngx_str_t                    id;           /* client id, or empty */
     ngx_str_t                    entity;
     ngx_str_t                    type;
     ngx_str_t                    metadata;
-    int64_t                      created;
+    double                       value;
+    int64_t                      time;         /* event time */
+    int64_t                      created;      /* receipt */
+    ngx_uint_t                   has_time;     /* time given by the client */
+    ngx_uint_t                   evicted;      /* duplicate of an event no
+                                                  longer in the log */
 } ngx_http_usage_record_t;
 
 
 typedef struct {
     ngx_str_t                    name;
-    ngx_uint_t                   count;
+    uint64_t                     count;
+    double                       value;
 } ngx_http_usage_count_t;
 
 
 typedef struct {
     int64_t                      time;
-    ngx_uint_t                   count;
-} ngx_http_usage_bucket_t;
+    uint64_t                     count;
+    double                       value;
+} ngx_http_usage_point_t;
 
 
 typedef struct {
@@ -125,35 +271,95 @@ typedef struct {
     ngx_str_t                    entity;
     int64_t                      since;          /* inclusive, ms */
     int64_t                      until;          /* inclusive, ms */
-    int64_t                      bucket;         /* history: bucket size, ms */
+    int64_t                      interval;       /* history: point size */
 
-    ngx_uint_t                   total;          /* out */
+    uint64_t                     total;          /* out */
+    double                       value;          /* out */
+    ngx_uint_t                   resolution;     /* out */
     ngx_array_t                  counts;         /* out: count_t (summary) */
-    ngx_array_t                  buckets;        /* out: bucket_t (history) */
+    ngx_array_t                  points;         /* out: point_t (history) */
 } ngx_http_usage_range_t;
 
 
 typedef struct {
-    ngx_uint_t                   total;
-    ngx_uint_t                   last_hour;
+    uint64_t                     total;
+    uint64_t                     last_hour;
     ngx_uint_t                   entities;
     int64_t                      start_time;
     ngx_uint_t                   max_events;
+    ngx_uint_t                   raw_events;
+    ngx_uint_t                   buckets;
+    ngx_uint_t                   ids;
     uint64_t                     recorded;
-    uint64_t                     evicted;
-    uint64_t                     expired;
+    uint64_t                     duplicates;
+    uint64_t                     raw_evicted;
+    uint64_t                     raw_expired;
+    uint64_t                     buckets_evicted;
+    uint64_t                     buckets_expired;
+    uint64_t                     ids_evicted;
     uint64_t                     dropped;
+    size_t                       raw_bytes;
+    size_t                       raw_bytes_used;
     size_t                       bytes_used;
     size_t                       bytes_free;
+    int64_t                      saved_at;
+    uint64_t                     saves;
     ngx_array_t                  types;          /* count_t, first seen first */
 } ngx_http_usage_stats_t;
 
 
+/* ngx_http_usage_store.c: the zone, writes, retention and eviction */
 ngx_int_t ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-
 ngx_int_t ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_record_t *rec, int64_t now);
+    ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now);
+size_t ngx_http_usage_store_event_max(ngx_http_usage_zone_t *zone);
+size_t ngx_http_usage_store_ring_size(size_t zone_size,
+    ngx_uint_t raw_percent);
+int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
+void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
+
+/* bytes of the ring an event takes beyond its metadata and client id */
+#define NGX_HTTP_USAGE_EVENT_OVERHEAD    (NGX_HTTP_USAGE_RAW_HEADER + 8)
+
+/* shared with the reading and persisting files, lock held */
+void ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now);
+void ngx_http_usage_store_expire_types_locked(ngx_http_usage_zone_t *zone,
+    int64_t now);
+ngx_http_usage_entity_t *ngx_http_usage_entity_lookup(
+    ngx_http_usage_shctx_t *sh, ngx_str_t *name);
+ngx_http_usage_type_t *ngx_http_usage_type_lookup(
+    ngx_http_usage_shctx_t *sh, ngx_str_t *name);
+void ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, int64_t now);
+ngx_int_t ngx_http_usage_copy_raw(ngx_pool_t *pool,
+    ngx_http_usage_record_t *rec, ngx_http_usage_raw_t *raw);
+
+/* used by the state file loader to rebuild a store, lock held */
+ngx_http_usage_entity_t *ngx_http_usage_entity_hold_locked(
+    ngx_http_usage_zone_t *zone, ngx_str_t *name, int64_t now);
+ngx_http_usage_series_t *ngx_http_usage_series_get_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity,
+    ngx_str_t *type_name);
+ngx_http_usage_bucket_t *ngx_http_usage_bucket_get_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
+    int64_t start, uint32_t span);
+ngx_http_usage_type_t *ngx_http_usage_type_get_locked(
+    ngx_http_usage_zone_t *zone, ngx_str_t *name,
+    ngx_http_usage_entity_t *pin);
+ngx_int_t ngx_http_usage_type_add_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type, int64_t start, uint64_t count);
+void ngx_http_usage_store_full(ngx_http_usage_zone_t *zone, ngx_log_t *log);
+ngx_http_usage_bucket_t *ngx_http_usage_bucket_find(
+    ngx_http_usage_series_t *series, int64_t time);
+ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
+    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
+ngx_int_t ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone,
+    uint64_t hash, int64_t time, ngx_http_usage_raw_t *raw);
+uint64_t ngx_http_usage_idx_hash(ngx_str_t *entity, ngx_str_t *id);
+
+/* ngx_http_usage_query.c: reads */
 ngx_int_t ngx_http_usage_store_list(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_list_t *q, int64_t now);
 ngx_int_t ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone,
@@ -164,13 +370,13 @@ ngx_int_t ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_stats_t *st, ngx_uint_t with_types,
     int64_t now);
 
-size_t ngx_http_usage_store_event_max(ngx_slab_pool_t *shpool);
-int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
-
-/* bytes of zone an event takes beyond its metadata: the event record, its
- * slab slot rounding; used to warn about zones too small for the limits */
-#define NGX_HTTP_USAGE_EVENT_OVERHEAD    256
-void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
+/* ngx_http_usage_state.c: the state file, and carrying a resized zone */
+ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
+    ngx_http_usage_zone_t *old);
+void ngx_http_usage_state_init_worker(ngx_cycle_t *cycle,
+    ngx_http_usage_zone_t *zone);
+void ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log,
+    ngx_uint_t exiting);
 
 
 #endif /* _NGX_HTTP_USAGE_STORE_H_INCLUDED_ */

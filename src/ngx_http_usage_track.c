@@ -213,10 +213,13 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     rec.metadata.data = meta.start;
     rec.metadata.len = meta.pos - meta.start;
 
-    ngx_http_usage_uuid_v4(rec.id);
+    ngx_http_usage_uuid_v4(rec.uuid);
+    ngx_str_null(&rec.id);
+    rec.value = 1;
+    rec.has_time = 0;
 
     /* a full store drops and counts the event itself */
-    (void) ngx_http_usage_store_insert(zone, &rec, now);
+    (void) ngx_http_usage_store_insert(zone, r->pool, &rec, now);
 
     return NGX_OK;
 }

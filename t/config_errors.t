@@ -34,7 +34,7 @@ sub conf_fails {
 ###############################################################################
 
 conf_ok(api_conf(), 'default config');
-conf_ok(api_conf(zone => 'usage_zone zone=usage:32k;'), 'zone of 32k');
+conf_ok(api_conf(zone => 'usage_zone zone=usage:64k;'), 'zone of 64k (the minimum)');
 conf_ok(api_conf(zone => 'usage_zone zone=usage:1m max_events=10 '
 	. 'retention=1h;'), 'max_events and retention');
 conf_ok(api_conf(zone => 'usage_zone zone=usage:1m retention=30s;'),
@@ -54,8 +54,8 @@ conf_ok(api_conf(zone => "usage_zone zone=usage:1m;\n"
 	. '    usage_zone zone=other:1m;', location => 'usage_track other;'),
 	'two zones');
 
-conf_fails(api_conf(zone => 'usage_zone zone=usage:16k;'), 'too small',
-	'zone of 16k');
+conf_fails(api_conf(zone => 'usage_zone zone=usage:32k;'), 'too small',
+	'zone of 32k');
 conf_fails(api_conf(zone => 'usage_zone zone=usage:1k;'), 'too small',
 	'zone of 1k');
 conf_fails(api_conf(zone => "usage_zone zone=usage:1m;\n"
@@ -108,13 +108,13 @@ conf_ok(api_conf(http => 'usage_metadata_max_size 2;'), 'metadata size 2');
 # a zone too small for the metadata limit: started, with a warning
 {
 	my ($code, $out) = $t->check_config(api_conf(
-		zone => 'usage_zone zone=usage:32k;'));
-	is($code, 0, 'zone of 32k with 8k metadata: starts');
-	like($out, qr/\[warn\].*"usage" of 32768 bytes is too small for usage_m/,
-		'zone of 32k: warned');
-	($code, $out) = $t->check_config(api_conf(
 		zone => 'usage_zone zone=usage:64k;'));
-	unlike($out, qr/too small for/, 'zone of 64k: no warning');
+	is($code, 0, 'zone of 64k with 8k metadata: starts');
+	like($out, qr/\[warn\].*"usage" of 65536 bytes is too small for usage_m/,
+		'zone of 64k: warned');
+	($code, $out) = $t->check_config(api_conf(
+		zone => 'usage_zone zone=usage:128k;'));
+	unlike($out, qr/too small for/, 'zone of 128k: no warning');
 }
 
 # an unknown zone is reported with the place that names it

@@ -58,7 +58,9 @@ is($ev->{timestamp}, iso_ms($ev->{createdAt}), 'timestamp matches createdAt');
 ok(!exists $ev->{unknownField} && !exists $ev->{another},
 	'unknown fields ignored');
 is_deeply([sort keys %$ev],
-	[qw(createdAt entityId eventType id metadata timestamp)], 'event fields');
+	[qw(createdAt entityId eventType id metadata timestamp value)],
+	'event fields');
+is($ev->{value}, 1, 'value defaults to 1');
 
 # and the same event is listed
 $r = $t->get('/v1/events?entityId=user-1');

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
 # Store limits: with max_events=5 the oldest events are evicted first and
-# counted (store.evictions); a zone of the minimum size (32k) filled with
+# counted (store.evictions); a zone of the minimum size (64k) filled with
 # large events keeps answering 201, evicts, and logs no alert/crit; an event
 # larger than a quarter of the zone is refused (507) without evicting
 # anything; a
@@ -33,8 +33,13 @@ is($r->data->{pagination}{total}, 5, 'five events kept');
 is_deeply([map { $_->{id} } @{ $r->data->{events} }],
 	[reverse @ids[3 .. 7]], 'the oldest three were evicted');
 
-is($t->get('/v1/usage/stats')->data->{eventsLastHour}, 5,
-	'eventsLastHour counts only what is stored');
+# totals come from the aggregates: raw eviction does not lower them
+is($t->get('/v1/usage/stats')->data->{eventsLastHour}, 8,
+	'eventsLastHour counts evicted events too');
+is($t->get('/v1/usage/stats')->data->{totalEvents}, 8,
+	'totalEvents counts evicted events too');
+is($t->get('/v1/usage/ev0')->data->{totalEvents}, 1,
+	'an evicted event is still in its entity summary');
 
 my $s = $t->get('/v1/usage/stats')->data->{store};
 is($s->{maxEvents}, 5, 'store.maxEvents');
@@ -65,7 +70,7 @@ $t->finish();
 
 $t = Test::Usage->new();
 $t->write_config(api_conf(zone =>
-	'usage_zone zone=usage:32k max_events=100000;'))->run();
+	'usage_zone zone=usage:64k max_events=100000;'))->run();
 
 my $pad = 'm' x 2000;
 my $created = 0;
@@ -98,7 +103,7 @@ $t->finish();
 # an event too large for the zone is refused without evicting anything
 
 $t = Test::Usage->new();
-$t->write_config(api_conf(zone => 'usage_zone zone=usage:32k;',
+$t->write_config(api_conf(zone => 'usage_zone zone=usage:64k;',
 	location => 'usage_metadata_max_size 60k; client_max_body_size 100k;'))
 	->run();
 
@@ -136,7 +141,8 @@ ok($t->reload(), 'reloaded with max_events=10');
 
 $s = $t->get('/v1/usage/stats')->data;
 is($s->{store}{maxEvents}, 10, 'new maxEvents');
-is($s->{totalEvents}, 10, 'trimmed to the new maximum on the next read');
+is($s->{store}{events}, 10, 'trimmed to the new maximum on the next read');
+is($s->{totalEvents}, 20, 'totals unchanged by the trim');
 is($s->{store}{evictions}, 10, 'trimming counted as evictions');
 is($t->get('/v1/events?limit=1')->data->{events}[0]{entityId}, 'low20',
 	'the newest kept');

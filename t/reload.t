@@ -12,7 +12,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(api_conf);
+use Test::Usage qw(api_conf wait_until);
 use Time::HiRes qw(sleep);
 
 my $t = Test::Usage->new();
@@ -73,8 +73,11 @@ is($t->get('/v1/usage/stats')->data->{startTime}, $before->{startTime},
 	'startTime kept again');
 
 ###############################################################################
-# reload with a changed zone size: a new, empty zone, reported in the log;
-# nginx keeps serving
+# reload with a changed zone size: nginx maps a new zone; the old one is
+# still mapped, and its store is copied into the new one
+
+my $list = $t->get('/v1/events?entityId=rl')->data;
+my $sum = $t->get('/v1/usage/rl')->data;
 
 $conf = $t->read_file('nginx.conf');
 $conf =~ s/usage_zone zone=usage:1m;/usage_zone zone=usage:2m;/;
@@ -83,15 +86,51 @@ $t->write_file('nginx.conf', $conf);
 ok($t->reload(), 'reloaded with a resized zone');
 is($t->get('/health')->status, 200, 'healthy after resize');
 my $st = $t->get('/v1/usage/stats')->data;
-is($st->{store}{maxEvents}, 8192, 'maxEvents of the new size');
-my $kept = $t->get('/v1/events?entityId=rl')->data->{pagination}{total};
-# nginx maps a resized zone anew: it starts empty, and the log says so
-is($kept, 0, 'resized zone starts empty');
+is($st->{store}{rawBytes}, 1048576, 'raw log of the new size');
+is_deeply($t->get('/v1/events?entityId=rl')->data, $list,
+	'raw events carried into the resized zone');
+is_deeply($t->get('/v1/usage/rl')->data->{byEventType}, $sum->{byEventType},
+	'aggregates carried into the resized zone');
+is($st->{startTime}, $before->{startTime}, 'startTime carried');
 like($t->read_file('error.log'),
-	qr/\[warn\].*usage zone "usage" was resized from 1048576 to 2097152 bytes/,
-	'resize is reported, not silent');
+	qr/\[notice\].*usage zone "usage": loaded from the resized zone/,
+	'the copy is reported');
 is($t->post_event('rl', 'resized')->status, 201, 'post into the new zone');
-is($t->get('/v1/events?entityId=rl')->data->{pagination}{total}, $kept + 1,
-	'the new zone stores');
+is($t->get('/v1/events?entityId=rl')->data->{pagination}{total},
+	$list->{pagination}{total} + 1, 'the new zone stores');
+
+###############################################################################
+# shrinking: what fits is kept, the newest raw events first; totals stay
+
+for my $i (1 .. 300) {
+	$t->post_json('/v1/events', { entityId => 'shrink', eventType => 'x',
+		metadata => { pad => 'p' x 200 } });
+}
+
+$conf = $t->read_file('nginx.conf');
+$conf =~ s/usage_zone zone=usage:2m;/usage_zone zone=usage:64k;/;
+$t->write_file('nginx.conf', $conf);
+
+ok($t->reload(), 'reloaded with a much smaller zone');
+$st = $t->get('/v1/usage/stats')->data;
+ok($st->{store}{events} < 300, 'the raw log keeps what fits');
+is($t->get('/v1/usage/shrink')->data->{totalEvents}, 300,
+	'totals carried whole');
+my $newest = $t->get('/v1/events?entityId=shrink&limit=1')->data;
+is($newest->{events}[0]{entityId}, 'shrink', 'the newest raw events kept');
+
+###############################################################################
+# the ring of a live zone cannot be resized in place: changing raw= without
+# changing the size is refused, and the running configuration stays
+
+$conf = $t->read_file('nginx.conf');
+$conf =~ s/usage_zone zone=usage:64k;/usage_zone zone=usage:64k raw=30%;/;
+$t->write_file('nginx.conf', $conf);
+ok(!$t->reload(timeout => 2, may_fail => 1), 'no new workers');
+ok(wait_until(sub { $t->read_file('error.log') =~ /raw=30% cannot change/ }, 5),
+	'a raw= change alone is refused with an emerg');
+is($t->get('/v1/usage/shrink')->data->{totalEvents}, 300,
+	'the old configuration keeps serving');
+$t->allow_emerg(qr/raw=30% cannot change/);
 
 $t->done_testing();

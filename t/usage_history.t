@@ -43,7 +43,7 @@ sub buckets {
 	my ($size, @c) = @_;
 	my %n;
 	$n{ int($_ / $size) * $size }++ for @c;
-	return [map { { timestamp => iso_ms($_), count => $n{$_} } }
+	return [map { { timestamp => iso_ms($_), count => $n{$_}, value => $n{$_} } }
 		sort { $a <=> $b } keys %n];
 }
 

@@ -82,18 +82,20 @@ ok($i->{uptime}{ms} >= 1000, 'info uptime.ms');
 $t->finish();
 
 ###############################################################################
-# default max_events = SIZE / 256
+# without max_events the raw log holds what fits in its share of the zone
+# (raw=50% by default): no count limit
 
 $t = Test::Usage->new();
 $t->write_config(api_conf(zone => 'usage_zone zone=usage:1m;'))->run();
-is($t->get('/v1/usage/stats')->data->{store}{maxEvents}, 4096,
-	'default max_events for 1m');
+$s = $t->get('/v1/usage/stats')->data->{store};
+is($s->{maxEvents}, undef, 'no max_events: maxEvents null');
+is($s->{rawBytes}, 524288, 'raw log: half of 1m');
 $t->finish();
 
 $t = Test::Usage->new();
-$t->write_config(api_conf(zone => 'usage_zone zone=big:4m;',
+$t->write_config(api_conf(zone => 'usage_zone zone=big:4m raw=25%;',
 	location => 'usage_api big;') =~ s/usage_api usage;//r)->run();
-is($t->get('/v1/usage/stats')->data->{store}{maxEvents}, 16384,
-	'default max_events for 4m');
+is($t->get('/v1/usage/stats')->data->{store}{rawBytes}, 1048576,
+	'raw=25% of 4m');
 
 $t->done_testing();

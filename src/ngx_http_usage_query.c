@@ -1,0 +1,654 @@
+
+/*
+ * Reads of the usage store: the event list from the raw log; summaries,
+ * histories and stats from the aggregates.
+ *
+ * A range query reads the buckets of one entity.  A bucket inside the
+ * range counts whole; a bucket cut by since or until is counted from its
+ * raw events while all of them are still in the log (exact to the
+ * millisecond), else whole, and the answer's resolution says so.  The
+ * cost is the buckets and types read, plus the raw events of at most the
+ * two edge buckets: never the entity's whole history.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_usage_store.h"
+
+
+#define ngx_http_usage_raw_at(q, off)                                        \
+    ((ngx_http_usage_raw_t *) ((u_char *) (q) - (off)))
+
+
+typedef struct {
+    int64_t                      time;
+    uint64_t                     count;
+    double                       value;
+} ngx_http_usage_piece_t;
+
+
+typedef struct {
+    ngx_http_usage_type_t       *type;
+    int64_t                      first;
+    uint64_t                     count;
+    double                       value;
+} ngx_http_usage_tally_t;
+
+
+static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
+    ngx_array_t *pieces, int64_t interval, int64_t now);
+static ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time,
+    uint64_t count, double value, int64_t interval);
+static int ngx_libc_cdecl ngx_http_usage_piece_cmp(const void *a,
+    const void *b);
+static ngx_int_t ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
+    u_char *data, size_t len);
+
+
+ngx_int_t
+ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_list_t *q, int64_t now)
+{
+    size_t                    off;
+    ngx_uint_t                matched, emitted, count_all, n;
+    ngx_queue_t              *head, *cur, *first, *next, *p;
+    ngx_http_usage_raw_t     *ev, *e;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_shctx_t   *sh;
+
+    n = ngx_min(q->limit, 64);
+    if (ngx_array_init(&q->records, pool, n ? n : 1,
+                       sizeof(ngx_http_usage_record_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    q->total = 0;
+    sh = zone->sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    entity = NULL;
+    type = NULL;
+
+    if (q->entity) {
+        entity = ngx_http_usage_entity_lookup(sh, q->entity);
+        if (entity == NULL) {
+            goto done;
+        }
+    }
+
+    if (q->type) {
+        type = ngx_http_usage_type_lookup(sh, q->type);
+        if (type == NULL) {
+            goto done;
+        }
+    }
+
+    if (entity) {
+        head = &entity->raw;
+        off = offsetof(ngx_http_usage_raw_t, entity_queue);
+        q->total = entity->raw_count;
+
+    } else {
+        head = &sh->raw;
+        off = offsetof(ngx_http_usage_raw_t, queue);
+        q->total = type ? type->raw_count : sh->raw_count;
+    }
+
+    /* only an entity filtered by type has no maintained count */
+    count_all = (entity && type);
+
+    if (!count_all && q->offset >= q->total) {
+        goto done;
+    }
+
+    /*
+     * Newest first by createdAt; events with equal createdAt keep their
+     * insertion order, as the stable sort of the old service did.  Walk
+     * back group by group, and forward inside a group.
+     */
+
+    matched = 0;
+    emitted = 0;
+    cur = ngx_queue_last(head);
+
+    while (cur != ngx_queue_sentinel(head)) {
+        ev = ngx_http_usage_raw_at(cur, off);
+
+        first = cur;
+        while (ngx_queue_prev(first) != ngx_queue_sentinel(head)
+               && ngx_http_usage_raw_at(ngx_queue_prev(first), off)->created
+                  == ev->created)
+        {
+            first = ngx_queue_prev(first);
+        }
+
+        next = ngx_queue_prev(first);
+
+        for (p = first; /* void */; p = ngx_queue_next(p)) {
+            e = ngx_http_usage_raw_at(p, off);
+
+            if (type == NULL || e->series->type == type) {
+                if (matched >= q->offset && emitted < q->limit) {
+                    rec = ngx_array_push(&q->records);
+                    if (rec == NULL
+                        || ngx_http_usage_copy_raw(pool, rec, e) != NGX_OK)
+                    {
+                        ngx_shmtx_unlock(&zone->shpool->mutex);
+                        return NGX_ERROR;
+                    }
+
+                    emitted++;
+                }
+
+                matched++;
+            }
+
+            if (p == cur) {
+                break;
+            }
+        }
+
+        /* enough, or every match of a rare type already seen */
+        if (!count_all && (emitted == q->limit || matched == q->total)) {
+            break;
+        }
+
+        cur = next;
+    }
+
+    if (count_all) {
+        q->total = matched;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_range_t *q, int64_t now)
+{
+    ngx_uint_t                i, j, n;
+    ngx_queue_t              *sq;
+    ngx_array_t               pieces;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_piece_t   *pc;
+    ngx_http_usage_tally_t   *tally, tmp;
+    ngx_http_usage_count_t   *c;
+
+    if (ngx_array_init(&q->counts, pool, 8, sizeof(ngx_http_usage_count_t))
+        != NGX_OK
+        || ngx_array_init(&pieces, pool, 64, sizeof(ngx_http_usage_piece_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    q->total = 0;
+    q->value = 0;
+    q->resolution = NGX_HTTP_USAGE_EXACT;
+
+    tally = NULL;
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
+    if (entity == NULL) {
+        goto done;
+    }
+
+    ngx_http_usage_compact_locked(zone, entity, now);
+
+    for (sq = ngx_queue_head(&entity->series);
+         sq != ngx_queue_sentinel(&entity->series);
+         sq = ngx_queue_next(sq))
+    {
+        n++;
+    }
+
+    tally = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_http_usage_tally_t));
+    if (tally == NULL) {
+        goto failed;
+    }
+
+    n = 0;
+
+    for (sq = ngx_queue_head(&entity->series);
+         sq != ngx_queue_sentinel(&entity->series);
+         sq = ngx_queue_next(sq))
+    {
+        series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+        pieces.nelts = 0;
+
+        if (ngx_http_usage_range_locked(zone, q, series, &pieces, 0, now)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+
+        if (pieces.nelts == 0) {
+            continue;
+        }
+
+        tally[n].type = series->type;
+        tally[n].first = INT64_MAX;
+        tally[n].count = 0;
+        tally[n].value = 0;
+
+        pc = pieces.elts;
+
+        for (i = 0; i < pieces.nelts; i++) {
+            tally[n].first = ngx_min(tally[n].first, pc[i].time);
+            tally[n].count += pc[i].count;
+            tally[n].value += pc[i].value;
+        }
+
+        if (tally[n].count) {
+            n++;
+        }
+    }
+
+    /* types in the order they were first seen in the range, as the old
+     * service listed them; a handful: insertion sort */
+    for (i = 1; i < n; i++) {
+        tmp = tally[i];
+
+        for (j = i; j > 0 && tally[j - 1].first > tmp.first; j--) {
+            tally[j] = tally[j - 1];
+        }
+
+        tally[j] = tmp;
+    }
+
+    for (i = 0; i < n; i++) {
+        c = ngx_array_push(&q->counts);
+        if (c == NULL
+            || ngx_http_usage_copy_name(pool, &c->name, tally[i].type->data,
+                                        tally[i].type->len)
+               != NGX_OK)
+        {
+            goto failed;
+        }
+
+        c->count = tally[i].count;
+        c->value = tally[i].value;
+        q->total += tally[i].count;
+        q->value += tally[i].value;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_range_t *q, int64_t now)
+{
+    ngx_uint_t                i;
+    ngx_queue_t              *sq;
+    ngx_array_t               pieces;
+    ngx_http_usage_point_t   *pt;
+    ngx_http_usage_piece_t   *pc;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_series_t  *series;
+
+    if (ngx_array_init(&q->points, pool, 16, sizeof(ngx_http_usage_point_t))
+        != NGX_OK
+        || ngx_array_init(&pieces, pool, 64, sizeof(ngx_http_usage_piece_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    q->total = 0;
+    q->value = 0;
+    q->resolution = NGX_HTTP_USAGE_EXACT;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
+
+    if (entity) {
+        ngx_http_usage_compact_locked(zone, entity, now);
+
+        for (sq = ngx_queue_head(&entity->series);
+             sq != ngx_queue_sentinel(&entity->series);
+             sq = ngx_queue_next(sq))
+        {
+            series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+            if (ngx_http_usage_range_locked(zone, q, series, &pieces,
+                                            q->interval, now)
+                != NGX_OK)
+            {
+                ngx_shmtx_unlock(&zone->shpool->mutex);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    /* outside the lock: order the pieces and add up equal points */
+
+    ngx_qsort(pieces.elts, pieces.nelts, sizeof(ngx_http_usage_piece_t),
+              ngx_http_usage_piece_cmp);
+
+    pc = pieces.elts;
+    pt = NULL;
+
+    for (i = 0; i < pieces.nelts; i++) {
+        if (pc[i].count == 0) {
+            continue;
+        }
+
+        if (pt == NULL || pt->time != pc[i].time) {
+            pt = ngx_array_push(&q->points);
+            if (pt == NULL) {
+                return NGX_ERROR;
+            }
+
+            pt->time = pc[i].time;
+            pt->count = 0;
+            pt->value = 0;
+        }
+
+        pt->count += pc[i].count;
+        pt->value += pc[i].value;
+        q->total += pc[i].count;
+        q->value += pc[i].value;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The pieces of one series inside q's range: whole buckets, and for a
+ * bucket the range cuts, its raw events when the log still holds all of
+ * them.  With an interval, each piece is put at its point's time; a
+ * bucket coarser than the interval stays whole at its own start.
+ */
+
+static ngx_int_t
+ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
+    ngx_array_t *pieces, int64_t interval, int64_t now)
+{
+    int64_t                   lo, hi, end;
+    ngx_uint_t                res;
+    ngx_queue_t              *bq, *rq;
+    ngx_http_usage_raw_t     *raw;
+    ngx_http_usage_bucket_t  *b;
+
+    /* the window's own edge is retention's business, not an edge of the
+     * query: events leave the aggregates when their time does */
+    lo = (q->since > now - zone->retention) ? q->since : INT64_MIN;
+    hi = q->until;
+
+    for (bq = ngx_queue_head(&series->buckets);
+         bq != ngx_queue_sentinel(&series->buckets);
+         bq = ngx_queue_next(bq))
+    {
+        b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+        end = b->start + b->span - 1;
+
+        if (end < lo) {
+            continue;
+        }
+
+        if (b->start > hi) {
+            break;
+        }
+
+        if (b->count == 0) {
+            continue;
+        }
+
+        if (b->start >= lo && end <= hi) {
+            if (interval && b->span > interval) {
+                res = (b->span == NGX_HTTP_USAGE_HOUR)
+                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
+                q->resolution = ngx_max(q->resolution, res);
+            }
+
+            if (ngx_http_usage_piece_add(pieces, b->start, b->count,
+                                         b->value, interval)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (b->raw_count == b->count) {
+            /* every event of the bucket is still in the log: exact */
+
+            for (rq = ngx_queue_head(&b->raw);
+                 rq != ngx_queue_sentinel(&b->raw);
+                 rq = ngx_queue_next(rq))
+            {
+                raw = ngx_queue_data(rq, ngx_http_usage_raw_t, bucket_queue);
+
+                if (raw->time < lo || raw->time > hi) {
+                    continue;
+                }
+
+                if (ngx_http_usage_piece_add(pieces, raw->time, 1,
+                                             raw->value, interval)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
+
+            continue;
+        }
+
+        /* some were evicted from the log: the whole bucket, flagged */
+
+        res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
+                                               : NGX_HTTP_USAGE_BY_MINUTE;
+        q->resolution = ngx_max(q->resolution, res);
+
+        if (ngx_http_usage_piece_add(pieces, b->start, b->count, b->value,
+                                     interval)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time, uint64_t count,
+    double value, int64_t interval)
+{
+    ngx_http_usage_piece_t  *pc, *last;
+
+    if (interval) {
+        time -= ((time % interval) + interval) % interval;
+    }
+
+    /* a summary keeps one piece per series, at its earliest time; in a
+     * history, consecutive pieces of one point fold into one */
+    if (pieces->nelts) {
+        last = (ngx_http_usage_piece_t *) pieces->elts + pieces->nelts - 1;
+
+        if (interval == 0 || last->time == time) {
+            last->time = ngx_min(last->time, time);
+            last->count += count;
+            last->value += value;
+            return NGX_OK;
+        }
+    }
+
+    pc = ngx_array_push(pieces);
+    if (pc == NULL) {
+        return NGX_ERROR;
+    }
+
+    pc->time = time;
+    pc->count = count;
+    pc->value = value;
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_usage_piece_cmp(const void *a, const void *b)
+{
+    const ngx_http_usage_piece_t  *pa = a, *pb = b;
+
+    return (pa->time > pb->time) - (pa->time < pb->time);
+}
+
+
+ngx_int_t
+ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_stats_t *st, ngx_uint_t with_types, int64_t now)
+{
+    size_t                   pages;
+    int64_t                  minute;
+    uint64_t                 last_hour;
+    ngx_uint_t               i;
+    ngx_queue_t             *p;
+    ngx_slab_pool_t         *shpool;
+    ngx_http_usage_type_t   *type;
+    ngx_http_usage_count_t  *c;
+    ngx_http_usage_shctx_t  *sh;
+
+    if (ngx_array_init(&st->types, pool, 8, sizeof(ngx_http_usage_count_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    shpool = zone->shpool;
+    sh = zone->sh;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+    ngx_http_usage_store_expire_types_locked(zone, now);
+
+    /* the current minute and the sixty before it; never more than the
+     * window holds */
+    minute = now - now % NGX_HTTP_USAGE_MINUTE;
+    last_hour = 0;
+
+    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
+        if (sh->minute_start[i] >= minute - NGX_HTTP_USAGE_HOUR
+            && sh->minute_start[i] <= now + NGX_HTTP_USAGE_FUTURE_MAX)
+        {
+            last_hour += sh->minute_count[i];
+        }
+    }
+
+    st->total = sh->total;
+    st->last_hour = ngx_min(last_hour, sh->total);
+    st->entities = sh->entity_count;
+    st->start_time = sh->start_time;
+    st->max_events = zone->max_events;
+    st->raw_events = sh->raw_count;
+    st->buckets = sh->bucket_count;
+    st->ids = sh->id_count;
+    st->recorded = sh->recorded;
+    st->duplicates = sh->duplicates;
+    st->raw_evicted = sh->raw_evicted;
+    st->raw_expired = sh->raw_expired;
+    st->buckets_evicted = sh->buckets_evicted;
+    st->buckets_expired = sh->buckets_expired;
+    st->ids_evicted = sh->ids_evicted;
+    st->dropped = sh->dropped;
+    st->raw_bytes = sh->ring_end - sh->ring;
+    st->raw_bytes_used = sh->ring_used;
+    st->saved_at = sh->saved_at;
+    st->saves = sh->saves;
+
+    pages = (shpool->end - shpool->start) / ngx_pagesize;
+    st->bytes_free = shpool->pfree * ngx_pagesize;
+    st->bytes_used = (pages - ngx_min(pages, shpool->pfree)) * ngx_pagesize;
+
+    if (with_types) {
+        for (p = ngx_queue_head(&sh->types_order);
+             p != ngx_queue_sentinel(&sh->types_order);
+             p = ngx_queue_next(p))
+        {
+            type = ngx_queue_data(p, ngx_http_usage_type_t, order);
+
+            if (type->count == 0) {
+                continue;
+            }
+
+            c = ngx_array_push(&st->types);
+            if (c == NULL
+                || ngx_http_usage_copy_name(pool, &c->name, type->data,
+                                            type->len)
+                   != NGX_OK)
+            {
+                ngx_shmtx_unlock(&shpool->mutex);
+                return NGX_ERROR;
+            }
+
+            c->count = type->count;
+            c->value = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst, u_char *data,
+    size_t len)
+{
+    dst->data = ngx_pnalloc(pool, len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->len = len;
+    ngx_memcpy(dst->data, data, len);
+
+    return NGX_OK;
+}

@@ -1,0 +1,1084 @@
+
+/*
+ * The store outside shared memory: a versioned binary snapshot, used for
+ *
+ *   - the state file: saved atomically (a temporary file, then rename)
+ *     at an interval by whichever worker's timer fires first, by workers
+ *     as they exit and by the master last; loaded when a fresh zone is
+ *     created (start, binary upgrade);
+ *
+ *   - a zone resized by a reload: the old zone is still mapped while the
+ *     new cycle is initialized, so its snapshot is loaded into the new
+ *     one at once, with nothing written to disk.
+ *
+ * The snapshot is taken under the zone's lock into process memory; files
+ * are written and read without it.  A snapshot that is truncated, from
+ * another format version or another machine's byte order, or fails its
+ * checksum is reported and ignored: nginx starts with an empty store.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_http_usage_store.h"
+
+
+#define NGX_HTTP_USAGE_STATE_MAGIC    "NGXUSAGE"
+#define NGX_HTTP_USAGE_STATE_VERSION  1
+#define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
+#define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
+
+
+typedef struct {
+    u_char                       magic[8];
+    uint32_t                     version;
+    uint32_t                     order;       /* byte order of the writer */
+    uint64_t                     length;      /* of the payload */
+    uint32_t                     crc;         /* of the payload */
+    uint32_t                     reserved;
+    uint64_t                     writer;      /* the zone that wrote it */
+    int64_t                      saved_at;
+    int64_t                      start_time;
+    int64_t                      last_created;
+} ngx_http_usage_state_header_t;
+
+
+/* a growing output buffer in process memory */
+typedef struct {
+    u_char                      *start;
+    u_char                      *pos;
+    u_char                      *end;
+    ngx_uint_t                   failed;
+} ngx_http_usage_wbuf_t;
+
+
+/* a bounds-checked reader */
+typedef struct {
+    u_char                      *pos;
+    u_char                      *end;
+    ngx_uint_t                   failed;
+} ngx_http_usage_rbuf_t;
+
+
+static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
+    int64_t now, size_t *len);
+static void ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data,
+    size_t len);
+static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
+    u_char *data, size_t len, ngx_log_t *log, const char *from);
+static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
+static void ngx_http_usage_rget(ngx_http_usage_rbuf_t *r, void *data,
+    size_t len);
+static u_char *ngx_http_usage_rskip(ngx_http_usage_rbuf_t *r, size_t len);
+static u_char *ngx_http_usage_state_read(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log, size_t *len);
+static ngx_int_t ngx_http_usage_state_write(ngx_http_usage_zone_t *zone,
+    u_char *data, size_t len, ngx_log_t *log);
+static ngx_uint_t ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log);
+static void ngx_http_usage_state_timer(ngx_event_t *ev);
+
+
+#define ngx_http_usage_wval(w, v)  ngx_http_usage_wput(w, &(v), sizeof(v))
+#define ngx_http_usage_rval(r, v)  ngx_http_usage_rget(r, &(v), sizeof(v))
+
+
+/* called from init_zone for a fresh zone, in the master */
+
+ngx_int_t
+ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
+    ngx_http_usage_zone_t *old)
+{
+    u_char                 *data;
+    size_t                  len;
+    ngx_time_t             *tp;
+    ngx_http_usage_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    tp = ngx_timeofday();
+
+    if (old) {
+        /* the old workers keep writing until they exit: what they take
+         * after this copy stays in the old zone (and its last save) */
+        data = ngx_http_usage_state_dump(old,
+                                   (int64_t) tp->sec * 1000 + tp->msec, &len);
+        if (data == NULL) {
+            ngx_log_error(NGX_LOG_ALERT, shm_zone->shm.log, 0,
+                          "usage zone \"%V\" was resized and its events "
+                          "could not be copied: out of memory",
+                          &shm_zone->shm.name);
+            return NGX_OK;
+        }
+
+        (void) ngx_http_usage_state_load(zone, data, len, shm_zone->shm.log,
+                                         "the resized zone");
+        ngx_free(data);
+
+        return NGX_OK;
+    }
+
+    if (zone->state_file.len == 0) {
+        return NGX_OK;
+    }
+
+    data = ngx_http_usage_state_read(zone, shm_zone->shm.log, &len);
+    if (data == NULL) {
+        return NGX_OK;
+    }
+
+    (void) ngx_http_usage_state_load(zone, data, len, shm_zone->shm.log,
+                                     (char *) zone->state_file.data);
+    ngx_free(data);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_usage_state_init_worker(ngx_cycle_t *cycle,
+    ngx_http_usage_zone_t *zone)
+{
+    if (zone->state_file.len == 0 || zone->sh == NULL) {
+        return;
+    }
+
+    zone->save_event.handler = ngx_http_usage_state_timer;
+    zone->save_event.data = zone;
+    zone->save_event.log = cycle->log;
+
+    /* a pending save never holds a worker back from exiting */
+    zone->save_event.cancelable = 1;
+
+    ngx_add_timer(&zone->save_event, zone->state_interval);
+}
+
+
+static void
+ngx_http_usage_state_timer(ngx_event_t *ev)
+{
+    ngx_http_usage_zone_t  *zone = ev->data;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_usage_state_save(zone, ev->log, 0);
+
+    ngx_add_timer(ev, zone->state_interval);
+}
+
+
+/*
+ * Saves the store if it changed since the last save.  One process saves
+ * at a time (the zone's "saver" holds its pid); one that died saving is
+ * recognized by its pid and replaced.
+ */
+
+void
+ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log,
+    ngx_uint_t exiting)
+{
+    u_char                  *data;
+    size_t                   len;
+    int64_t                  now;
+    uint64_t                 changes;
+    ngx_pid_t                pid;
+    ngx_time_t              *tp;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (sh->changes == sh->saved_changes) {
+        return;
+    }
+
+    pid = (ngx_pid_t) sh->saver;
+
+    if (pid && pid != ngx_pid && kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)
+    {
+        (void) ngx_atomic_cmp_set(&sh->saver, pid, 0);
+    }
+
+    if (!ngx_atomic_cmp_set(&sh->saver, 0, ngx_pid)) {
+        return;         /* another process is saving this very store */
+    }
+
+    /*
+     * An exiting process of an older binary or configuration must not
+     * overwrite a file that a newer one has written since it last saved.
+     */
+    if (exiting && ngx_http_usage_state_taken_over(zone, log)) {
+        goto done;
+    }
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000 + tp->msec;
+
+    changes = sh->changes;
+
+    data = ngx_http_usage_state_dump(zone, now, &len);
+    if (data == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": no memory to save state to \"%V\"",
+                      &zone->name, &zone->state_file);
+        goto done;
+    }
+
+    if (ngx_http_usage_state_write(zone, data, len, log) == NGX_OK) {
+        sh->saved_changes = changes;
+        sh->saved_at = now;
+        sh->saves++;
+    }
+
+    ngx_free(data);
+
+done:
+
+    (void) ngx_atomic_cmp_set(&sh->saver, ngx_pid, 0);
+}
+
+
+static ngx_uint_t
+ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone, ngx_log_t *log)
+{
+    ssize_t                         n;
+    ngx_fd_t                        fd;
+    ngx_http_usage_state_header_t   h;
+
+    fd = ngx_open_file(zone->state_file.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return 0;
+    }
+
+    n = read(fd, &h, sizeof(h));
+    (void) ngx_close_file(fd);
+
+    if (n == (ssize_t) sizeof(h)
+        && ngx_memcmp(h.magic, NGX_HTTP_USAGE_STATE_MAGIC, 8) == 0
+        && h.writer != zone->sh->instance
+        && h.saved_at > zone->sh->saved_at)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "usage zone \"%V\": \"%V\" was saved by a newer "
+                      "instance, not overwritten", &zone->name,
+                      &zone->state_file);
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The snapshot, taken under the lock: header, counters, types with their
+ * totals, entities (least recently updated first) with their buckets, the
+ * raw log oldest first, and the client ids oldest first.
+ */
+
+static u_char *
+ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
+    size_t *len)
+{
+    uint8_t                         attached;
+    uint16_t                        nlen, idl;
+    uint32_t                        n, ti, ei, span, ml;
+    uint64_t                        v;
+    ngx_uint_t                      i;
+    ngx_queue_t                    *q, *sq, *bq;
+    ngx_http_usage_raw_t           *raw;
+    ngx_http_usage_idx_t           *idx;
+    ngx_http_usage_type_t          *type;
+    ngx_http_usage_wbuf_t           w;
+    ngx_http_usage_entity_t        *entity;
+    ngx_http_usage_series_t        *series;
+    ngx_http_usage_bucket_t        *b;
+    ngx_http_usage_shctx_t         *sh;
+    ngx_http_usage_state_header_t  *h;
+
+    sh = zone->sh;
+
+    w.start = ngx_alloc(sizeof(ngx_http_usage_state_header_t) + 65536
+                        + sh->ring_used + sh->raw_count * 64
+                        + sh->bucket_count * 32, ngx_cycle->log);
+    if (w.start == NULL) {
+        return NULL;
+    }
+
+    w.end = w.start + sizeof(ngx_http_usage_state_header_t) + 65536
+            + sh->ring_used + sh->raw_count * 64 + sh->bucket_count * 32;
+    w.pos = w.start + sizeof(ngx_http_usage_state_header_t);
+    w.failed = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    ngx_http_usage_wval(&w, sh->recorded);
+    ngx_http_usage_wval(&w, sh->duplicates);
+    ngx_http_usage_wval(&w, sh->raw_evicted);
+    ngx_http_usage_wval(&w, sh->raw_expired);
+    ngx_http_usage_wval(&w, sh->buckets_evicted);
+    ngx_http_usage_wval(&w, sh->buckets_expired);
+    ngx_http_usage_wval(&w, sh->ids_evicted);
+    v = sh->dropped;
+    ngx_http_usage_wval(&w, v);
+
+    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
+        ngx_http_usage_wval(&w, sh->minute_start[i]);
+        ngx_http_usage_wval(&w, sh->minute_count[i]);
+    }
+
+    n = (uint32_t) sh->type_count;
+    ngx_http_usage_wval(&w, n);
+    ti = 0;
+
+    for (q = ngx_queue_head(&sh->types_order);
+         q != ngx_queue_sentinel(&sh->types_order);
+         q = ngx_queue_next(q))
+    {
+        type = ngx_queue_data(q, ngx_http_usage_type_t, order);
+        type->mark = ti++;
+
+        nlen = type->len;
+        ngx_http_usage_wval(&w, nlen);
+        ngx_http_usage_wput(&w, type->data, nlen);
+
+        n = 0;
+        for (bq = ngx_queue_head(&type->buckets);
+             bq != ngx_queue_sentinel(&type->buckets);
+             bq = ngx_queue_next(bq))
+        {
+            n++;
+        }
+
+        ngx_http_usage_wval(&w, n);
+
+        for (bq = ngx_queue_head(&type->buckets);
+             bq != ngx_queue_sentinel(&type->buckets);
+             bq = ngx_queue_next(bq))
+        {
+            b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+            ngx_http_usage_wval(&w, b->start);
+            ngx_http_usage_wval(&w, b->count);
+        }
+    }
+
+    n = (uint32_t) sh->entity_count;
+    ngx_http_usage_wval(&w, n);
+    ei = 0;
+
+    for (q = ngx_queue_head(&sh->lru);
+         q != ngx_queue_sentinel(&sh->lru);
+         q = ngx_queue_next(q))
+    {
+        entity = ngx_queue_data(q, ngx_http_usage_entity_t, lru);
+        entity->mark = ei++;
+
+        nlen = entity->len;
+        ngx_http_usage_wval(&w, nlen);
+        ngx_http_usage_wput(&w, entity->data, nlen);
+        ngx_http_usage_wval(&w, entity->updated);
+
+        n = 0;
+        for (sq = ngx_queue_head(&entity->series);
+             sq != ngx_queue_sentinel(&entity->series);
+             sq = ngx_queue_next(sq))
+        {
+            n++;
+        }
+
+        ngx_http_usage_wval(&w, n);
+
+        for (sq = ngx_queue_head(&entity->series);
+             sq != ngx_queue_sentinel(&entity->series);
+             sq = ngx_queue_next(sq))
+        {
+            series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+            ti = (uint32_t) series->type->mark;
+            ngx_http_usage_wval(&w, ti);
+
+            n = 0;
+            for (bq = ngx_queue_head(&series->buckets);
+                 bq != ngx_queue_sentinel(&series->buckets);
+                 bq = ngx_queue_next(bq))
+            {
+                n++;
+            }
+
+            ngx_http_usage_wval(&w, n);
+
+            for (bq = ngx_queue_head(&series->buckets);
+                 bq != ngx_queue_sentinel(&series->buckets);
+                 bq = ngx_queue_next(bq))
+            {
+                b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+                span = b->span;
+                ngx_http_usage_wval(&w, b->start);
+                ngx_http_usage_wval(&w, span);
+                ngx_http_usage_wval(&w, b->count);
+                ngx_http_usage_wval(&w, b->value);
+            }
+        }
+    }
+
+    n = (uint32_t) sh->raw_count;
+    ngx_http_usage_wval(&w, n);
+    n = 0;
+
+    for (q = ngx_queue_head(&sh->raw);
+         q != ngx_queue_sentinel(&sh->raw);
+         q = ngx_queue_next(q))
+    {
+        raw = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
+
+        /* the id section refers to raw events by their place in the log */
+        raw->reserved = n++;
+
+        ei = (uint32_t) raw->series->entity->mark;
+        ti = (uint32_t) raw->series->type->mark;
+        attached = (raw->bucket != NULL);
+        idl = raw->id_len;
+        ml = raw->metadata_len;
+
+        ngx_http_usage_wval(&w, ei);
+        ngx_http_usage_wval(&w, ti);
+        ngx_http_usage_wval(&w, raw->time);
+        ngx_http_usage_wval(&w, raw->created);
+        ngx_http_usage_wval(&w, raw->value);
+        ngx_http_usage_wput(&w, raw->uuid, 16);
+        ngx_http_usage_wval(&w, attached);
+        ngx_http_usage_wval(&w, idl);
+        ngx_http_usage_wval(&w, ml);
+        ngx_http_usage_wput(&w, raw->data, idl + ml);
+    }
+
+    n = (uint32_t) sh->id_count;
+    ngx_http_usage_wval(&w, n);
+
+    for (q = ngx_queue_head(&sh->ids_order);
+         q != ngx_queue_sentinel(&sh->ids_order);
+         q = ngx_queue_next(q))
+    {
+        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
+
+        ei = idx->raw ? idx->raw->reserved : NGX_HTTP_USAGE_STATE_NONE;
+        ngx_http_usage_wval(&w, idx->hash);
+        ngx_http_usage_wval(&w, idx->time);
+        ngx_http_usage_wval(&w, ei);
+    }
+
+    h = (ngx_http_usage_state_header_t *) w.start;
+
+    h->writer = sh->instance;
+    h->start_time = sh->start_time;
+    h->last_created = sh->last_created;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (w.failed) {
+        ngx_free(w.start);
+        return NULL;
+    }
+
+    ngx_memcpy(h->magic, NGX_HTTP_USAGE_STATE_MAGIC, 8);
+    h->version = NGX_HTTP_USAGE_STATE_VERSION;
+    h->order = NGX_HTTP_USAGE_STATE_ORDER;
+    h->length = w.pos - w.start - sizeof(ngx_http_usage_state_header_t);
+    h->crc = ngx_crc32_long(w.start + sizeof(ngx_http_usage_state_header_t),
+                            h->length);
+    h->reserved = 0;
+    h->saved_at = now;
+
+    *len = w.pos - w.start;
+
+    return w.start;
+}
+
+
+static void
+ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data, size_t len)
+{
+    size_t   size;
+    u_char  *p;
+
+    if (w->failed) {
+        return;
+    }
+
+    if ((size_t) (w->end - w->pos) < len) {
+        /* the estimate was short (long names): grow, in memory only */
+        size = 2 * (w->end - w->start) + len;
+
+        p = realloc(w->start, size);
+        if (p == NULL) {
+            w->failed = 1;
+            return;
+        }
+
+        w->pos = p + (w->pos - w->start);
+        w->start = p;
+        w->end = p + size;
+    }
+
+    w->pos = ngx_cpymem(w->pos, data, len);
+}
+
+
+/*
+ * Checks the whole snapshot first, then loads it into the (fresh) zone:
+ * a bad file never leaves half a store behind.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
+    size_t len, ngx_log_t *log, const char *from)
+{
+    ngx_http_usage_rbuf_t           r;
+    ngx_http_usage_shctx_t         *sh;
+    ngx_http_usage_state_header_t  *h;
+
+    h = (ngx_http_usage_state_header_t *) data;
+
+    if (len < sizeof(ngx_http_usage_state_header_t)
+        || ngx_memcmp(h->magic, NGX_HTTP_USAGE_STATE_MAGIC, 8) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": \"%s\" is not a usage state file, "
+                      "ignored: the store starts empty", &zone->name, from);
+        return NGX_DECLINED;
+    }
+
+    if (h->version != NGX_HTTP_USAGE_STATE_VERSION
+        || h->order != NGX_HTTP_USAGE_STATE_ORDER)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": \"%s\" has format version %uD "
+                      "(or another byte order), this module reads version "
+                      "%d; ignored: the store starts empty", &zone->name,
+                      from, h->version, NGX_HTTP_USAGE_STATE_VERSION);
+        return NGX_DECLINED;
+    }
+
+    if (h->length != len - sizeof(ngx_http_usage_state_header_t)
+        || h->crc != ngx_crc32_long(data + sizeof(ngx_http_usage_state_header_t),
+                                    h->length))
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": \"%s\" is truncated or corrupted "
+                      "(length or checksum mismatch), ignored: the store "
+                      "starts empty", &zone->name, from);
+        return NGX_DECLINED;
+    }
+
+    r.pos = data + sizeof(ngx_http_usage_state_header_t);
+    r.end = data + len;
+    r.failed = 0;
+
+    if (ngx_http_usage_state_walk(zone, &r, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": \"%s\" has an invalid record, "
+                      "ignored: the store starts empty", &zone->name, from);
+        return NGX_DECLINED;
+    }
+
+    sh = zone->sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    r.pos = data + sizeof(ngx_http_usage_state_header_t);
+    r.failed = 0;
+
+    (void) ngx_http_usage_state_walk(zone, &r, 1);
+
+    /* the data set goes on: its start time and createdAt order too */
+    sh->start_time = h->start_time;
+    sh->last_created = h->last_created;
+    sh->saved_changes = sh->changes;
+    sh->saved_at = h->saved_at;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "usage zone \"%V\": loaded from %s: %uL events in the "
+                  "window, %ui raw events, %ui entities, %ui buckets",
+                  &zone->name, from, sh->total, sh->raw_count,
+                  sh->entity_count, sh->bucket_count);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Reads the snapshot's sections; with "apply", builds the store from them
+ * (lock held).  Without it, only checks that every length and reference
+ * is in bounds.  Whatever no longer fits a smaller zone is evicted as the
+ * store always does: raw events oldest first, aggregates least recently
+ * updated first.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply)
+{
+    int64_t                   start, updated;
+    uint8_t                   attached;
+    uint16_t                  nlen, idl;
+    uint32_t                  ntypes, nentities, nseries, nbuckets, nraw;
+    uint32_t                  nids, i, j, k, ti, ei, span, ml;
+    uint64_t                  count, hash, v;
+    ngx_str_t                 name;
+    ngx_uint_t                first;
+    ngx_http_usage_raw_t     *raw, **raws;
+    ngx_http_usage_type_t   **types, *type;
+    ngx_http_usage_entity_t **entities, *entity;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_record_t   rec;
+    ngx_http_usage_shctx_t   *sh;
+    double                    value;
+
+    sh = zone->sh;
+    types = NULL;
+    entities = NULL;
+    raws = NULL;
+
+    if (apply) {
+        ngx_http_usage_rval(r, sh->recorded);
+        ngx_http_usage_rval(r, sh->duplicates);
+        ngx_http_usage_rval(r, sh->raw_evicted);
+        ngx_http_usage_rval(r, sh->raw_expired);
+        ngx_http_usage_rval(r, sh->buckets_evicted);
+        ngx_http_usage_rval(r, sh->buckets_expired);
+        ngx_http_usage_rval(r, sh->ids_evicted);
+        ngx_http_usage_rval(r, v);
+        sh->dropped = v;
+
+        for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
+            ngx_http_usage_rval(r, sh->minute_start[i]);
+            ngx_http_usage_rval(r, sh->minute_count[i]);
+        }
+
+    } else {
+        (void) ngx_http_usage_rskip(r, 8 * sizeof(uint64_t)
+                                       + NGX_HTTP_USAGE_MINUTE_SLOTS * 16);
+    }
+
+    ngx_http_usage_rval(r, ntypes);
+
+    if (r->failed || ntypes > (size_t) (r->end - r->pos) / 6) {
+        return NGX_ERROR;
+    }
+
+    if (apply) {
+        types = ngx_alloc((ntypes + 1) * sizeof(void *), ngx_cycle->log);
+        if (types == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < ntypes; i++) {
+        ngx_http_usage_rval(r, nlen);
+        name.len = nlen;
+        name.data = ngx_http_usage_rskip(r, nlen);
+        ngx_http_usage_rval(r, nbuckets);
+
+        if (r->failed || nlen == 0 || nlen > NGX_HTTP_USAGE_TYPE_MAX_BYTES
+            || nbuckets > (size_t) (r->end - r->pos) / 16)
+        {
+            goto failed;
+        }
+
+        type = NULL;
+
+        if (apply) {
+            type = ngx_http_usage_type_get_locked(zone, &name, NULL);
+            types[i] = type;
+        }
+
+        for (j = 0; j < nbuckets; j++) {
+            ngx_http_usage_rval(r, start);
+            ngx_http_usage_rval(r, count);
+
+            if (type) {
+                (void) ngx_http_usage_type_add_locked(zone, type, start,
+                                                      count);
+            }
+        }
+    }
+
+    ngx_http_usage_rval(r, nentities);
+
+    if (r->failed || nentities > (size_t) (r->end - r->pos) / 14) {
+        goto failed;
+    }
+
+    if (apply) {
+        entities = ngx_alloc((nentities + 1) * sizeof(void *),
+                             ngx_cycle->log);
+        if (entities == NULL) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < nentities; i++) {
+        ngx_http_usage_rval(r, nlen);
+        name.len = nlen;
+        name.data = ngx_http_usage_rskip(r, nlen);
+        ngx_http_usage_rval(r, updated);
+        ngx_http_usage_rval(r, nseries);
+
+        if (r->failed || nlen == 0 || nlen > NGX_HTTP_USAGE_ENTITY_MAX_BYTES
+            || nseries > (size_t) (r->end - r->pos) / 8)
+        {
+            goto failed;
+        }
+
+        entity = NULL;
+
+        if (apply) {
+            entity = ngx_http_usage_entity_hold_locked(zone, &name, updated);
+            entities[i] = entity;
+        }
+
+        for (j = 0; j < nseries; j++) {
+            ngx_http_usage_rval(r, ti);
+            ngx_http_usage_rval(r, nbuckets);
+
+            if (r->failed || ti >= ntypes
+                || nbuckets > (size_t) (r->end - r->pos) / 28)
+            {
+                goto failed;
+            }
+
+            series = NULL;
+
+            if (entity && types[ti]) {
+                name.len = types[ti]->len;
+                name.data = types[ti]->data;
+                series = ngx_http_usage_series_get_locked(zone, entity,
+                                                          &name);
+            }
+
+            for (k = 0; k < nbuckets; k++) {
+                ngx_http_usage_rval(r, start);
+                ngx_http_usage_rval(r, span);
+                ngx_http_usage_rval(r, count);
+                ngx_http_usage_rval(r, value);
+
+                if (span != NGX_HTTP_USAGE_MINUTE
+                    && span != NGX_HTTP_USAGE_HOUR)
+                {
+                    goto failed;
+                }
+
+                if (series == NULL) {
+                    continue;
+                }
+
+                b = ngx_http_usage_bucket_get_locked(zone, series, start,
+                                                     span);
+                if (b) {
+                    b->count += count;
+                    b->value += value;
+                }
+            }
+        }
+    }
+
+    ngx_http_usage_rval(r, nraw);
+
+    if (r->failed || nraw > (size_t) (r->end - r->pos) / 55) {
+        goto failed;
+    }
+
+    if (apply) {
+        raws = ngx_alloc((nraw + 1) * sizeof(void *), ngx_cycle->log);
+        if (raws == NULL) {
+            goto failed;
+        }
+    }
+
+    first = 0;
+
+    for (i = 0; i < nraw; i++) {
+        ngx_http_usage_rval(r, ei);
+        ngx_http_usage_rval(r, ti);
+        ngx_http_usage_rval(r, rec.time);
+        ngx_http_usage_rval(r, rec.created);
+        ngx_http_usage_rval(r, rec.value);
+        ngx_http_usage_rget(r, rec.uuid, 16);
+        ngx_http_usage_rval(r, attached);
+        ngx_http_usage_rval(r, idl);
+        ngx_http_usage_rval(r, ml);
+
+        if (r->failed || ei >= nentities || ti >= ntypes
+            || idl > NGX_HTTP_USAGE_ID_MAX_BYTES
+            || ml > (size_t) (r->end - r->pos) - idl)
+        {
+            goto failed;
+        }
+
+        rec.id.len = idl;
+        rec.id.data = ngx_http_usage_rskip(r, idl);
+        rec.metadata.len = ml;
+        rec.metadata.data = ngx_http_usage_rskip(r, ml);
+
+        if (!apply) {
+            continue;
+        }
+
+        raws[i] = NULL;
+
+        if (entities[ei] == NULL || types[ti] == NULL) {
+            continue;
+        }
+
+        name.len = types[ti]->len;
+        name.data = types[ti]->data;
+
+        series = ngx_http_usage_series_get_locked(zone, entities[ei], &name);
+        if (series == NULL) {
+            continue;
+        }
+
+        b = attached ? ngx_http_usage_bucket_find(series, rec.time) : NULL;
+
+        raw = ngx_http_usage_raw_append_locked(zone, series, b, &rec);
+        raws[i] = raw;
+    }
+
+    if (apply) {
+        /* a smaller ring dropped the oldest: they left in order */
+        first = nraw - ngx_min(nraw, sh->raw_count);
+    }
+
+    ngx_http_usage_rval(r, nids);
+
+    if (r->failed || nids > (size_t) (r->end - r->pos) / 20) {
+        goto failed;
+    }
+
+    for (i = 0; i < nids; i++) {
+        ngx_http_usage_rval(r, hash);
+        ngx_http_usage_rval(r, start);
+        ngx_http_usage_rval(r, ei);
+
+        if (r->failed || (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= nraw)) {
+            goto failed;
+        }
+
+        if (apply) {
+            raw = (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= first)
+                  ? raws[ei] : NULL;
+
+            (void) ngx_http_usage_idx_add_locked(zone, hash, start, raw);
+        }
+    }
+
+    if (r->pos != r->end) {
+        goto failed;
+    }
+
+    if (apply) {
+        ngx_free(types);
+        ngx_free(entities);
+        ngx_free(raws);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    if (apply) {
+        ngx_free(types);
+        ngx_free(entities);
+        ngx_free(raws);
+    }
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_usage_rget(ngx_http_usage_rbuf_t *r, void *data, size_t len)
+{
+    if (r->failed || (size_t) (r->end - r->pos) < len) {
+        r->failed = 1;
+        ngx_memzero(data, len);
+        return;
+    }
+
+    ngx_memcpy(data, r->pos, len);
+    r->pos += len;
+}
+
+
+static u_char *
+ngx_http_usage_rskip(ngx_http_usage_rbuf_t *r, size_t len)
+{
+    u_char  *p;
+
+    if (r->failed || (size_t) (r->end - r->pos) < len) {
+        r->failed = 1;
+        return NULL;
+    }
+
+    p = r->pos;
+    r->pos += len;
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_usage_state_read(ngx_http_usage_zone_t *zone, ngx_log_t *log,
+    size_t *len)
+{
+    u_char           *data;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(zone->state_file.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "usage zone \"%V\": cannot open state file \"%V\", "
+                          "the store starts empty", &zone->name,
+                          &zone->state_file);
+        }
+
+        return NULL;
+    }
+
+    data = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        goto failed;
+    }
+
+    /* a snapshot is never much larger than the zone it came from */
+    if (ngx_file_size(&fi) > (off_t) (4 * zone->size + 1048576)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": state file \"%V\" is too large "
+                      "(%O bytes), ignored: the store starts empty",
+                      &zone->name, &zone->state_file, ngx_file_size(&fi));
+        goto done;
+    }
+
+    *len = (size_t) ngx_file_size(&fi);
+
+    data = ngx_alloc(*len + 1, log);
+    if (data == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, data, *len);
+
+    if (n != (ssize_t) *len) {
+        goto failed;
+    }
+
+    goto done;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                  "usage zone \"%V\": cannot read state file \"%V\", "
+                  "the store starts empty", &zone->name, &zone->state_file);
+
+    if (data) {
+        ngx_free(data);
+        data = NULL;
+    }
+
+done:
+
+    (void) ngx_close_file(fd);
+
+    return data;
+}
+
+
+/* a temporary file beside the state file, synced, then renamed over it */
+
+static ngx_int_t
+ngx_http_usage_state_write(ngx_http_usage_zone_t *zone, u_char *data,
+    size_t len, ngx_log_t *log)
+{
+    u_char    *tmp;
+    size_t     done;
+    ssize_t    n;
+    ngx_fd_t   fd;
+
+    tmp = ngx_alloc(zone->state_file.len + sizeof(".tmp.") + NGX_INT64_LEN,
+                    log);
+    if (tmp == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(tmp, "%V.tmp.%P%Z", &zone->state_file, ngx_pid);
+
+    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+                       NGX_FILE_DEFAULT_ACCESS);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "usage zone \"%V\": cannot save state: "
+                      ngx_open_file_n " \"%s\" failed", &zone->name, tmp);
+        ngx_free(tmp);
+        return NGX_ERROR;
+    }
+
+    for (done = 0; done < len; done += n) {
+        n = ngx_write_fd(fd, data + done, len - done);
+
+        if (n <= 0) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "usage zone \"%V\": cannot save state: write to "
+                          "\"%s\" failed", &zone->name, tmp);
+            goto failed;
+        }
+    }
+
+    if (fsync(fd) == -1) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "usage zone \"%V\": cannot save state: fsync of \"%s\" "
+                      "failed", &zone->name, tmp);
+        goto failed;
+    }
+
+    (void) ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    if (ngx_rename_file(tmp, zone->state_file.data) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "usage zone \"%V\": cannot save state: "
+                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
+                      &zone->name, tmp, &zone->state_file);
+        goto failed;
+    }
+
+    ngx_free(tmp);
+
+    return NGX_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(fd);
+    }
+
+    (void) ngx_delete_file(tmp);
+    ngx_free(tmp);
+
+    return NGX_ERROR;
+}
