@@ -13,7 +13,12 @@ prefix="${USAGE_PREFIX:-$root/run}"
 
 "$root/scripts/build.sh"
 
-mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/modules" "$prefix/temp"
+mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/modules" "$prefix/temp" \
+         "$prefix/state"
+# workers save the state file: started as root, nginx runs them as nobody
+if [ "$(id -u)" = 0 ]; then
+    chown nobody "$prefix/state"
+fi
 cp "$root/build/nginx/ngx_http_usage_module.so" "$prefix/modules/"
 
 # the shipped file, with the port and worker count of this run

@@ -262,7 +262,10 @@ ngx_http_usage_init_process(ngx_cycle_t *cycle)
 
     umcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_usage_module);
 
-    if (umcf == NULL || ngx_process != NGX_PROCESS_WORKER) {
+    if (umcf == NULL
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE))
+    {
         return NGX_OK;
     }
 

@@ -99,6 +99,11 @@ ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
 
     zone = shm_zone->data;
 
+    /* "nginx -t" and "nginx -s" map the zones too: they load nothing */
+    if (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER) {
+        return NGX_OK;
+    }
+
     tp = ngx_timeofday();
 
     if (old) {
@@ -455,7 +460,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         ngx_http_usage_wval(&w, attached);
         ngx_http_usage_wval(&w, idl);
         ngx_http_usage_wval(&w, ml);
-        ngx_http_usage_wput(&w, raw->data, idl + ml);
+        ngx_http_usage_wput(&w, ngx_http_usage_raw_id(raw), idl + ml);
     }
 
     n = (uint32_t) sh->id_count;

@@ -67,6 +67,9 @@ static ngx_http_usage_series_t *ngx_http_usage_series_create_locked(
 static ngx_http_usage_bucket_t *ngx_http_usage_type_bucket_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_type_t *type, int64_t start,
     ngx_uint_t create, ngx_http_usage_entity_t *pin);
+static ngx_http_usage_bucket_t *ngx_http_usage_bucket_in_locked(
+    ngx_http_usage_zone_t *zone, ngx_queue_t *buckets, int64_t start,
+    uint32_t span, ngx_uint_t create, ngx_http_usage_entity_t *pin);
 static void ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_bucket_t *b);
 static void ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
@@ -79,6 +82,10 @@ static void ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t now);
 static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
     int64_t oldest, ngx_uint_t evict);
+static ngx_uint_t ngx_http_usage_raw_expire_backdated_locked(
+    ngx_http_usage_zone_t *zone, int64_t oldest);
+static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_raw_t *raw, ngx_uint_t expired);
 static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx);
 static ngx_http_usage_idx_t *ngx_http_usage_idx_lookup(
@@ -168,6 +175,8 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
     ngx_rbtree_init(&sh->types, &sh->types_sentinel,
                     ngx_http_usage_type_insert);
     ngx_rbtree_init(&sh->ids, &sh->ids_sentinel, ngx_http_usage_idx_insert);
+    ngx_rbtree_init(&sh->backdated, &sh->backdated_sentinel,
+                    ngx_rbtree_insert_value);
     ngx_queue_init(&sh->types_order);
     ngx_queue_init(&sh->lru);
     ngx_queue_init(&sh->raw);
@@ -295,8 +304,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     type_hash = ngx_crc32_short(rec->type.data, rec->type.len);
     id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
                           : 0;
-    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + rec->id.len
-                     + rec->metadata.len, 8);
+    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + sizeof(ngx_rbtree_node_t)
+                     + rec->id.len + rec->metadata.len, 8);
 
     shpool = zone->shpool;
     sh = zone->sh;
@@ -543,6 +552,9 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
     oldest = now - zone->retention;
 
     while (ngx_http_usage_raw_pop_locked(zone, oldest, 0)) { /* void */ }
+    while (ngx_http_usage_raw_expire_backdated_locked(zone, oldest)) {
+        /* void */
+    }
 
     /* a reload may have lowered max_events: every operation applies it */
     while (zone->max_events && sh->raw_count > zone->max_events) {
@@ -602,14 +614,10 @@ static ngx_uint_t
 ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
     ngx_uint_t evict)
 {
-    ngx_uint_t                expired;
-    ngx_queue_t              *q;
-    ngx_http_usage_raw_t     *raw;
-    ngx_http_usage_type_t    *type;
-    ngx_http_usage_entity_t  *entity;
-    ngx_http_usage_bucket_t  *b, *tb;
-    ngx_http_usage_series_t  *series;
-    ngx_http_usage_shctx_t   *sh;
+    u_char                  *p;
+    ngx_queue_t             *q;
+    ngx_http_usage_raw_t    *raw;
+    ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
 
@@ -624,7 +632,92 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
         return 0;
     }
 
-    expired = (raw->time < oldest);
+    p = (u_char *) raw;
+
+    ngx_http_usage_raw_remove_locked(zone, raw, raw->time < oldest);
+
+    /*
+     * Records leave the ring in the order they came; the head moves past
+     * this one, and past any back-dated record before it that already
+     * left the log by its time.
+     */
+    if (sh->ring_wrap && p < sh->ring_head) {
+        sh->ring_wrap = NULL;
+    }
+
+    sh->ring_head = p + ((ngx_http_usage_raw_t *) p)->size;
+
+    if (sh->ring_wrap && sh->ring_head >= sh->ring_wrap) {
+        sh->ring_head = sh->ring;
+        sh->ring_wrap = NULL;
+    }
+
+    if (sh->raw_count == 0) {
+        sh->ring_head = sh->ring;
+        sh->ring_tail = sh->ring;
+        sh->ring_wrap = NULL;
+    }
+
+    return 1;
+}
+
+
+/*
+ * A back-dated event whose time left the window, wherever it is in the
+ * ring: it leaves the log and its aggregates now; its bytes are reclaimed
+ * when the ring's head passes them.
+ */
+
+static ngx_uint_t
+ngx_http_usage_raw_expire_backdated_locked(ngx_http_usage_zone_t *zone,
+    int64_t oldest)
+{
+    ngx_rbtree_node_t     *node;
+    ngx_http_usage_raw_t  *raw;
+
+    if (zone->sh->backdated.root == zone->sh->backdated.sentinel) {
+        return 0;
+    }
+
+    node = ngx_rbtree_min(zone->sh->backdated.root,
+                          zone->sh->backdated.sentinel);
+
+    if ((int64_t) node->key >= oldest) {
+        return 0;
+    }
+
+    raw = (ngx_http_usage_raw_t *)
+          ((u_char *) node - offsetof(ngx_http_usage_raw_t, data));
+
+    ngx_http_usage_raw_remove_locked(zone, raw, 1);
+
+    if (zone->sh->raw_count == 0) {
+        zone->sh->ring_head = zone->sh->ring;
+        zone->sh->ring_tail = zone->sh->ring;
+        zone->sh->ring_wrap = NULL;
+    }
+
+    return 1;
+}
+
+
+/*
+ * Takes a raw event out of the log: out of its queues, out of its bucket's
+ * raw list and, if its time left the window ("expired"), out of the
+ * aggregates, which is what keeps retention exact to the millisecond.
+ */
+
+static void
+ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_raw_t *raw, ngx_uint_t expired)
+{
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_bucket_t  *b, *tb;
+    ngx_http_usage_series_t  *series;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
     series = raw->series;
     type = series->type;
     b = raw->bucket;
@@ -661,6 +754,10 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
         raw->idx->raw = NULL;
     }
 
+    if (raw->flags & NGX_HTTP_USAGE_RAW_BACKDATED) {
+        ngx_rbtree_delete(&sh->backdated, (ngx_rbtree_node_t *) raw->data);
+    }
+
     ngx_queue_remove(&raw->queue);
     ngx_queue_remove(&raw->entity_queue);
 
@@ -670,20 +767,6 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
     sh->raw_count--;
     sh->ring_used -= raw->size;
 
-    /* records leave in the order they came: the head of the ring */
-    sh->ring_head = (u_char *) raw + raw->size;
-
-    if (sh->ring_wrap && sh->ring_head >= sh->ring_wrap) {
-        sh->ring_head = sh->ring;
-        sh->ring_wrap = NULL;
-    }
-
-    if (sh->raw_count == 0) {
-        sh->ring_head = sh->ring;
-        sh->ring_tail = sh->ring;
-        sh->ring_wrap = NULL;
-    }
-
     if (b && b->count == 0 && b->raw_count == 0) {
         ngx_http_usage_bucket_free_locked(zone, b);
     }
@@ -692,8 +775,6 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
 
     ngx_http_usage_series_release_locked(zone, series);
     (void) ngx_http_usage_entity_release_locked(zone, entity);
-
-    return 1;
 }
 
 
@@ -713,8 +794,7 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
-    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + rec->id.len
-                     + rec->metadata.len, 8);
+    size = ngx_http_usage_raw_size(rec);
 
     if (size > (size_t) (sh->ring_end - sh->ring)) {
         return NULL;
@@ -760,7 +840,8 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     sh->ring_used += size;
 
     raw->size = (uint32_t) size;
-    raw->flags = 0;
+    raw->flags = (rec->time < rec->created) ? NGX_HTTP_USAGE_RAW_BACKDATED
+                                            : 0;
     raw->id_len = (uint16_t) rec->id.len;
     raw->metadata_len = (uint32_t) rec->metadata.len;
     raw->reserved = 0;
@@ -772,7 +853,12 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     raw->value = rec->value;
     ngx_memcpy(raw->uuid, rec->uuid, 16);
 
-    p = raw->data;
+    p = ngx_http_usage_raw_id(raw);
+
+    if (raw->flags & NGX_HTTP_USAGE_RAW_BACKDATED) {
+        ((ngx_rbtree_node_t *) raw->data)->key = (ngx_rbtree_key_t) raw->time;
+        ngx_rbtree_insert(&sh->backdated, (ngx_rbtree_node_t *) raw->data);
+    }
 
     /* memcpy() from a NULL pointer is undefined even for 0 bytes */
     if (rec->id.len) {
@@ -941,43 +1027,8 @@ ngx_http_usage_bucket_t *
 ngx_http_usage_bucket_get_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_series_t *series, int64_t start, uint32_t span)
 {
-    ngx_queue_t              *q;
-    ngx_http_usage_bucket_t  *b, *nb;
-
-    for (q = ngx_queue_last(&series->buckets);
-         q != ngx_queue_sentinel(&series->buckets);
-         q = ngx_queue_prev(q))
-    {
-        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
-
-        if (b->start == start && b->span == span) {
-            return b;
-        }
-
-        if (b->start < start) {
-            break;
-        }
-    }
-
-    nb = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_bucket_t),
-                                     series->entity);
-    if (nb == NULL) {
-        return NULL;
-    }
-
-    nb->start = start;
-    nb->span = span;
-    nb->count = 0;
-    nb->value = 0;
-    nb->raw_count = 0;
-    ngx_queue_init(&nb->raw);
-
-    /* after q: the last bucket that starts earlier, or the sentinel */
-    ngx_queue_insert_after(q, &nb->queue);
-
-    zone->sh->bucket_count++;
-
-    return nb;
+    return ngx_http_usage_bucket_in_locked(zone, &series->buckets, start,
+                                           span, 1, series->entity);
 }
 
 
@@ -988,16 +1039,26 @@ ngx_http_usage_type_bucket_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t start, ngx_uint_t create,
     ngx_http_usage_entity_t *pin)
 {
+    return ngx_http_usage_bucket_in_locked(zone, &type->buckets, start,
+                                           NGX_HTTP_USAGE_HOUR, create, pin);
+}
+
+
+static ngx_http_usage_bucket_t *
+ngx_http_usage_bucket_in_locked(ngx_http_usage_zone_t *zone,
+    ngx_queue_t *buckets, int64_t start, uint32_t span, ngx_uint_t create,
+    ngx_http_usage_entity_t *pin)
+{
     ngx_queue_t              *q;
     ngx_http_usage_bucket_t  *b, *nb;
 
-    for (q = ngx_queue_last(&type->buckets);
-         q != ngx_queue_sentinel(&type->buckets);
+    for (q = ngx_queue_last(buckets);
+         q != ngx_queue_sentinel(buckets);
          q = ngx_queue_prev(q))
     {
         b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
 
-        if (b->start == start) {
+        if (b->start == start && b->span == span) {
             return b;
         }
 
@@ -1017,12 +1078,13 @@ ngx_http_usage_type_bucket_locked(ngx_http_usage_zone_t *zone,
     }
 
     nb->start = start;
-    nb->span = NGX_HTTP_USAGE_HOUR;
+    nb->span = span;
     nb->count = 0;
     nb->value = 0;
     nb->raw_count = 0;
     ngx_queue_init(&nb->raw);
 
+    /* after q: the last bucket that starts earlier, or the sentinel */
     ngx_queue_insert_after(q, &nb->queue);
 
     zone->sh->bucket_count++;
@@ -1794,11 +1856,12 @@ ngx_http_usage_copy_raw(ngx_pool_t *pool, ngx_http_usage_record_t *rec,
 
     rec->id.data = p;
     rec->id.len = raw->id_len;
-    p = ngx_cpymem(p, raw->data, raw->id_len);
+    p = ngx_cpymem(p, ngx_http_usage_raw_id(raw), raw->id_len);
 
     rec->metadata.data = p;
     rec->metadata.len = raw->metadata_len;
-    ngx_memcpy(p, raw->data + raw->id_len, raw->metadata_len);
+    ngx_memcpy(p, ngx_http_usage_raw_id(raw) + raw->id_len,
+               raw->metadata_len);
 
     return NGX_OK;
 }

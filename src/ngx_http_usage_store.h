@@ -137,6 +137,23 @@ typedef struct {
 
 #define NGX_HTTP_USAGE_RAW_HEADER  offsetof(ngx_http_usage_raw_t, data)
 
+/*
+ * An event whose client time is earlier than its receipt leaves the window
+ * before the records ahead of it in the ring: it carries a tree node (at
+ * the start of its data) that orders it by time for retention.
+ */
+#define NGX_HTTP_USAGE_RAW_BACKDATED  0x0001
+
+#define ngx_http_usage_raw_extra(backdated)                                  \
+    ((backdated) ? sizeof(ngx_rbtree_node_t) : 0)
+#define ngx_http_usage_raw_id(raw)                                           \
+    ((raw)->data                                                             \
+     + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED))
+#define ngx_http_usage_raw_size(rec)                                         \
+    ngx_align(NGX_HTTP_USAGE_RAW_HEADER                                      \
+              + ngx_http_usage_raw_extra((rec)->time < (rec)->created)       \
+              + (rec)->id.len + (rec)->metadata.len, 8)
+
 
 /* a client id recorded for an entity: idempotent ingestion */
 struct ngx_http_usage_idx_s {
@@ -155,6 +172,8 @@ typedef struct {
     ngx_rbtree_node_t            types_sentinel;
     ngx_rbtree_t                 ids;
     ngx_rbtree_node_t            ids_sentinel;
+    ngx_rbtree_t                 backdated;    /* raw events, by time */
+    ngx_rbtree_node_t            backdated_sentinel;
 
     ngx_queue_t                  types_order;
     ngx_queue_t                  lru;          /* entities */
