@@ -317,7 +317,7 @@ ngx_http_usage_save_all(ngx_cycle_t *cycle)
         zone = ref->zone->data;
 
         if (zone->sh && zone->state_file.len) {
-            ngx_http_usage_state_save(zone, cycle->log, 1);
+            ngx_http_usage_state_save(zone, cycle->log);
         }
     }
 }

@@ -37,8 +37,8 @@ typedef struct {
     uint32_t                     order;       /* byte order of the writer */
     uint64_t                     length;      /* of the payload */
     uint32_t                     crc;         /* of the payload */
-    uint32_t                     reserved;
-    uint64_t                     writer;      /* the zone that wrote it */
+    uint32_t                     generation;  /* copies of the data set */
+    uint64_t                     dataset;     /* which data set */
     int64_t                      saved_at;
     int64_t                      start_time;
     int64_t                      last_created;
@@ -70,6 +70,9 @@ static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
+static void ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t **types, ngx_uint_t ntypes,
+    ngx_http_usage_entity_t **entities, ngx_uint_t nentities);
 static void ngx_http_usage_rget(ngx_http_usage_rbuf_t *r, void *data,
     size_t len);
 static u_char *ngx_http_usage_rskip(ngx_http_usage_rbuf_t *r, size_t len);
@@ -171,7 +174,7 @@ ngx_http_usage_state_timer(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_usage_state_save(zone, ev->log, 0);
+    ngx_http_usage_state_save(zone, ev->log);
 
     ngx_add_timer(ev, zone->state_interval);
 }
@@ -184,8 +187,7 @@ ngx_http_usage_state_timer(ngx_event_t *ev)
  */
 
 void
-ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log,
-    ngx_uint_t exiting)
+ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 {
     u_char                  *data;
     size_t                   len;
@@ -213,10 +215,10 @@ ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log,
     }
 
     /*
-     * An exiting process of an older binary or configuration must not
-     * overwrite a file that a newer one has written since it last saved.
+     * A process of an older binary or configuration must not overwrite a
+     * file that a newer copy of the same store has written.
      */
-    if (exiting && ngx_http_usage_state_taken_over(zone, log)) {
+    if (ngx_http_usage_state_taken_over(zone, log)) {
         goto done;
     }
 
@@ -265,12 +267,13 @@ ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
     if (n == (ssize_t) sizeof(h)
         && ngx_memcmp(h.magic, NGX_HTTP_USAGE_STATE_MAGIC, 8) == 0
-        && h.writer != zone->sh->instance
-        && h.saved_at > zone->sh->saved_at)
+        && h.order == NGX_HTTP_USAGE_STATE_ORDER
+        && h.dataset == zone->sh->dataset
+        && h.generation > zone->sh->generation)
     {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "usage zone \"%V\": \"%V\" was saved by a newer "
-                      "instance, not overwritten", &zone->name,
+                      "usage zone \"%V\": \"%V\" was saved by a newer copy "
+                      "of this store, not overwritten", &zone->name,
                       &zone->state_file);
         return 1;
     }
@@ -480,7 +483,8 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 
     h = (ngx_http_usage_state_header_t *) w.start;
 
-    h->writer = sh->instance;
+    h->dataset = sh->dataset;
+    h->generation = sh->generation;
     h->start_time = sh->start_time;
     h->last_created = sh->last_created;
 
@@ -497,7 +501,6 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     h->length = w.pos - w.start - sizeof(ngx_http_usage_state_header_t);
     h->crc = ngx_crc32_long(w.start + sizeof(ngx_http_usage_state_header_t),
                             h->length);
-    h->reserved = 0;
     h->saved_at = now;
 
     *len = w.pos - w.start;
@@ -559,14 +562,20 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
         return NGX_DECLINED;
     }
 
-    if (h->version != NGX_HTTP_USAGE_STATE_VERSION
-        || h->order != NGX_HTTP_USAGE_STATE_ORDER)
-    {
+    if (h->order != NGX_HTTP_USAGE_STATE_ORDER) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "usage zone \"%V\": \"%s\" has format version %uD "
-                      "(or another byte order), this module reads version "
-                      "%d; ignored: the store starts empty", &zone->name,
-                      from, h->version, NGX_HTTP_USAGE_STATE_VERSION);
+                      "usage zone \"%V\": \"%s\" was written on a machine "
+                      "of another byte order, ignored: the store starts "
+                      "empty", &zone->name, from);
+        return NGX_DECLINED;
+    }
+
+    if (h->version != NGX_HTTP_USAGE_STATE_VERSION) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "usage zone \"%V\": \"%s\" has format version %uD, "
+                      "this module reads version %d; ignored: the store "
+                      "starts empty", &zone->name, from, h->version,
+                      NGX_HTTP_USAGE_STATE_VERSION);
         return NGX_DECLINED;
     }
 
@@ -601,7 +610,14 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
 
     (void) ngx_http_usage_state_walk(zone, &r, 1);
 
-    /* the data set goes on: its start time and createdAt order too */
+    /*
+     * The data set goes on, one generation later: its id, its start time
+     * and its createdAt order.  An older generation still running (the
+     * old workers of a resize, the old binary of an upgrade) then never
+     * overwrites what this one saves.
+     */
+    sh->dataset = h->dataset;
+    sh->generation = h->generation + 1;
     sh->start_time = h->start_time;
     sh->last_created = h->last_created;
     sh->saved_changes = sh->changes;
@@ -681,7 +697,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     }
 
     if (apply) {
-        types = ngx_alloc((ntypes + 1) * sizeof(void *), ngx_cycle->log);
+        types = ngx_calloc((ntypes + 1) * sizeof(void *), ngx_cycle->log);
         if (types == NULL) {
             return NGX_ERROR;
         }
@@ -702,8 +718,14 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         type = NULL;
 
         if (apply) {
+            /* every name is pinned while the snapshot loads: making room
+             * must not free what a later record refers to */
             type = ngx_http_usage_type_get_locked(zone, &name, NULL);
             types[i] = type;
+
+            if (type) {
+                type->refs++;
+            }
         }
 
         for (j = 0; j < nbuckets; j++) {
@@ -724,8 +746,8 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     }
 
     if (apply) {
-        entities = ngx_alloc((nentities + 1) * sizeof(void *),
-                             ngx_cycle->log);
+        entities = ngx_calloc((nentities + 1) * sizeof(void *),
+                              ngx_cycle->log);
         if (entities == NULL) {
             goto failed;
         }
@@ -749,6 +771,10 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         if (apply) {
             entity = ngx_http_usage_entity_hold_locked(zone, &name, updated);
             entities[i] = entity;
+
+            if (entity) {
+                entity->raw_count++;
+            }
         }
 
         for (j = 0; j < nseries; j++) {
@@ -803,7 +829,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     }
 
     if (apply) {
-        raws = ngx_alloc((nraw + 1) * sizeof(void *), ngx_cycle->log);
+        raws = ngx_calloc((nraw + 1) * sizeof(void *), ngx_cycle->log);
         if (raws == NULL) {
             goto failed;
         }
@@ -852,10 +878,13 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
             continue;
         }
 
-        b = attached ? ngx_http_usage_bucket_find(series, rec.time) : NULL;
+        series->raw_refs++;
 
-        raw = ngx_http_usage_raw_append_locked(zone, series, b, &rec);
-        raws[i] = raw;
+        b = attached ? ngx_http_usage_bucket_find(series, rec.time) : NULL;
+        raws[i] = ngx_http_usage_raw_append_locked(zone, series, b, &rec);
+
+        series->raw_refs--;
+        ngx_http_usage_series_release_locked(zone, series);
     }
 
     if (apply) {
@@ -891,8 +920,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     }
 
     if (apply) {
-        ngx_free(types);
-        ngx_free(entities);
+        ngx_http_usage_state_unpin(zone, types, ntypes, entities, nentities);
         ngx_free(raws);
     }
 
@@ -901,12 +929,38 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
 failed:
 
     if (apply) {
-        ngx_free(types);
-        ngx_free(entities);
+        ngx_http_usage_state_unpin(zone, types, types ? ntypes : 0,
+                                   entities, entities ? nentities : 0);
         ngx_free(raws);
     }
 
     return NGX_ERROR;
+}
+
+
+static void
+ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t **types, ngx_uint_t ntypes,
+    ngx_http_usage_entity_t **entities, ngx_uint_t nentities)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < nentities; i++) {
+        if (entities[i]) {
+            entities[i]->raw_count--;
+            (void) ngx_http_usage_entity_release_locked(zone, entities[i]);
+        }
+    }
+
+    for (i = 0; i < ntypes; i++) {
+        if (types[i]) {
+            types[i]->refs--;
+            ngx_http_usage_type_release_locked(zone, types[i]);
+        }
+    }
+
+    ngx_free(types);
+    ngx_free(entities);
 }
 
 

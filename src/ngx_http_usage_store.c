@@ -72,12 +72,6 @@ static ngx_http_usage_bucket_t *ngx_http_usage_bucket_in_locked(
     uint32_t span, ngx_uint_t create, ngx_http_usage_entity_t *pin);
 static void ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_bucket_t *b);
-static void ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_series_t *series);
-static ngx_uint_t ngx_http_usage_entity_release_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity);
-static void ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_type_t *type);
 static void ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t now);
 static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
@@ -198,8 +192,8 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
 
     tp = ngx_timeofday();
     sh->start_time = (int64_t) tp->sec * 1000 + tp->msec;
-    sh->instance = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
-                   ^ (uint64_t) ngx_pid ^ (uint64_t) sh->start_time;
+    sh->dataset = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+                  ^ (uint64_t) ngx_pid ^ (uint64_t) sh->start_time;
 
     zone->sh = sh;
     zone->shpool->data = sh;
@@ -325,6 +319,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
         if (idx && idx->time >= now - zone->retention) {
             sh->duplicates++;
+            sh->changes++;
             rec->evicted = (idx->raw == NULL);
 
             if (idx->raw
@@ -362,6 +357,15 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         goto drop;
     }
 
+    /*
+     * Pinned while the event is inserted: making room (aggregates of other
+     * entities, the oldest raw events) must not free the entity or the
+     * series being written.
+     */
+    entity->raw_count++;
+    series = NULL;
+    b = NULL;
+
     if (entity->compacted != ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE))
     {
         ngx_http_usage_compact_locked(zone, entity, now);
@@ -376,12 +380,11 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         series = ngx_http_usage_series_create_locked(zone, entity, &rec->type,
                                                      type_hash);
         if (series == NULL) {
-            (void) ngx_http_usage_entity_release_locked(zone, entity);
-            full |= NGX_HTTP_USAGE_FULL_DROP;
-            goto drop;
+            goto failed;
         }
     }
 
+    series->raw_refs++;
     type = series->type;
 
     if (rec->time >= ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
@@ -396,21 +399,15 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     start = ngx_http_usage_floor(rec->time, (int64_t) span);
 
     b = ngx_http_usage_bucket_get_locked(zone, series, start, span);
+    if (b == NULL) {
+        goto failed;
+    }
 
-    tb = b ? ngx_http_usage_type_bucket_locked(zone, type,
+    tb = ngx_http_usage_type_bucket_locked(zone, type,
                          ngx_http_usage_floor(rec->time, NGX_HTTP_USAGE_HOUR),
-                         1, entity)
-           : NULL;
-
+                         1, entity);
     if (tb == NULL) {
-        if (b && b->count == 0) {
-            ngx_http_usage_bucket_free_locked(zone, b);
-        }
-
-        ngx_http_usage_series_release_locked(zone, series);
-        (void) ngx_http_usage_entity_release_locked(zone, entity);
-        full |= NGX_HTTP_USAGE_FULL_DROP;
-        goto drop;
+        goto failed;
     }
 
     /* counted: from here on nothing fails */
@@ -430,6 +427,9 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_queue_insert_tail(&sh->lru, &entity->lru);
 
     raw = ngx_http_usage_raw_append_locked(zone, series, b, rec);
+
+    series->raw_refs--;
+    entity->raw_count--;
 
     if (raw == NULL) {
         full |= NGX_HTTP_USAGE_FULL_RAW;
@@ -456,6 +456,22 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     return NGX_OK;
+
+failed:
+
+    full |= NGX_HTTP_USAGE_FULL_DROP;
+
+    if (series) {
+        if (b && b->count == 0 && b->raw_count == 0) {
+            ngx_http_usage_bucket_free_locked(zone, b);
+        }
+
+        series->raw_refs--;
+        ngx_http_usage_series_release_locked(zone, series);
+    }
+
+    entity->raw_count--;
+    (void) ngx_http_usage_entity_release_locked(zone, entity);
 
 drop:
 
@@ -1234,7 +1250,14 @@ ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size,
             return p;
         }
 
-        if (!ngx_http_usage_evict_aggregate_locked(zone, pin)) {
+        /*
+         * Aggregates of other entities first; then the oldest raw events,
+         * which hold the names and series of entities whose buckets are
+         * already gone.
+         */
+        if (!ngx_http_usage_evict_aggregate_locked(zone, pin)
+            && !ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1))
+        {
             return NULL;
         }
 
@@ -1248,7 +1271,7 @@ ngx_http_usage_evict_aggregate_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *pin)
 {
     ngx_uint_t                n;
-    ngx_queue_t              *q, *sq;
+    ngx_queue_t              *q, *sq, *next;
     ngx_http_usage_idx_t     *idx;
     ngx_http_usage_entity_t  *entity;
     ngx_http_usage_series_t  *series;
@@ -1293,6 +1316,11 @@ ngx_http_usage_evict_aggregate_locked(ngx_http_usage_zone_t *zone,
         }
 
         if (oldest == NULL) {
+            /* held only by raw events: out of the way of the next scan */
+            next = ngx_queue_prev(q);
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&sh->lru, q);
+            q = next;
             continue;
         }
 
@@ -1587,7 +1615,7 @@ ngx_http_usage_series_get_locked(ngx_http_usage_zone_t *zone,
 
 /* a series with no bucket and no raw event left goes */
 
-static void
+void
 ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_series_t *series)
 {
@@ -1609,7 +1637,7 @@ ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
 
 /* an entity with no series and no raw event left goes; 1 if it went */
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity)
 {
@@ -1626,7 +1654,7 @@ ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
 }
 
 
-static void
+void
 ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type)
 {

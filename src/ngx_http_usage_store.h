@@ -216,7 +216,8 @@ typedef struct {
     uint64_t                     saved_changes;
     int64_t                      saved_at;
     uint64_t                     saves;
-    uint64_t                     instance;     /* this zone's writer id */
+    uint64_t                     dataset;      /* random, kept by copies */
+    uint32_t                     generation;   /* copies since it began */
     ngx_atomic_t                 saver;        /* pid saving now, or 0 */
 
     int64_t                      full_warned;  /* rate limit of the warning */
@@ -369,6 +370,12 @@ ngx_http_usage_type_t *ngx_http_usage_type_get_locked(
 ngx_int_t ngx_http_usage_type_add_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t start, uint64_t count);
 void ngx_http_usage_store_full(ngx_http_usage_zone_t *zone, ngx_log_t *log);
+void ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series);
+ngx_uint_t ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity);
+void ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_type_t *type);
 ngx_http_usage_bucket_t *ngx_http_usage_bucket_find(
     ngx_http_usage_series_t *series, int64_t time);
 ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
@@ -394,8 +401,7 @@ ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_usage_zone_t *old);
 void ngx_http_usage_state_init_worker(ngx_cycle_t *cycle,
     ngx_http_usage_zone_t *zone);
-void ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log,
-    ngx_uint_t exiting);
+void ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_USAGE_STORE_H_INCLUDED_ */

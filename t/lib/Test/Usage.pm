@@ -9,6 +9,11 @@ package Test::Usage;
 # and error.log is checked for [alert], [crit], [emerg] and sanitizer reports:
 # one extra test, counted by $t->plan(N) (which plans N + 1 tests).
 #
+# A config with "daemon on" is started the same way: the launcher exits, the
+# master is read from the pid file and watched through /proc (binary
+# upgrade needs a daemonized master: USR2 and WINCH are ignored otherwise).
+# The same test directory can be started again after stop() or crash().
+#
 # Environment:
 #   USAGE_MODULE         the module .so (default <repo>/build/nginx/ngx_http_usage_module.so)
 #   NGINX_BIN            nginx binary (default /usr/sbin/nginx)
@@ -34,7 +39,7 @@ use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
 
 our @EXPORT_OK = qw(json_encode json_decode iso_ms parse_iso
-	$UUID4_RE $ISO_RE wait_until api_conf pct);
+	$UUID4_RE $ISO_RE wait_until api_conf pct alive);
 
 our $UUID4_RE = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\z/;
 our $ISO_RE = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/;
@@ -273,6 +278,14 @@ sub run {
 		$self->_fail_start("module .so missing");
 	}
 
+	my $daemon = $self->{conf} =~ /^\s*daemon\s+on\s*;/m;
+
+	# a pid file left by a master that was killed
+	if ($daemon) {
+		my ($stale) = $self->read_file('nginx.pid') =~ /(\d+)/;
+		unlink "$dir/nginx.pid" if !$stale || !alive($stale);
+	}
+
 	my $pid = fork();
 	die "fork: $!\n" unless defined $pid;
 
@@ -284,16 +297,40 @@ sub run {
 			'-e', "$dir/error.log");
 	}
 
-	$self->{pid} = $pid;
 	$self->{started} = time();
+
+	if ($daemon) {
+		# the launcher forks the master and exits 0; the master writes
+		# the pid file once it is up
+		my $end = time() + 10;
+		my $launcher = 1;
+		while (1) {
+			if ($launcher && waitpid($pid, WNOHANG) == $pid) {
+				$launcher = 0;
+				$self->_fail_start("nginx exited with status " . ($? >> 8))
+					if $?;
+			}
+			my ($master) = $self->read_file('nginx.pid') =~ /(\d+)/;
+			if (!$launcher && $master && alive($master)) {
+				$pid = $master;
+				last;
+			}
+			$self->_fail_start("no master in nginx.pid after 10s")
+				if time() > $end;
+			sleep 0.05;
+		}
+		$self->{daemon} = 1;
+	}
+
+	$self->{pid} = $pid;
 
 	# wait for the port (bounded), fail loudly if nginx died
 	my $end = time() + 10;
 	while (1) {
-		if (waitpid($pid, WNOHANG) == $pid) {
-			$self->{exit_status} = $?;
+		if ($self->_gone($pid)) {
 			delete $self->{pid};
-			$self->_fail_start("nginx exited with status " . ($? >> 8));
+			$self->_fail_start("nginx exited with status "
+				. (($self->{exit_status} // 0) >> 8));
 		}
 		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
 			PeerPort => $self->{port}, Proto => 'tcp', Timeout => 1);
@@ -378,29 +415,159 @@ sub diag_log {
 	Test::More::diag("$why; error.log:\n" . $self->read_file('error.log'));
 }
 
-sub stop {
-	my ($self) = @_;
-	my $pid = $self->{pid} or return $self;
+# is the process running (not gone, not a zombie)?
+sub alive {
+	my ($pid) = @_;
+	return 0 unless $pid;
+	open my $fh, '<', "/proc/$pid/stat" or return 0;
+	my $stat = <$fh> // '';
+	close $fh;
+	return 0 unless $stat =~ /\)\s+(\S)\s/;
+	return $1 ne 'Z' && $1 ne 'X';
+}
 
-	kill 'QUIT', $pid;
-	for my $sig (undef, 'TERM', 'KILL') {
-		kill $sig, $pid if $sig;
-		my $end = time() + ($sig && $sig eq 'KILL' ? 5 : 10);
-		while (time() < $end) {
-			if (waitpid($pid, WNOHANG) == $pid) {
-				$self->{exit_status} = $?;
-				delete $self->{pid};
-				return $self;
-			}
-			sleep 0.05;
-		}
-		Test::More::diag("nginx $pid did not exit, sending "
-			. ($sig && $sig eq 'TERM' ? 'KILL' : 'TERM'))
-			unless $sig && $sig eq 'KILL';
+# has the process exited?  Reaps it when it is our child (its status goes
+# to exit_status); any other process (a daemonized master, the new master
+# of a binary upgrade) is watched through /proc
+sub _gone {
+	my ($self, $pid) = @_;
+	my $w = waitpid($pid, WNOHANG);
+	if ($w == $pid) {
+		$self->{exit_status} = $?;
+		return 1;
+	}
+	return 0 if $w == 0;
+	return !alive($pid);
+}
+
+# wait (bounded) until a process has exited; true if it has
+sub wait_gone {
+	my ($self, $pid, $timeout) = @_;
+	$timeout //= 10;
+	return wait_until { $self->_gone($pid) } $timeout;
+}
+
+# $t->stop(signal => 'TERM'): stop the master (QUIT unless told), then TERM
+# and KILL if it does not exit; also an old master left by upgrade()
+sub stop {
+	my ($self, %opts) = @_;
+	my $first = $opts{signal} // 'QUIT';
+
+	for my $key (qw(old_pid pid)) {
+		my $pid = delete $self->{$key} or next;
+		next if $key eq 'old_pid' && !alive($pid);
+		$self->_stop_pid($pid, $first);
+	}
+	return $self;
+}
+
+sub _stop_pid {
+	my ($self, $pid, $first) = @_;
+	my @steps = ($first, $first eq 'TERM' ? () : 'TERM', 'KILL');
+	for my $i (0 .. $#steps) {
+		my $sig = $steps[$i];
+		kill $sig, $pid;
+		return 1 if $self->wait_gone($pid, $sig eq 'KILL' ? 5 : 10);
+		Test::More::diag("nginx $pid did not exit on $sig"
+			. ($i < $#steps ? ", sending $steps[$i + 1]" : ''));
 		$self->{stop_forced} = 1;
 	}
-	delete $self->{pid};
+	return 0;
+}
+
+# kill -9 the master and its workers at once (a crash: nothing is saved on
+# the way out); returns when they are gone
+sub crash {
+	my ($self) = @_;
+	my $pid = delete $self->{pid} or return $self;
+	my @workers = $self->worker_pids($pid);
+	kill 'KILL', $pid, @workers;
+	wait_until {
+		$self->_gone($pid) && !grep { alive($_) } @workers
+	} 10;
 	return $self;
+}
+
+# Binary upgrade: USR2 to the master (it needs "daemon on"), wait until the
+# new master has written nginx.pid (the old one is in nginx.pid.oldbin) and
+# started its workers.  The new master becomes master_pid, the old one
+# old_pid (WINCH/QUIT it in the test; stop() also stops it if still alive).
+# Returns the new master's pid, undef on failure.
+sub upgrade {
+	my ($self, %opts) = @_;
+	my $old = $self->{pid} or return undef;
+	my $dir = $self->{dir};
+	kill 'USR2', $old or return undef;
+
+	my $timeout = $opts{timeout} // 10;
+	my $new;
+	my $ok = wait_until {
+		my ($p) = $self->read_file('nginx.pid') =~ /(\d+)/;
+		$new = $p if $p && $p != $old && alive($p);
+		$new && -f "$dir/nginx.pid.oldbin"
+			&& $self->worker_pids($new) >= $self->{workers};
+	} $timeout;
+
+	unless ($ok) {
+		$self->diag_log("binary upgrade did not complete");
+		return undef;
+	}
+
+	$self->{old_pid} = $old;
+	$self->{pid} = $new;
+	return $new;
+}
+
+sub old_pid { $_[0]{old_pid} }
+
+# $t->parallel(N, sub { my ($i) = @_; ...; return TEXT }, timeout => S):
+# runs the sub in N forked processes that start together (after the last
+# fork); returns their texts in order (undef for one that did not finish in
+# time: it is killed).  The sub must not run Test::More tests.
+sub parallel {
+	my ($self, $n, $cb, %opts) = @_;
+	my $timeout = $opts{timeout} // 30;
+	my $dir = $self->{dir};
+	my $tag = ++$self->{parallel};
+
+	pipe(my $gate_r, my $gate_w) or die "pipe: $!\n";
+
+	my %kids;
+	for my $i (1 .. $n) {
+		my $pid = fork();
+		die "fork: $!\n" unless defined $pid;
+		if ($pid == 0) {
+			close $gate_w;
+			my $x = <$gate_r>;    # EOF: everybody is forked
+			close $gate_r;
+			my $out = eval { $cb->($i) };
+			$out = "ERROR: $@" if $@;
+			$self->write_file("parallel-$tag-$i.tmp", $out // '');
+			rename "$dir/parallel-$tag-$i.tmp", "$dir/parallel-$tag-$i.out";
+			POSIX::_exit(0);
+		}
+		$kids{$pid} = $i;
+	}
+	close $gate_r;
+	close $gate_w;
+
+	my $end = time() + $timeout;
+	while (%kids && time() < $end) {
+		for my $pid (keys %kids) {
+			delete $kids{$pid} if waitpid($pid, WNOHANG) == $pid;
+		}
+		sleep 0.02 if %kids;
+	}
+	for my $pid (keys %kids) {
+		Test::More::diag("parallel client $kids{$pid} killed after ${timeout}s");
+		kill 'KILL', $pid;
+		waitpid($pid, 0);
+	}
+
+	return map {
+		-f "$dir/parallel-$tag-$_.out"
+			? $self->read_file("parallel-$tag-$_.out") : undef
+	} 1 .. $n;
 }
 
 # Lines of error.log (and nginx's own stderr) that fail a test.
