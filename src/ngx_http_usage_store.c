@@ -298,7 +298,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     type_hash = ngx_crc32_short(rec->type.data, rec->type.len);
     id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
                           : 0;
-    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER + sizeof(ngx_rbtree_node_t)
+    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
+                     + ngx_http_usage_raw_extra(1, rec->id.len)
                      + rec->id.len + rec->metadata.len, 8);
 
     shpool = zone->shpool;
@@ -766,8 +767,8 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
         sh->raw_evicted++;
     }
 
-    if (raw->idx) {
-        raw->idx->raw = NULL;
+    if (raw->id_len && *ngx_http_usage_raw_idx(raw)) {
+        (*ngx_http_usage_raw_idx(raw))->raw = NULL;
     }
 
     if (raw->flags & NGX_HTTP_USAGE_RAW_BACKDATED) {
@@ -863,13 +864,16 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     raw->reserved = 0;
     raw->series = series;
     raw->bucket = bucket;
-    raw->idx = NULL;
     raw->time = rec->time;
     raw->created = rec->created;
     raw->value = rec->value;
     ngx_memcpy(raw->uuid, rec->uuid, 16);
 
     p = ngx_http_usage_raw_id(raw);
+
+    if (raw->id_len) {
+        *ngx_http_usage_raw_idx(raw) = NULL;
+    }
 
     if (raw->flags & NGX_HTTP_USAGE_RAW_BACKDATED) {
         ((ngx_rbtree_node_t *) raw->data)->key = (ngx_rbtree_key_t) raw->time;
@@ -1784,10 +1788,23 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
         sh->ids_evicted++;
     }
 
-    idx = ngx_http_usage_alloc_locked(zone, sizeof(ngx_http_usage_idx_t),
-                                      raw ? raw->series->entity : NULL);
-    if (idx == NULL) {
-        return NGX_ERROR;
+    if (raw && raw->id_len == 0) {
+        raw = NULL;             /* a snapshot's id entry without its id */
+    }
+
+    /* room from aggregates only: evicting raw events could take "raw" */
+    for ( ;; ) {
+        idx = ngx_slab_alloc_locked(zone->shpool,
+                                    sizeof(ngx_http_usage_idx_t));
+        if (idx) {
+            break;
+        }
+
+        if (!ngx_http_usage_evict_aggregate_locked(zone,
+                                          raw ? raw->series->entity : NULL))
+        {
+            return NGX_ERROR;
+        }
     }
 
     idx->node.key = (ngx_rbtree_key_t) hash;
@@ -1796,7 +1813,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     idx->raw = raw;
 
     if (raw) {
-        raw->idx = idx;
+        *ngx_http_usage_raw_idx(raw) = idx;
     }
 
     ngx_rbtree_insert(&sh->ids, &idx->node);
@@ -1812,7 +1829,7 @@ ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx)
 {
     if (idx->raw) {
-        idx->raw->idx = NULL;
+        *ngx_http_usage_raw_idx(idx->raw) = NULL;
     }
 
     ngx_rbtree_delete(&zone->sh->ids, &idx->node);

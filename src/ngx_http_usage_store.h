@@ -112,9 +112,10 @@ struct ngx_http_usage_type_s {
 
 
 /*
- * A raw event in the ring.  Followed by its client id (id_len bytes) and
- * its metadata (metadata_len bytes), the whole padded to 8 bytes.  A size
- * of 0 marks the point where the ring wraps.
+ * A raw event in the ring: 120 bytes, then what only some events need
+ * (a retention tree node if back-dated, a pointer to its id's index entry
+ * if it has a client id), its client id and its metadata, the whole padded
+ * to 8 bytes.
  */
 typedef struct {
     uint32_t                     size;
@@ -127,7 +128,6 @@ typedef struct {
     ngx_queue_t                  bucket_queue;
     ngx_http_usage_series_t     *series;
     ngx_http_usage_bucket_t     *bucket;       /* NULL once detached */
-    ngx_http_usage_idx_t        *idx;          /* its client id, or NULL */
     int64_t                      time;         /* event time, ms */
     int64_t                      created;      /* receipt, ms */
     double                       value;
@@ -144,14 +144,21 @@ typedef struct {
  */
 #define NGX_HTTP_USAGE_RAW_BACKDATED  0x0001
 
-#define ngx_http_usage_raw_extra(backdated)                                  \
-    ((backdated) ? sizeof(ngx_rbtree_node_t) : 0)
+#define ngx_http_usage_raw_extra(backdated, id_len)                          \
+    (((backdated) ? sizeof(ngx_rbtree_node_t) : 0)                           \
+     + ((id_len) ? sizeof(ngx_http_usage_idx_t *) : 0))
+#define ngx_http_usage_raw_idx(raw)                                          \
+    ((ngx_http_usage_idx_t **)                                               \
+     ((raw)->data + (((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED)           \
+                     ? sizeof(ngx_rbtree_node_t) : 0)))
 #define ngx_http_usage_raw_id(raw)                                           \
     ((raw)->data                                                             \
-     + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED))
+     + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED, \
+                                (raw)->id_len))
 #define ngx_http_usage_raw_size(rec)                                         \
     ngx_align(NGX_HTTP_USAGE_RAW_HEADER                                      \
-              + ngx_http_usage_raw_extra((rec)->time < (rec)->created)       \
+              + ngx_http_usage_raw_extra((rec)->time < (rec)->created,       \
+                                         (rec)->id.len)                      \
               + (rec)->id.len + (rec)->metadata.len, 8)
 
 
@@ -340,7 +347,8 @@ int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
 
 /* bytes of the ring an event takes beyond its metadata and client id */
-#define NGX_HTTP_USAGE_EVENT_OVERHEAD    (NGX_HTTP_USAGE_RAW_HEADER + 8)
+#define NGX_HTTP_USAGE_EVENT_OVERHEAD                                        \
+    (NGX_HTTP_USAGE_RAW_HEADER + ngx_http_usage_raw_extra(1, 1) + 8)
 
 /* shared with the reading and persisting files, lock held */
 void ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now);
