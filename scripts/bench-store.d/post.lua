@@ -8,9 +8,11 @@
 --             "cold-0000".."cold-0999" (round robin); 5 event types
 --   same      entity "probe-c000000", type "search" (one aggregate bucket)
 --   entities  entity "probe-e<i>" (a new entity per event), type "search"
---   spread    entity "probe-t000000", type i%5, client "timestamp" at a
---             distinct whole minute, 1..(COUNT/5) minutes before NOW
---             (epoch seconds), so every event is a new (type, minute)
+--   stamp1    20 entities "probe-u0000NN" x 5 types, all with the client
+--             "timestamp" of one whole minute, 2 minutes before NOW (epoch
+--             seconds): 100 (entity, type, minute) buckets
+--   stampN    20 entities "probe-t0000NN" x 5 types x minutes 1..COUNT/100
+--             before NOW: every event a new (entity, type, minute)
 -- Every event carries a 100-byte compact metadata object.  All POSTs
 -- are sent before anything else; once COUNT of them have been sent, the
 -- connections still open ask for /health (not stored) until the COUNT
@@ -41,10 +43,11 @@ function event(mode, i, now)
       e, t = "probe-c000000", "search"
    elseif mode == "entities" then
       e, t = string.format("probe-e%06d", i % 1000000), "search"
-   elseif mode == "spread" then
-      e, t = "probe-t000000", TYPES[i % 5 + 1]
-      local m = math.floor(now / 60) * 60 - 60 * (math.floor(i / 5) + 1)
-      ts = os.date("!%Y-%m-%dT%H:%M:00.000Z", m)
+   elseif mode == "stamp1" or mode == "stampN" then
+      e = string.format("probe-%s%06d", mode == "stamp1" and "u" or "t", i % 20)
+      t = TYPES[math.floor(i / 20) % 5 + 1]
+      local back = mode == "stamp1" and 2 or math.floor(i / 100) + 1
+      ts = os.date("!%Y-%m-%dT%H:%M:00.000Z", math.floor(now / 60) * 60 - 60 * back)
    else
       error("unknown mode " .. tostring(mode))
    end

@@ -23,6 +23,7 @@ sub na { defined $_[0] ? $_[0] : 'n/a' }
 sub num {                       # 1234567 -> 1,234,567
     my $n = shift;
     return 'n/a' unless defined $n;
+    return $n unless $n =~ /^-?\d+$/;
     1 while $n =~ s/^(-?\d+)(\d{3})/$1,$2/;
     return $n;
 }
@@ -74,7 +75,7 @@ for (split /\n/, slurp("$dir/posted.tsv") // '') {
 }
 
 my %st = map { $_ => jfile("$dir/stats-$_.json") }
-    ($small, $large, qw(empty probe-0 probe-same probe-entities probe-spread));
+    ($small, $large, qw(empty probe-0 probe-same probe-entities probe-stamp1 probe-stampN));
 
 # ---- header -----------------------------------------------------------------
 print "## bench-store: $label{$small} vs $label{$large} events\n\n";
@@ -151,68 +152,85 @@ for my $k (@skeys) {
 print "\n";
 
 # ---- memory -----------------------------------------------------------------
-print "### Memory (from the zone's used pages, `store.zoneBytesUsed`)\n\n";
+# Zone bytes come from the slab's used pages (store.zoneBytesUsed).  A build
+# that keeps raw events in a region of its own reports store.rawBytes (its
+# size) and store.rawBytesUsed; when that region is allocated up front (the
+# empty store's zoneBytesUsed already covers rawBytes) its fill is counted
+# from rawBytesUsed, else it is inside zoneBytesUsed already.
+print "### Memory (from the zone's used-page counters)\n\n";
 sub delta {
     my ($from, $to, $path) = @_;
     my ($x, $y) = (get($st{$from}, $path), get($st{$to}, $path));
-    return defined $x && defined $y && $x =~ /^\d+$/ && $y =~ /^\d+$/ ? $y - $x : undef;
+    return defined $x && defined $y && $x =~ /^-?\d+$/ && $y =~ /^-?\d+$/ ? $y - $x : undef;
 }
 sub fmt { defined $_[0] ? sprintf('%.1f', $_[0]) : 'n/a' }
 
-my $dev  = delta($small, $large, 'data.store.events') // delta($small, $large, 'data.totalEvents');
-my $dz   = delta($small, $large, 'data.store.zoneBytesUsed');
-my $draw = delta($small, $large, 'data.store.rawBytesUsed');
-my $db   = delta($small, $large, 'data.store.buckets');
+my $ring = get($st{empty}, 'data.store.rawBytes');
+my $prealloc = defined $ring && $ring =~ /^\d+$/ && $ring > 0
+    && (get($st{empty}, 'data.store.zoneBytesUsed') // 0) >= $ring;
+sub cost {      # zone bytes, raw-event bytes, events, buckets from A to B
+    my ($a, $b) = @_;
+    return undef unless $st{$a} && $st{$b};
+    my $z = delta($a, $b, 'data.store.zoneBytesUsed');
+    my $r = delta($a, $b, 'data.store.rawBytesUsed');
+    return { all => defined $z ? $z + ($prealloc ? $r // 0 : 0) : undef,
+             zone => $z, raw => $r,
+             events => delta($a, $b, 'data.store.events') // delta($a, $b, 'data.totalEvents'),
+             buckets => delta($a, $b, 'data.store.buckets') };
+}
+sub plus { defined $_[0] ? '+' . num($_[0]) : 'n/a' }
+sub per { defined $_[0] && $_[1] ? $_[0] / $_[1] : undef }
+sub own { my $p = $posted{$_[0]}; $p && $p->{n} ? $p->{own} / $p->{n} : undef }
+
 my $fill = $posted{"fill-$large"};
-my $own  = $fill && $fill->{n} ? $fill->{own} / $fill->{n} : undef;
-my $gross = defined $dz && $dev ? $dz / $dev : undef;
-my $rawg  = defined $draw && $dev ? $draw / $dev : undef;
-my $net   = defined $rawg && defined $own ? $rawg - $own
-          : defined $gross && defined $own ? $gross - $own : undef;
+my $own  = own("fill-$large");
+my $c    = cost($small, $large) || {};
+my $allpe = per($c->{all}, $c->{events});
+my $rawe = per($c->{raw}, $c->{events});
+my $net  = defined $rawe && defined $own ? $rawe - $own
+         : defined $allpe && defined $own ? $allpe - $own : undef;
+my $basis = defined $rawe ? 'raw-event region' : 'whole zone';
 
 print "| measure | value |\n|---|--:|\n";
-printf "| stored events %s -> %s | %s |\n", $S, $L, num($dev);
-printf "| zone bytes used %s -> %s | %s -> %s (+%s) |\n", $S, $L,
-    num(get($st{$small}, 'data.store.zoneBytesUsed')), num(get($st{$large}, 'data.store.zoneBytesUsed')), num($dz);
-printf "| zone bytes per stored event (all of the zone) | %s |\n", fmt($gross);
-printf "| raw-event bytes per stored event (`store.rawBytesUsed`) | %s |\n", fmt($rawg);
+printf "| stored events %s -> %s | %s |\n", $S, $L, plus($c->{events});
+printf "| `store.zoneBytesUsed` %s -> %s | %s -> %s (%s) |\n", $S, $L,
+    num(get($st{$small}, 'data.store.zoneBytesUsed')), num(get($st{$large}, 'data.store.zoneBytesUsed')), plus($c->{zone});
+printf "| `store.rawBytesUsed` %s -> %s (of `store.rawBytes` %s%s) | %s -> %s (%s) |\n", $S, $L,
+    num($ring), $prealloc ? ', allocated at start' : '',
+    num(get($st{$small}, 'data.store.rawBytesUsed')), num(get($st{$large}, 'data.store.rawBytesUsed')), plus($c->{raw});
+printf "| zone bytes per stored event, everything (raw events, aggregates, names) | %s |\n", fmt($allpe);
+printf "| raw-event bytes per stored event (`store.rawBytesUsed`) | %s |\n", fmt($rawe);
 printf "| own bytes per posted event: metadata + entityId + eventType | %s (%s + %s + %s) |\n",
     fmt($own), map { fmt($fill && $fill->{n} ? $fill->{$_} / $fill->{n} : undef) } qw(meta ent type);
-printf "| **bytes per stored event beyond its own strings and metadata** (goal <= 160) | **%s**%s |\n",
-    fmt($net), defined $net ? ($net <= 160 ? ' (met)' : ' (not met)') : '';
-printf "| aggregate buckets %s -> %s | %s -> %s |\n", $S, $L,
+printf "| **bytes per stored raw event beyond its own strings and metadata** (%s; goal <= 160) | **%s**%s |\n",
+    $basis, fmt($net), defined $net ? ($net <= 160 ? ' (met)' : ' (not met)') : '';
+printf "| aggregate buckets (`store.buckets`) %s -> %s | %s -> %s |\n", $S, $L,
     num(get($st{$small}, 'data.store.buckets')), num(get($st{$large}, 'data.store.buckets'));
 
-# probes: the same number of events into one bucket, into new entities, into
-# new (type, minute) buckets; the difference to the first is the aggregates'
-my $pd = sub {   # bytes, events, buckets, own bytes/event of a probe
-    my $p = shift;
-    my $prev = $p eq 'probe-same' ? 'probe-0' : 'probe-same';
-    $prev = 'probe-entities' if $p eq 'probe-spread';
-    return undef unless $st{$p} && $st{$prev};
-    return { bytes => delta($prev, $p, 'data.store.zoneBytesUsed'),
-             events => delta($prev, $p, 'data.store.events') // delta($prev, $p, 'data.totalEvents'),
-             buckets => delta($prev, $p, 'data.store.buckets'),
-             own => $posted{$p} ? $posted{$p}{own} / $posted{$p}{n} : undef };
-};
-my ($same, $ents, $spread) = map { $pd->($_) } qw(probe-same probe-entities probe-spread);
+# probes, one after the other, each against the stats just before it
+my $same = cost('probe-0', 'probe-same');
+my $ents = cost('probe-same', 'probe-entities');
+my $one  = cost('probe-entities', 'probe-stamp1');
+my $many = cost('probe-stamp1', 'probe-stampN');
 if ($same && $same->{events}) {
-    printf "| probe, %s events into one (entity, type, minute): zone bytes per event beyond own strings and metadata | %s |\n",
-        num($same->{events}), fmt($same->{bytes} / $same->{events} - $same->{own});
+    printf "| probe: %s events, one entity, type and minute: zone bytes per event beyond own strings and metadata | %s |\n",
+        num($same->{events}), fmt(per($same->{all}, $same->{events}) - (own('probe-same') // 0));
 }
-for my $p (['new entities, one event each', $ents, 'per new entity (its record and first bucket)'],
-           ['a new (type, minute) each, client timestamps', $spread, 'per new (type, minute) of one entity']) {
-    my ($what, $x, $unit) = @$p;
-    unless ($x && $same && $x->{events} && $same->{events}) {
-        printf "| probe, %s: extra zone bytes %s | n/a%s |\n", $what, $unit,
-            $what =~ /timestamp/ ? ' (build ignores client timestamps)' : '';
-        next;
-    }
-    my $extra = $x->{bytes} - $same->{bytes} * $x->{events} / $same->{events};
-    printf "| probe, %s events, %s: extra zone bytes %s | %s |\n", num($x->{events}), $what, $unit,
-        fmt($extra / $x->{events});
-    my $nb = defined $x->{buckets} && defined $same->{buckets} ? $x->{buckets} - $same->{buckets} : undef;
-    printf "| ... new aggregate buckets counted (`store.buckets`); zone bytes per bucket | %s; %s |\n",
-        num($nb), $nb ? fmt($extra / $nb) : 'n/a';
+if ($ents && $same && $ents->{events} && $same->{events}) {
+    my $x = $ents->{all} - $same->{all} * $ents->{events} / $same->{events};
+    printf "| probe: %s events, each in a new entity: extra zone bytes per new entity (its name, series and first bucket) | %s |\n",
+        num($ents->{events}), fmt($x / $ents->{events});
+}
+if ($one && $many && $one->{events} && $many->{events}) {
+    # same entities/series counts, same raw events (all back-dated): the
+    # difference is buckets
+    my $x  = $many->{all} - $one->{all};
+    my $nb = defined $many->{buckets} && defined $one->{buckets} ? $many->{buckets} - $one->{buckets} : undef;
+    printf "| probe: %s back-dated events in 100 series, in one minute vs each in its own minute: new buckets; extra zone bytes | %s; %s |\n",
+        num($many->{events}), num($nb), num($x);
+    printf "| **zone bytes per (entity, type, minute) bucket** | **%s** |\n",
+        $nb ? fmt($x / $nb) : 'n/a (`store.buckets` not reported)';
+} else {
+    print "| **zone bytes per (entity, type, minute) bucket** | n/a (the build does not take client timestamps) |\n";
 }
 print "\n";
