@@ -699,6 +699,16 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->state_file = state;
     zone->state_interval = interval;
 
+#if (NGX_THREADS)
+    if (state.len) {
+        /* periodic saves run in nginx's "default" thread pool */
+        zone->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (zone->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+#endif
+
     /* an id costs a 128-byte slab slot: an eighth of the zone at most */
     zone->max_ids = max_ids ? max_ids
                             : ngx_max((ngx_uint_t) size / 1024, 64);

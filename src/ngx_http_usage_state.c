@@ -63,9 +63,10 @@ typedef struct {
 
 
 static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
-    int64_t now, size_t *len);
+    int64_t now, size_t *len, ngx_msec_t *locked);
 static void ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data,
     size_t len);
+static void ngx_http_usage_wreserve(ngx_http_usage_wbuf_t *w, size_t len);
 static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
@@ -83,6 +84,17 @@ static ngx_int_t ngx_http_usage_state_write(ngx_http_usage_zone_t *zone,
 static ngx_uint_t ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone,
     ngx_log_t *log);
 static void ngx_http_usage_state_timer(ngx_event_t *ev);
+static ngx_int_t ngx_http_usage_state_claim(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log);
+static void ngx_http_usage_state_release(ngx_http_usage_zone_t *zone);
+static void ngx_http_usage_state_write_out(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log);
+#if (NGX_THREADS)
+static void ngx_http_usage_state_thread(void *data, ngx_log_t *log);
+static void ngx_http_usage_state_saved(ngx_event_t *ev);
+#endif
+static ngx_msec_t ngx_http_usage_elapsed(struct timeval *from,
+    struct timeval *to);
 
 
 #define ngx_http_usage_wval(w, v)  ngx_http_usage_wput(w, &(v), sizeof(v))
@@ -113,7 +125,8 @@ ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
         /* the old workers keep writing until they exit: what they take
          * after this copy stays in the old zone (and its last save) */
         data = ngx_http_usage_state_dump(old,
-                                   (int64_t) tp->sec * 1000 + tp->msec, &len);
+                                   (int64_t) tp->sec * 1000 + tp->msec, &len,
+                                   NULL);
         if (data == NULL) {
             ngx_log_error(NGX_LOG_ALERT, shm_zone->shm.log, 0,
                           "usage zone \"%V\" was resized and its events "
@@ -161,9 +174,31 @@ ngx_http_usage_state_init_worker(ngx_cycle_t *cycle,
     /* a pending save never holds a worker back from exiting */
     zone->save_event.cancelable = 1;
 
+#if (NGX_THREADS)
+
+    if (zone->thread_pool) {
+        zone->save_task = ngx_thread_task_alloc(cycle->pool,
+                                              sizeof(ngx_http_usage_zone_t *));
+        if (zone->save_task) {
+            *(ngx_http_usage_zone_t **) zone->save_task->ctx = zone;
+            zone->save_task->handler = ngx_http_usage_state_thread;
+            zone->save_task->event.handler = ngx_http_usage_state_saved;
+            zone->save_task->event.data = zone;
+            zone->save_task->event.log = cycle->log;
+        }
+    }
+
+#endif
+
     ngx_add_timer(&zone->save_event, zone->state_interval);
 }
 
+
+/*
+ * The periodic save.  With nginx's thread pools, the snapshot and the
+ * write run in a thread of the "default" pool, so that the worker's event
+ * loop never waits for the disk; without, in the worker itself.
+ */
 
 static void
 ngx_http_usage_state_timer(ngx_event_t *ev)
@@ -174,33 +209,95 @@ ngx_http_usage_state_timer(ngx_event_t *ev)
         return;
     }
 
+#if (NGX_THREADS)
+
+    if (zone->save_task) {
+        if (ngx_http_usage_state_claim(zone, ev->log) != NGX_OK) {
+            ngx_add_timer(ev, zone->state_interval);
+            return;
+        }
+
+        if (ngx_thread_task_post(zone->thread_pool, zone->save_task)
+            == NGX_OK)
+        {
+            /* the timer is set again when the save is done */
+            return;
+        }
+
+        ngx_http_usage_state_write_out(zone, ev->log);
+        ngx_http_usage_state_release(zone);
+
+        ngx_add_timer(ev, zone->state_interval);
+        return;
+    }
+
+#endif
+
     ngx_http_usage_state_save(zone, ev->log);
 
     ngx_add_timer(ev, zone->state_interval);
 }
 
 
+#if (NGX_THREADS)
+
+static void
+ngx_http_usage_state_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_usage_zone_t  *zone = *(ngx_http_usage_zone_t **) data;
+
+    ngx_http_usage_state_write_out(zone, log);
+}
+
+
+static void
+ngx_http_usage_state_saved(ngx_event_t *ev)
+{
+    ngx_http_usage_zone_t  *zone = ev->data;
+
+    ngx_http_usage_state_release(zone);
+
+    if (!(ngx_exiting || ngx_quit || ngx_terminate)) {
+        ngx_add_timer(&zone->save_event, zone->state_interval);
+    }
+}
+
+#endif
+
+
 /*
- * Saves the store if it changed since the last save.  One process saves
- * at a time (the zone's "saver" holds its pid); one that died saving is
- * recognized by its pid and replaced.
+ * Saves the store now if it changed since the last save: the timer
+ * without threads, exiting workers and the master.
  */
 
 void
 ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 {
-    u_char                  *data;
-    size_t                   len;
-    int64_t                  now;
-    uint64_t                 changes;
+    if (ngx_http_usage_state_claim(zone, log) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_usage_state_write_out(zone, log);
+    ngx_http_usage_state_release(zone);
+}
+
+
+/*
+ * One process saves at a time: the zone's "saver" holds its pid, and one
+ * that died saving is recognized by its pid and replaced.  NGX_OK: this
+ * process is the saver and there is something to save.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_claim(ngx_http_usage_zone_t *zone, ngx_log_t *log)
+{
     ngx_pid_t                pid;
-    ngx_time_t              *tp;
     ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
 
     if (sh->changes == sh->saved_changes) {
-        return;
+        return NGX_DECLINED;
     }
 
     pid = (ngx_pid_t) sh->saver;
@@ -211,7 +308,7 @@ ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log)
     }
 
     if (!ngx_atomic_cmp_set(&sh->saver, 0, ngx_pid)) {
-        return;         /* another process is saving this very store */
+        return NGX_DECLINED;    /* another process is saving this store */
     }
 
     /*
@@ -219,33 +316,79 @@ ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log)
      * file that a newer copy of the same store has written.
      */
     if (ngx_http_usage_state_taken_over(zone, log)) {
-        goto done;
+        ngx_http_usage_state_release(zone);
+        return NGX_DECLINED;
     }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_usage_state_release(ngx_http_usage_zone_t *zone)
+{
+    (void) ngx_atomic_cmp_set(&zone->sh->saver, ngx_pid, 0);
+}
+
+
+/* the snapshot and the file: in a worker, the master or a thread */
+
+static void
+ngx_http_usage_state_write_out(ngx_http_usage_zone_t *zone, ngx_log_t *log)
+{
+    u_char                  *data;
+    size_t                   len;
+    int64_t                  now;
+    uint64_t                 changes;
+    ngx_time_t              *tp;
+    ngx_msec_t               locked;
+    struct timeval           t0, t1, t2;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
 
     tp = ngx_timeofday();
     now = (int64_t) tp->sec * 1000 + tp->msec;
 
     changes = sh->changes;
 
-    data = ngx_http_usage_state_dump(zone, now, &len);
+    ngx_gettimeofday(&t0);
+
+    data = ngx_http_usage_state_dump(zone, now, &len, &locked);
     if (data == NULL) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage zone \"%V\": no memory to save state to \"%V\"",
                       &zone->name, &zone->state_file);
-        goto done;
+        return;
     }
+
+    ngx_gettimeofday(&t1);
 
     if (ngx_http_usage_state_write(zone, data, len, log) == NGX_OK) {
         sh->saved_changes = changes;
         sh->saved_at = now;
         sh->saves++;
+
+        ngx_gettimeofday(&t2);
+
+        /* what a save costs: the snapshot holds the lock, the write not */
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "usage zone \"%V\": saved %uz bytes to \"%V\": "
+                      "snapshot %M ms (%M ms of it under the lock), "
+                      "write %M ms", &zone->name, len, &zone->state_file,
+                      ngx_http_usage_elapsed(&t0, &t1), locked,
+                      ngx_http_usage_elapsed(&t1, &t2));
     }
 
     ngx_free(data);
+}
 
-done:
 
-    (void) ngx_atomic_cmp_set(&sh->saver, ngx_pid, 0);
+static ngx_msec_t
+ngx_http_usage_elapsed(struct timeval *from, struct timeval *to)
+{
+    return (ngx_msec_t) ((to->tv_sec - from->tv_sec) * 1000
+                         + (to->tv_usec - from->tv_usec) / 1000);
 }
 
 
@@ -290,12 +433,15 @@ ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
 static u_char *
 ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
-    size_t *len)
+    size_t *len, ngx_msec_t *locked)
 {
     uint8_t                         attached;
     uint16_t                        nlen, idl;
     uint32_t                        n, ti, ei, span, ml;
+    u_char                         *p;
+    size_t                          size;
     uint64_t                        v;
+    struct timeval                  t0, t1;
     ngx_uint_t                      i;
     ngx_queue_t                    *q, *sq, *bq;
     ngx_http_usage_raw_t           *raw;
@@ -310,19 +456,29 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 
     sh = zone->sh;
 
-    w.start = ngx_alloc(sizeof(ngx_http_usage_state_header_t) + 65536
-                        + sh->ring_used + sh->raw_count * 64
-                        + sh->bucket_count * 32, ngx_cycle->log);
+    /*
+     * An estimate with a margin, and touched before the lock is taken: the
+     * page faults of a large fresh buffer are not paid under it.
+     */
+    size = sizeof(ngx_http_usage_state_header_t) + 65536 + sh->ring_used
+           + sh->bucket_count * 32 + sh->entity_count * 64
+           + sh->type_count * 512 + sh->id_count * 24;
+    size += size / 4;
+
+    w.start = ngx_alloc(size, ngx_cycle->log);
     if (w.start == NULL) {
         return NULL;
     }
 
-    w.end = w.start + sizeof(ngx_http_usage_state_header_t) + 65536
-            + sh->ring_used + sh->raw_count * 64 + sh->bucket_count * 32;
+    ngx_memzero(w.start, size);
+
+    w.end = w.start + size;
     w.pos = w.start + sizeof(ngx_http_usage_state_header_t);
     w.failed = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_gettimeofday(&t0);
 
     ngx_http_usage_expire_locked(zone, now);
 
@@ -439,8 +595,17 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     ngx_http_usage_wval(&w, n);
     n = 0;
 
+    /*
+     * The raw log is most of the snapshot and of the time under the lock:
+     * room for all of it is made once (a record of the file is smaller
+     * than its record in the ring), then each record is stored without
+     * further checks.
+     */
+    ngx_http_usage_wreserve(&w, sh->ring_used + 64);
+    p = w.pos;
+
     for (q = ngx_queue_head(&sh->raw);
-         q != ngx_queue_sentinel(&sh->raw);
+         q != ngx_queue_sentinel(&sh->raw) && !w.failed;
          q = ngx_queue_next(q))
     {
         raw = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
@@ -454,16 +619,20 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         idl = raw->id_len;
         ml = raw->metadata_len;
 
-        ngx_http_usage_wval(&w, ei);
-        ngx_http_usage_wval(&w, ti);
-        ngx_http_usage_wval(&w, raw->time);
-        ngx_http_usage_wval(&w, raw->created);
-        ngx_http_usage_wval(&w, raw->value);
-        ngx_http_usage_wput(&w, raw->uuid, 16);
-        ngx_http_usage_wval(&w, attached);
-        ngx_http_usage_wval(&w, idl);
-        ngx_http_usage_wval(&w, ml);
-        ngx_http_usage_wput(&w, ngx_http_usage_raw_id(raw), idl + ml);
+        p = ngx_cpymem(p, &ei, sizeof(ei));
+        p = ngx_cpymem(p, &ti, sizeof(ti));
+        p = ngx_cpymem(p, &raw->time, sizeof(raw->time));
+        p = ngx_cpymem(p, &raw->created, sizeof(raw->created));
+        p = ngx_cpymem(p, &raw->value, sizeof(raw->value));
+        p = ngx_cpymem(p, raw->uuid, 16);
+        p = ngx_cpymem(p, &attached, sizeof(attached));
+        p = ngx_cpymem(p, &idl, sizeof(idl));
+        p = ngx_cpymem(p, &ml, sizeof(ml));
+        p = ngx_cpymem(p, ngx_http_usage_raw_id(raw), idl + ml);
+    }
+
+    if (!w.failed) {
+        w.pos = p;
     }
 
     n = (uint32_t) sh->id_count;
@@ -488,7 +657,13 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     h->start_time = sh->start_time;
     h->last_created = sh->last_created;
 
+    ngx_gettimeofday(&t1);
+
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (locked) {
+        *locked = ngx_http_usage_elapsed(&t0, &t1);
+    }
 
     if (w.failed) {
         ngx_free(w.start);
@@ -512,29 +687,41 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 static void
 ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data, size_t len)
 {
-    size_t   size;
-    u_char  *p;
+    ngx_http_usage_wreserve(w, len);
 
     if (w->failed) {
         return;
     }
 
-    if ((size_t) (w->end - w->pos) < len) {
-        /* the estimate was short (long names): grow, in memory only */
-        size = 2 * (w->end - w->start) + len;
+    w->pos = ngx_cpymem(w->pos, data, len);
+}
 
-        p = realloc(w->start, size);
-        if (p == NULL) {
-            w->failed = 1;
-            return;
-        }
 
-        w->pos = p + (w->pos - w->start);
-        w->start = p;
-        w->end = p + size;
+/* makes room for len more bytes: the estimate was short (long names) */
+
+static void
+ngx_http_usage_wreserve(ngx_http_usage_wbuf_t *w, size_t len)
+{
+    size_t   size, used;
+    u_char  *p;
+
+    if (w->failed || (size_t) (w->end - w->pos) >= len) {
+        return;
     }
 
-    w->pos = ngx_cpymem(w->pos, data, len);
+    /* in process memory only: no disk I/O under the lock */
+    size = 2 * (w->end - w->start) + len;
+    used = w->pos - w->start;
+
+    p = realloc(w->start, size);
+    if (p == NULL) {
+        w->failed = 1;
+        return;
+    }
+
+    w->start = p;
+    w->pos = p + used;
+    w->end = p + size;
 }
 
 

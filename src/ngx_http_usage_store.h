@@ -28,6 +28,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_event.h>
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
 
 
 #define NGX_HTTP_USAGE_ENTITY_MAX_BYTES  (255 * 4)
@@ -250,6 +253,10 @@ typedef struct {
     ngx_str_t                    state_file;   /* full path, or empty */
     ngx_msec_t                   state_interval;
     ngx_event_t                  save_event;
+#if (NGX_THREADS)
+    ngx_thread_pool_t           *thread_pool;  /* "default", for saves */
+    ngx_thread_task_t           *save_task;
+#endif
 } ngx_http_usage_zone_t;
 
 
