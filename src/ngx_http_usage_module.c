@@ -693,7 +693,13 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->name = name;
     zone->size = size;
     zone->retention = retention;
-    zone->minute_span = ngx_min(minutes, retention);
+    /*
+     * By default minute buckets cover the whole window when it is at most
+     * an hour (plus the minute a bucket can straddle): nothing is ever
+     * rolled into an hour bucket that would outlive the window.
+     */
+    zone->minute_span = minutes_set ? minutes
+                        : ngx_min(minutes, retention + NGX_HTTP_USAGE_MINUTE);
     zone->max_events = max_events;
     zone->raw_percent = raw;
     zone->state_file = state;

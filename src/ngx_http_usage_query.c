@@ -437,6 +437,19 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
         }
 
         if (b->start >= lo && end <= hi) {
+            if (b->start < now - zone->retention
+                && b->count != b->raw_count)
+            {
+                /*
+                 * The oldest bucket reaches past the window, and some of
+                 * its events left the log before their time did: they
+                 * are counted until the whole bucket leaves.
+                 */
+                res = (b->span == NGX_HTTP_USAGE_HOUR)
+                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
+                q->resolution = ngx_max(q->resolution, res);
+            }
+
             if (interval && b->span > interval) {
                 res = (b->span == NGX_HTTP_USAGE_HOUR)
                       ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;

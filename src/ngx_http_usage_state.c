@@ -615,7 +615,10 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 
         ei = (uint32_t) raw->series->entity->mark;
         ti = (uint32_t) raw->series->type->mark;
-        attached = (raw->bucket != NULL);
+        /* the span of the bucket that counted it: a minute and an hour
+         * bucket may both cover its time */
+        attached = (raw->bucket == NULL) ? 0
+                   : (raw->bucket->span == NGX_HTTP_USAGE_MINUTE) ? 1 : 2;
         idl = raw->id_len;
         ml = raw->metadata_len;
 
@@ -1035,7 +1038,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         ngx_http_usage_rval(r, idl);
         ngx_http_usage_rval(r, ml);
 
-        if (r->failed || ei >= nentities || ti >= ntypes
+        if (r->failed || ei >= nentities || ti >= ntypes || attached > 2
             || idl > NGX_HTTP_USAGE_ID_MAX_BYTES
             || ml > (size_t) (r->end - r->pos) - idl)
         {
@@ -1067,7 +1070,14 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
 
         series->raw_refs++;
 
-        b = attached ? ngx_http_usage_bucket_find(series, rec.time) : NULL;
+        b = NULL;
+
+        if (attached) {
+            span = (attached == 1) ? NGX_HTTP_USAGE_MINUTE
+                                   : NGX_HTTP_USAGE_HOUR;
+            b = ngx_http_usage_bucket_lookup(series,
+                         rec.time - ((rec.time % span) + span) % span, span);
+        }
         raws[i] = ngx_http_usage_raw_append_locked(zone, series, b, &rec);
 
         series->raw_refs--;

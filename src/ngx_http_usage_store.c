@@ -34,6 +34,10 @@
  * bucket to give up */
 #define NGX_HTTP_USAGE_EVICT_SCAN       64
 
+/* what one allocation may give up in a full zone, and for which sizes */
+#define NGX_HTTP_USAGE_EVICT_MAX        256
+#define NGX_HTTP_USAGE_EVICT_SLOT       256
+
 /* at most one "zone is full" warning per this many ms */
 #define NGX_HTTP_USAGE_WARN_INTERVAL    60000
 
@@ -560,7 +564,8 @@ void
 ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 {
     int64_t                   oldest;
-    ngx_queue_t              *q;
+    ngx_uint_t                n;
+    ngx_queue_t              *q, *next;
     ngx_http_usage_idx_t     *idx;
     ngx_http_usage_entity_t  *entity;
     ngx_http_usage_shctx_t   *sh;
@@ -601,6 +606,22 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
             ngx_queue_insert_tail(&sh->lru, &entity->lru);
             break;
         }
+    }
+
+    /*
+     * The store-wide totals of types no event comes for any more: two
+     * types per operation, in turn, so that stale hours never pile up.
+     */
+    for (n = 0; n < 2 && !ngx_queue_empty(&sh->types_order); n++) {
+        q = sh->type_cursor ? sh->type_cursor
+                            : ngx_queue_head(&sh->types_order);
+        next = ngx_queue_next(q);
+        sh->type_cursor = (next == ngx_queue_sentinel(&sh->types_order))
+                          ? NULL : next;
+
+        ngx_http_usage_type_expire_locked(zone,
+                           ngx_queue_data(q, ngx_http_usage_type_t, order),
+                           now);
     }
 
     while (!ngx_queue_empty(&sh->ids_order)) {
@@ -743,7 +764,7 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
         ngx_queue_remove(&raw->bucket_queue);
         b->raw_count--;
 
-        if (expired) {
+        if (expired && b->count) {
             b->count--;
             b->value -= raw->value;
         }
@@ -756,9 +777,15 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
                          0, NULL);
         if (tb && tb->count) {
             tb->count--;
-            type->count--;
-            sh->total--;
+            type->count -= ngx_min(type->count, 1);
+            sh->total -= ngx_min(sh->total, 1);
             ngx_http_usage_minute_add(sh, raw->time, -1);
+
+            if (tb->count == 0) {
+                ngx_queue_remove(&tb->queue);
+                ngx_slab_free_locked(zone->shpool, tb);
+                sh->bucket_count--;
+            }
         }
 
         sh->raw_expired++;
@@ -1003,36 +1030,14 @@ ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
 }
 
 
-/* the bucket of a series that holds "time", the finest if two do */
+/* the bucket (start, span) of a series, if it exists */
 
 ngx_http_usage_bucket_t *
-ngx_http_usage_bucket_find(ngx_http_usage_series_t *series, int64_t time)
+ngx_http_usage_bucket_lookup(ngx_http_usage_series_t *series, int64_t start,
+    uint32_t span)
 {
-    ngx_queue_t              *q;
-    ngx_http_usage_bucket_t  *b, *found;
-
-    found = NULL;
-
-    for (q = ngx_queue_last(&series->buckets);
-         q != ngx_queue_sentinel(&series->buckets);
-         q = ngx_queue_prev(q))
-    {
-        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
-
-        if (time >= b->start && time < b->start + b->span) {
-            if (b->span == NGX_HTTP_USAGE_MINUTE) {
-                return b;
-            }
-
-            found = b;
-        }
-
-        if (b->start + NGX_HTTP_USAGE_HOUR <= time) {
-            break;
-        }
-    }
-
-    return found;
+    return ngx_http_usage_bucket_in_locked(NULL, &series->buckets, start,
+                                           span, 0, NULL);
 }
 
 
@@ -1245,7 +1250,12 @@ static void *
 ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size,
     ngx_http_usage_entity_t *pin)
 {
-    void  *p;
+    void                  *p;
+    ngx_uint_t             buckets, raws;
+    ngx_http_usage_raw_t  *raw;
+
+    buckets = 0;
+    raws = 0;
 
     for ( ;; ) {
         p = ngx_slab_alloc_locked(zone->shpool, size);
@@ -1254,18 +1264,42 @@ ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size,
             return p;
         }
 
+        zone->sh->full_since_warned++;
+
         /*
-         * Aggregates of other entities first; then the oldest raw events,
-         * which hold the names and series of entities whose buckets are
-         * already gone.
+         * Aggregates of other entities first, a bounded number, and only
+         * for the small slots aggregates are made of: a large slot (a very
+         * long name) needs whole free pages, which giving up small buckets
+         * may never make, so it is refused instead of wiping totals.
          */
-        if (!ngx_http_usage_evict_aggregate_locked(zone, pin)
-            && !ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1))
+        if (size <= NGX_HTTP_USAGE_EVICT_SLOT
+            && buckets < NGX_HTTP_USAGE_EVICT_MAX
+            && ngx_http_usage_evict_aggregate_locked(zone, pin))
         {
-            return NULL;
+            buckets++;
+            continue;
         }
 
-        zone->sh->full_since_warned++;
+        /*
+         * Then the oldest raw event, if that frees something: it holds
+         * the series (and maybe the entity) of buckets already given up.
+         */
+        if (raws < 4 * NGX_HTTP_USAGE_EVICT_MAX
+            && !ngx_queue_empty(&zone->sh->raw))
+        {
+            raw = ngx_queue_data(ngx_queue_head(&zone->sh->raw),
+                                 ngx_http_usage_raw_t, queue);
+
+            if (ngx_queue_empty(&raw->series->buckets)
+                && raw->series->entity != pin
+                && ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1))
+            {
+                raws++;
+                continue;
+            }
+        }
+
+        return NULL;
     }
 }
 
@@ -1664,6 +1698,15 @@ ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
 {
     if (type->refs || type->raw_count || !ngx_queue_empty(&type->buckets)) {
         return;
+    }
+
+    if (zone->sh->type_cursor == &type->order) {
+        zone->sh->type_cursor = ngx_queue_next(&type->order);
+
+        if (zone->sh->type_cursor == ngx_queue_sentinel(&zone->sh->types_order))
+        {
+            zone->sh->type_cursor = NULL;
+        }
     }
 
     ngx_rbtree_delete(&zone->sh->types, &type->node);

@@ -186,6 +186,7 @@ typedef struct {
     ngx_rbtree_node_t            backdated_sentinel;
 
     ngx_queue_t                  types_order;
+    ngx_queue_t                 *type_cursor;  /* next type to expire */
     ngx_queue_t                  lru;          /* entities */
     ngx_queue_t                  raw;          /* the log, oldest first */
     ngx_queue_t                  ids_order;
@@ -391,8 +392,8 @@ ngx_uint_t ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity);
 void ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type);
-ngx_http_usage_bucket_t *ngx_http_usage_bucket_find(
-    ngx_http_usage_series_t *series, int64_t time);
+ngx_http_usage_bucket_t *ngx_http_usage_bucket_lookup(
+    ngx_http_usage_series_t *series, int64_t start, uint32_t span);
 ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
     ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
