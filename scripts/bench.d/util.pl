@@ -1,0 +1,577 @@
+#!/usr/bin/perl
+
+# Helpers of scripts/bench (core Perl only: HTTP::Tiny, JSON::PP).
+#
+#   util.pl ports N                  N free TCP ports on 127.0.0.1
+#   util.pl wait PORT                until GET /health answers (10 s at most)
+#   util.pl stats PORT               data.store of /v1/usage/stats as key=value
+#   util.pl rss PID                  VmRSS, RssAnon, RssShmem (kB) as key=value
+#   util.pl cpu PID                  utime+stime of a process, in clock ticks
+#   util.pl sysbusy                  busy clock ticks of all CPUs (/proc/stat)
+#   util.pl idle SECONDS             wait (at most SECONDS) until the machine
+#                                    is idle (< 10% busy over 2 s); print the
+#                                    last busy percentage
+#   util.pl check MAIN LOG VERIFY SELF PREFIX
+#                                    every target answers what it should; the
+#                                    body baseline really reads the body
+#   util.pl report RESULTS OUT       the tables, the memory section and the
+#                                    verdicts; exit 1 if a target is missed
+
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use IO::Socket::INET;
+use JSON::PP;
+use List::Util qw(max min sum);
+use POSIX qw(sysconf _SC_CLK_TCK);
+use Time::HiRes qw(sleep time);
+
+my $JSON = JSON::PP->new->utf8->canonical;
+my $http = HTTP::Tiny->new(timeout => 5, keep_alive => 1);
+
+my %cmd = (
+	ports  => \&cmd_ports,
+	wait   => \&cmd_wait,
+	stats  => \&cmd_stats,
+	rss    => \&cmd_rss,
+	cpu    => \&cmd_cpu,
+	sysbusy => \&cmd_sysbusy,
+	idle   => \&cmd_idle,
+	check  => \&cmd_check,
+	report => \&cmd_report,
+);
+
+my $name = shift // '';
+die "usage: util.pl ports|wait|stats|rss|cpu|check|report ...\n"
+	unless $cmd{$name};
+exit($cmd{$name}->(@ARGV) // 0);
+
+###############################################################################
+
+sub cmd_ports {
+	my ($n) = @_;
+	my (@socks, @ports);
+	for (1 .. $n) {
+		my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+			LocalPort => 0, Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+			or die "no free port: $!\n";
+		push @socks, $s;
+		push @ports, $s->sockport;
+	}
+	print "@ports\n";
+	return 0;
+}
+
+sub cmd_wait {
+	my ($port) = @_;
+	my $until = time + 10;
+	while (time < $until) {
+		my $r = HTTP::Tiny->new(timeout => 1)
+			->get("http://127.0.0.1:$port/health");
+		return 0 if $r->{status} == 200;
+		sleep 0.1;
+	}
+	die "nginx does not answer on 127.0.0.1:$port\n";
+}
+
+sub stats {
+	my ($port) = @_;
+	my $r = $http->get("http://127.0.0.1:$port/v1/usage/stats");
+	die "GET /v1/usage/stats: $r->{status}\n" unless $r->{status} == 200;
+	my $d = $JSON->decode($r->{content})->{data};
+	return { %{ $d->{store} }, totalEvents => $d->{totalEvents} };
+}
+
+sub cmd_stats {
+	my ($port) = @_;
+	my $s = stats($port);
+	print join(' ', map { "$_=$s->{$_}" } sort keys %$s), "\n";
+	return 0;
+}
+
+sub cmd_rss {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/status" or die "/proc/$pid/status: $!\n";
+	my %v;
+	while (<$fh>) {
+		$v{lc $1} = $2 if /^(VmRSS|RssAnon|RssShmem):\s+(\d+) kB/;
+	}
+	print join(' ', map { "$_=" . ($v{$_} // 0) } qw(vmrss rssanon rssshmem)),
+		"\n";
+	return 0;
+}
+
+sub cmd_cpu {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or die "/proc/$pid/stat: $!\n";
+	my $line = <$fh>;
+	$line =~ s/^.*\)\s+//;    # the command name may hold spaces
+	my @f = split ' ', $line;
+	print $f[11] + $f[12], "\n";    # fields 14 and 15: utime, stime
+	return 0;
+}
+
+sub sysbusy {
+	open my $fh, '<', '/proc/stat' or die "/proc/stat: $!\n";
+	my (undef, @v) = split ' ', scalar <$fh>;
+	# user nice system idle iowait irq softirq steal
+	return ($v[0] + $v[1] + $v[2] + $v[5] + $v[6] + $v[7], $v[3] + $v[4]);
+}
+
+sub cmd_sysbusy {
+	print((sysbusy())[0], "\n");
+	return 0;
+}
+
+sub cmd_idle {
+	my ($wait) = @_;
+	my $until = time + $wait;
+	my $pct;
+	for (;;) {
+		my ($b0, $i0) = sysbusy();
+		sleep 2;
+		my ($b1, $i1) = sysbusy();
+		$pct = 100 * ($b1 - $b0) / (($b1 - $b0 + $i1 - $i0) || 1);
+		last if $pct < 10 || time >= $until;
+	}
+	printf "%.0f\n", $pct;
+	return 0;
+}
+
+###############################################################################
+# sanity checks before anything is measured
+
+my $failed = 0;
+
+sub ok {
+	my ($cond, $what) = @_;
+	printf "  %-4s %s\n", $cond ? 'ok' : 'FAIL', $what;
+	$failed++ unless $cond;
+	return $cond;
+}
+
+sub req {
+	my ($port, $method, $path, $body) = @_;
+	my %o = (headers => { 'Content-Type' => 'application/json' });
+	$o{content} = $body if defined $body;
+	return $http->request($method, "http://127.0.0.1:$port$path", \%o);
+}
+
+sub event_json {
+	my ($k) = @_;
+	return sprintf('{"entityId":"customer-%04d","eventType":"search",'
+		. '"metadata":{"endpoint":"/v1/search","tokens":%d}}', $k, $k);
+}
+
+sub wait_for {
+	my ($cond) = @_;
+	my $until = time + 3;
+	while (time < $until) {
+		return 1 if $cond->();
+		sleep 0.05;
+	}
+	return 0;
+}
+
+sub cmd_check {
+	my ($main, $log, $verify, $self, $prefix) = @_;
+	my $r;
+
+	$r = req($main, 'GET', '/baseline/204');
+	ok($r->{status} == 204, "GET /baseline/204: 204");
+
+	my $before = stats($self)->{recorded};
+	$r = req($main, 'GET', '/baseline/204-tracked');
+	ok($r->{status} == 204, "GET /baseline/204-tracked: 204");
+	ok(wait_for(sub { stats($self)->{recorded} >= $before + 1 }),
+		"  ... and usage_track recorded it in the self-tracking zone");
+
+	for my $p ('/baseline/body', '/baseline/discard') {
+		$r = req($main, 'POST', $p, event_json(1));
+		ok($r->{status} == 201
+			&& ($r->{headers}{'content-type'} // '') =~ m{^application/json}
+			&& eval { $JSON->decode($r->{content})->{success} },
+			"POST $p: 201, the fixed JSON");
+		ok(($r->{headers}{connection} // '') ne 'close',
+			"  ... keeps the connection alive");
+	}
+
+	$before = stats($self)->{recorded};
+	$r = req($main, 'POST', '/v1/events', event_json(2));
+	ok($r->{status} == 201, "POST /v1/events: 201");
+	ok(wait_for(sub { stats($self)->{recorded} >= $before + 1 }),
+		"  ... and was self-tracked");
+	for my $p ('/v1/usage/customer-0002', '/v1/usage/customer-0002/history',
+		'/v1/events?entityId=customer-0002&limit=20')
+	{
+		$r = req($main, 'GET', $p);
+		ok($r->{status} == 200
+			&& eval { $JSON->decode($r->{content})->{success} },
+			"GET $p: 200");
+	}
+
+	for my $p ('/baseline/body', '/v1/events') {
+		$r = req($log, 'POST', $p, event_json(3));
+		ok($r->{status} == 201, "POST $p on the logged server: 201");
+	}
+	ok(wait_for(sub { -s "$prefix/logs/access.log" }),
+		"  ... and the JSON access log is written");
+
+	# the body baseline reads the body: a 200 KB body comes back whole in
+	# $request_body; the same construction without mirror discards it
+	my $big = join '', map { chr(97 + ($_ * 7) % 26) } 1 .. 200_000;
+	my $body = qq({"entityId":"customer-0001","eventType":"search",)
+		. qq("metadata":{"blob":"$big"}});
+	for my $p ('/baseline/body', '/baseline/discard') {
+		truncate "$prefix/logs/verify.log", 0;
+		$r = req($verify, 'POST', $p, $body);
+		ok($r->{status} == 201, "POST $p with a 200 KB body: 201");
+		my $line;
+		wait_for(sub {
+			open my $fh, '<', "$prefix/logs/verify.log" or return 0;
+			$line = <$fh>;
+			return defined $line && $line =~ /\n\z/;
+		});
+		my $v = eval { $JSON->decode($line) } || {};
+		my $len = length($v->{request_body} // '');
+		if ($p eq '/baseline/body') {
+			ok($v->{request_body} && $v->{request_body} eq $body
+				&& $v->{request_length} > length $body,
+				"  ... the body was read: \$request_body holds all "
+				. "$len bytes, \$request_length $v->{request_length}");
+		} else {
+			ok($len == 0,
+				"  ... the body was discarded: \$request_body is empty");
+		}
+	}
+
+	return $failed ? 1 : 0;
+}
+
+###############################################################################
+# the report
+
+sub fmt_int {
+	my ($n) = @_;
+	$n = sprintf('%.0f', $n);
+	1 while $n =~ s/^(\d+)(\d{3})/$1,$2/;
+	return $n;
+}
+
+sub fmt_ms { sprintf('%.2f', $_[0] / 1000) }
+
+sub cmd_report {
+	my ($results, $out) = @_;
+	my (%runs, %meta, @mem, @steady, @order, %extra_non2xx, @all_runs);
+
+	open my $fh, '<', $results or die "$results: $!\n";
+	while (my $line = <$fh>) {
+		chomp $line;
+		my ($kind, @kv) = split ' ', $line;
+		my %f = map { split /=/, $_, 2 } @kv;
+		if ($kind eq 'run') {
+			push @all_runs, \%f;
+			my $c = $f{case};
+			push @order, $c if !$runs{$c} && $f{phase} eq 'timed';
+			my $non2xx = $f{status_ge400} + $f{connect} + $f{read}
+				+ $f{write} + $f{timeout};
+			for my $sc (split /,/, $f{statuses}) {
+				my ($code, $n) = split /:/, $sc;
+				$non2xx += $n if defined $n && ($code < 200 || $code > 299)
+					&& $code <= 399;    # >= 400 already counted by wrk
+			}
+			if ($f{phase} eq 'timed') {
+				push @{ $runs{$c} }, { %f,
+					rps => $f{requests} / ($f{duration_us} / 1e6),
+					non2xx => $non2xx };
+			} else {
+				$extra_non2xx{$f{phase}} += $non2xx;
+			}
+		} elsif ($kind eq 'meta') {
+			s/%20/ /g for values %f;
+			%meta = (%meta, %f);
+		} elsif ($kind eq 'mem') {
+			push @mem, \%f;
+		} elsif ($kind eq 'steady') {
+			push @steady, \%f;
+		}
+	}
+	close $fh;
+
+	my %label = (
+		b204    => '`return 204` (baseline)',
+		t204    => '`return 204` + `usage_track`',
+		bbody   => 'POST, body read, fixed JSON (baseline)',
+		bdisc   => 'POST, body discarded, fixed JSON (info)',
+		post    => '`POST /v1/events`',
+		health  => '`GET /health` (info: API without the store)',
+		usage   => '`GET /v1/usage/{entity}`',
+		history => '`GET /v1/usage/{entity}/history`',
+		list    => '`GET /v1/events?entityId=..&limit=20`',
+		mix     => '90/10 POST/GET mix',
+		lbody   => 'POST, body read, fixed JSON + JSON log',
+		lpost   => '`POST /v1/events` + JSON log',
+	);
+
+	my %agg;
+	for my $c (keys %runs) {
+		my @r = @{ $runs{$c} };
+		$agg{$c} = {
+			rps    => sum(map { $_->{rps} } @r) / @r,
+			rpss   => [map { $_->{rps} } @r],
+			p50    => sum(map { $_->{p50_us} } @r) / @r,
+			p99    => min(map { $_->{p99_us} } @r),
+			p99s   => [map { $_->{p99_us} } @r],
+			non2xx => sum(map { $_->{non2xx} } @r),
+			warm   => 0,
+			cpu    => sum(map { $_->{cpu} } @r) / @r,
+			other  => max(map { $_->{other} // 0 } @r),
+		};
+	}
+
+	# warm-up runs count every status exactly (Lua response())
+	open $fh, '<', $results or die;
+	while (my $line = <$fh>) {
+		next unless $line =~ /^run .*phase=warmup/;
+		my (undef, @kv) = split ' ', $line;
+		my %f = map { split /=/, $_, 2 } @kv;
+		my $n = $f{connect} + $f{read} + $f{write} + $f{timeout};
+		for my $sc (split /,/, $f{statuses}) {
+			my ($code, $k) = split /:/, $sc;
+			$n += $k if defined $k && ($code < 200 || $code > 299);
+		}
+		$agg{$f{case}}{warm} += $n if $agg{$f{case}};
+	}
+	close $fh;
+
+	my $rps = sub { $agg{$_[0]} ? $agg{$_[0]}{rps} : undef };
+	my $ratio = sub {
+		my ($a, $b) = @_;
+		return undef unless $rps->($a) && $rps->($b);
+		return $rps->($a) / $rps->($b);
+	};
+
+	# the mix against the same mix of the floors: 0.9 body + 0.1 return 204
+	my $blend = $rps->('bbody') && $rps->('b204')
+		? 1 / (0.9 / $rps->('bbody') + 0.1 / $rps->('b204')) : undef;
+
+	my %vs = (
+		b204    => ['b204',  '-'],
+		t204    => ['b204',  '`return 204`'],
+		bbody   => ['bbody', '-'],
+		bdisc   => ['bbody', 'body baseline'],
+		post    => ['bbody', 'body baseline'],
+		health  => ['b204',  '`return 204`'],
+		usage   => ['b204',  '`return 204`'],
+		history => ['b204',  '`return 204`'],
+		list    => ['b204',  '`return 204`'],
+		lbody   => ['bbody', 'body baseline, no log'],
+		lpost   => ['lbody', 'body baseline + log'],
+	);
+
+	my @o;
+	my $p = sub { push @o, join('', @_) };
+
+	$p->("## ngx_http_usage_module benchmark, $meta{date}");
+	$p->('');
+	$p->("`$meta{command}`: nginx $meta{nginx} (1 worker, "
+		. "`taskset -c $meta{nginx_cpu}`), wrk $meta{wrk} "
+		. "(`taskset -c $meta{wrk_cpu}` -t1 -c$meta{conns}), "
+		. "$meta{rounds} runs of $meta{duration} s per case alternated "
+		. "(A B .. A B ..) after a $meta{warmup} s warm-up; "
+		. "$meta{cpus} CPUs ($meta{cpu_model}); module $meta{module_rev}.");
+	$p->("API zone $meta{zone} (maxEvents $meta{max_events}), self-tracking "
+		. "zone $meta{self_zone} (maxEvents $meta{self_max_events}), both "
+		. "filled before the runs so that every insert evicts (evictions "
+		. "during the runs: API zone " . fmt_int($meta{evictions_after}
+			- $meta{evictions_before}) . ', self-tracking zone '
+		. fmt_int($meta{self_evictions_after} - $meta{self_evictions_before})
+		. "). POST bodies $meta{body_bytes} bytes on average over 1,000 "
+		. "entities and 5 types. The API location and the tracked `return "
+		. "204` have `usage_track self` (a POST is 2 inserts); with one zone "
+		. "for both, the tracked GETs would evict the queried entities' "
+		. "events within seconds.");
+	$p->('');
+	$p->('Access log off everywhere. req/s: mean of the runs (each run '
+		. 'under "runs"); p50: mean; p99: the best run (other loads on the '
+		. 'machine only make it worse), every run under "p99 runs"; non-2xx: timed runs '
+		. '(wrk: status >= 400 and socket errors) + warm-ups (every status '
+		. 'counted in Lua); nginx CPU: the worker\'s CPU time over the run '
+		. '(100% = its core is saturated; less means wrk was the limit); '
+		. 'other CPU: what neither nginx\'s worker nor wrk used, worst run '
+		. '(softirq and the system; much more than usual means another load '
+		. 'disturbed the run).');
+	$p->('');
+
+	my $table = sub {
+		my @cases = @_;
+		$p->('| case | req/s | runs | p50 ms | p99 ms | p99 runs | non-2xx | nginx CPU | other CPU | ratio | vs |');
+		$p->('|---|---:|---|---:|---:|---|---:|---:|---:|---:|---|');
+		for my $c (@cases) {
+			my $a = $agg{$c} or next;
+			my ($r, $vs);
+			if ($c eq 'mix') {
+				($r, $vs) = ($blend ? $a->{rps} / $blend : undef,
+					'0.9 body + 0.1 `return 204` baselines');
+			} else {
+				my ($b, $name) = @{ $vs{$c} };
+				($r, $vs) = ($ratio->($c, $b), $name);
+			}
+			$p->(sprintf('| %s | %s | %s | %s | %s | %s | %d | %.0f%% | %.0f%% | %s | %s |',
+				$label{$c}, fmt_int($a->{rps}),
+				join(' ', map { fmt_int($_) } @{ $a->{rpss} }),
+				fmt_ms($a->{p50}), fmt_ms($a->{p99}),
+				join(' ', map { fmt_ms($_) } @{ $a->{p99s} }),
+				$a->{non2xx} + $a->{warm}, $a->{cpu}, $a->{other},
+				defined $r ? sprintf('%.2f', $r) : '-', $vs));
+		}
+	};
+
+	$table->(qw(b204 t204 bbody bdisc post health usage history list mix));
+	$p->('');
+	$p->('With the JSON access log of `conf/nginx.conf` (unbuffered) on, '
+		. 'for both:');
+	$p->('');
+	$table->(qw(lbody lpost));
+	if ($rps->('lpost') && $rps->('post')) {
+		$p->('');
+		$p->(sprintf('The log costs the body baseline %.0f%% and '
+			. '`POST /v1/events` %.0f%% of their throughput.',
+			100 * (1 - $ratio->('lbody', 'bbody')),
+			100 * (1 - $ratio->('lpost', 'post'))));
+	}
+
+	# memory
+	$p->('');
+	$p->('### Memory');
+	$p->('');
+	my %m = map { %$_ } @mem;
+	if (defined $m{bytes_per_event}) {
+		$p->(sprintf('Zone bytes per stored event with a 100-byte metadata '
+			. 'object: **%.1f** (%s events -> %s events: zoneBytesUsed '
+			. '%s -> %s, no eviction, no tracking).',
+			$m{bytes_per_event}, fmt_int($m{e1}), fmt_int($m{e2}),
+			fmt_int($m{b1}), fmt_int($m{b2})));
+	} else {
+		(my $why = $m{bytes_note}) =~ tr/_/ /;
+		$p->("Zone bytes per event: not measured ($why).");
+	}
+	$p->('');
+	$p->('| worker RSS | inserts (both zones) | VmRSS kB | RssAnon kB | RssShmem kB |');
+	$p->('|---|---:|---:|---:|---:|');
+	for my $x (@mem) {
+		next unless defined $x->{point};
+		(my $pt = $x->{point}) =~ tr/_/ /;
+		$p->(sprintf('| %s | %s | %s | %s | %s |', $pt,
+			fmt_int($x->{recorded}), fmt_int($x->{vmrss}),
+			fmt_int($x->{rssanon}), fmt_int($x->{rssshmem})));
+	}
+
+	my ($m1) = grep { defined $_->{point} && $_->{recorded} >= 1_000_000 } @mem;
+	if ($m1) {
+		$p->('');
+		$p->(sprintf('Worker RSS after %s inserts (>= 1,000,000, store at its '
+			. 'maximum): **%.1f MB** (VmRSS; %.1f MB of it the zones\' '
+			. 'shared pages, %.1f MB private).', fmt_int($m1->{recorded}),
+			$m1->{vmrss} / 1024, $m1->{rssshmem} / 1024,
+			$m1->{rssanon} / 1024));
+	}
+
+	my ($flat, $drift, $range, $anon_drift);
+	if (@steady) {
+		$p->('');
+		$p->("Eviction-steady POST load for $meta{steady} s, RSS every "
+			. "$meta{steady_every} s:");
+		$p->('');
+		$p->('| t s | VmRSS kB | RssAnon kB | RssShmem kB | store.events | store.evictions |');
+		$p->('|---:|---:|---:|---:|---:|---:|');
+		for my $s (@steady) {
+			$p->(sprintf('| %d | %s | %s | %s | %s | %s |', $s->{t},
+				fmt_int($s->{vmrss}), fmt_int($s->{rssanon}),
+				fmt_int($s->{rssshmem}), fmt_int($s->{events}),
+				fmt_int($s->{evictions})));
+		}
+		my @v = map { $_->{vmrss} } @steady;
+		$drift = $v[-1] - $v[0];
+		$range = max(@v) - min(@v);
+		$anon_drift = $steady[-1]{rssanon} - $steady[0]{rssanon};
+		my $evicting = $steady[-1]{evictions} > $steady[0]{evictions};
+		$flat = $range <= 1024 && $evicting;
+		$p->('');
+		$p->(sprintf('Drift: VmRSS %+d kB (last - first), range %d kB; '
+			. 'RssAnon %+d kB; evictions %s during the load.',
+			$drift, $range, $anon_drift,
+			$evicting ? 'grew' : 'did NOT grow'));
+	}
+
+	# verdicts
+	my @v;
+	my $check = sub {
+		my ($good, $text) = @_;
+		push @v, [$good ? 'PASS' : 'FAIL', $text];
+	};
+	my $pct = sub { defined $_[0] ? sprintf('%.2f', $_[0]) : 'n/a' };
+
+	my $r_post = $ratio->('post', 'bbody');
+	$check->(defined $r_post && $r_post >= 0.70,
+		'POST /v1/events >= 0.70 of the body baseline: ' . $pct->($r_post));
+	for my $c (qw(usage history)) {
+		my $r = $ratio->($c, 'b204');
+		$check->(defined $r && $r >= 0.70,
+			"$label{$c} >= 0.70 of return 204: " . $pct->($r));
+	}
+	my $r_t = $ratio->('t204', 'b204');
+	$check->(defined $r_t && 1 - $r_t <= 0.10,
+		'tracking costs <= 10% of return 204: '
+		. (defined $r_t ? sprintf('%.1f%%', 100 * (1 - $r_t)) : 'n/a'));
+
+	my $non2xx = sum(0, map { $_->{non2xx} + $_->{warm} } values %agg)
+		+ sum(0, values %extra_non2xx);
+	$check->($non2xx == 0, "non-2xx = 0 over every run (timed, warm-up, "
+		. "fill, steady): $non2xx");
+
+	my @slow = grep { $agg{$_} && $agg{$_}{p99} >= 2000 }
+		qw(t204 post usage history list mix);
+	my $worst = max(map { $agg{$_} ? $agg{$_}{p99} : 0 }
+		qw(t204 post usage history list mix));
+	$check->(!@slow, 'p99 < 2 ms at ' . $meta{conns} . ' connections, '
+		. 'every module case (its best run): worst ' . fmt_ms($worst) . ' ms'
+		. (@slow ? ' (' . join(', ', @slow) . ')' : ''));
+
+	$check->(($meta{evictions_after} // 0) > ($meta{evictions_before} // 0)
+		&& ($meta{self_evictions_after} // 0)
+			> ($meta{self_evictions_before} // 0),
+		'both zones evicted during the runs (every insert at the maximum)');
+
+	if (defined $flat) {
+		$check->($flat, "worker RSS flat under eviction-steady load "
+			. "(range <= 1024 kB): range $range kB, drift $drift kB");
+	}
+	$check->(($meta{error_log_alerts} // 0) == 0,
+		'error.log has no [alert]/[crit]/[emerg]: '
+		. ($meta{error_log_alerts} // 0));
+
+	my $disturbed = () = grep { $_->{phase} eq 'disturbed' }
+		map { $_ } @all_runs;
+	my @still = grep { ($agg{$_}{other} // 0) > $meta{max_other} } @order;
+	$p->('');
+	$p->("Runs repeated because another load disturbed them (other CPU > "
+		. "$meta{max_other}%): $disturbed"
+		. (@still ? '; still disturbed after two retries: **'
+			. join(', ', @still) . '**' : '')
+		. "; the machine was $meta{busy_before}% busy before the start.");
+
+	$p->('');
+	$p->('### Targets');
+	$p->('');
+	$p->("- $_->[0] $_->[1]") for @v;
+
+	my $text = join("\n", @o) . "\n";
+	print $text;
+	open my $oh, '>', $out or die "$out: $!\n";
+	print $oh $text;
+	close $oh;
+
+	return (grep { $_->[0] eq 'FAIL' } @v) ? 1 : 0;
+}
