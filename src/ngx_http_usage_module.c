@@ -678,13 +678,6 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (minutes_set && minutes > retention) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "minutes=%M is longer than retention=%M",
-                           minutes, retention);
-        return NGX_CONF_ERROR;
-    }
-
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_zone_t));
     if (zone == NULL) {
         return NGX_CONF_ERROR;

@@ -611,7 +611,18 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     st->ids_evicted = sh->ids_evicted;
     st->dropped = sh->dropped;
     st->raw_bytes = sh->ring_end - sh->ring;
-    st->raw_bytes_used = sh->ring_used;
+    /* the bytes between head and tail: back-dated events that already
+     * left by their time still occupy theirs until the head passes */
+    if (sh->raw_count == 0) {
+        st->raw_bytes_used = 0;
+
+    } else if (sh->ring_wrap) {
+        st->raw_bytes_used = (sh->ring_wrap - sh->ring_head)
+                             + (sh->ring_tail - sh->ring);
+
+    } else {
+        st->raw_bytes_used = sh->ring_tail - sh->ring_head;
+    }
     st->saved_at = sh->saved_at;
     st->saves = sh->saves;
 

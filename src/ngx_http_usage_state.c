@@ -22,6 +22,8 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 
+#include <math.h>
+
 #include "ngx_http_usage_store.h"
 
 
@@ -29,6 +31,9 @@
 #define NGX_HTTP_USAGE_STATE_VERSION  1
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
 #define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
+
+/* 9999-12-31, as far as ISO-8601 times go here */
+#define NGX_HTTP_USAGE_STATE_TIME_MAX  253402300799999LL
 
 
 typedef struct {
@@ -74,6 +79,7 @@ static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
 static void ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t **types, ngx_uint_t ntypes,
     ngx_http_usage_entity_t **entities, ngx_uint_t nentities);
+static ngx_uint_t ngx_http_usage_state_time(int64_t t);
 static void ngx_http_usage_rget(ngx_http_usage_rbuf_t *r, void *data,
     size_t len);
 static u_char *ngx_http_usage_rskip(ngx_http_usage_rbuf_t *r, size_t len);
@@ -811,7 +817,10 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     sh->start_time = h->start_time;
     sh->last_created = h->last_created;
     sh->saved_changes = sh->changes;
-    sh->saved_at = h->saved_at;
+
+    if (zone->state_file.len) {
+        sh->saved_at = h->saved_at;
+    }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -922,6 +931,12 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
             ngx_http_usage_rval(r, start);
             ngx_http_usage_rval(r, count);
 
+            if (!ngx_http_usage_state_time(start)
+                || start % NGX_HTTP_USAGE_HOUR)
+            {
+                goto failed;
+            }
+
             if (type) {
                 (void) ngx_http_usage_type_add_locked(zone, type, start,
                                                       count);
@@ -992,8 +1007,10 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
                 ngx_http_usage_rval(r, count);
                 ngx_http_usage_rval(r, value);
 
-                if (span != NGX_HTTP_USAGE_MINUTE
-                    && span != NGX_HTTP_USAGE_HOUR)
+                if ((span != NGX_HTTP_USAGE_MINUTE
+                     && span != NGX_HTTP_USAGE_HOUR)
+                    || !ngx_http_usage_state_time(start)
+                    || start % span || !isfinite(value))
                 {
                     goto failed;
                 }
@@ -1039,6 +1056,9 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         ngx_http_usage_rval(r, ml);
 
         if (r->failed || ei >= nentities || ti >= ntypes || attached > 2
+            || !ngx_http_usage_state_time(rec.time)
+            || !ngx_http_usage_state_time(rec.created)
+            || !isfinite(rec.value)
             || idl > NGX_HTTP_USAGE_ID_MAX_BYTES
             || ml > (size_t) (r->end - r->pos) - idl)
         {
@@ -1100,7 +1120,9 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         ngx_http_usage_rval(r, start);
         ngx_http_usage_rval(r, ei);
 
-        if (r->failed || (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= nraw)) {
+        if (r->failed || (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= nraw)
+            || !ngx_http_usage_state_time(start))
+        {
             goto failed;
         }
 
@@ -1158,6 +1180,15 @@ ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
 
     ngx_free(types);
     ngx_free(entities);
+}
+
+
+/* times the store can hold: no arithmetic on them overflows */
+
+static ngx_uint_t
+ngx_http_usage_state_time(int64_t t)
+{
+    return (t >= 0 && t <= NGX_HTTP_USAGE_STATE_TIME_MAX);
 }
 
 

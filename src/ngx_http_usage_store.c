@@ -1267,13 +1267,14 @@ ngx_http_usage_alloc_locked(ngx_http_usage_zone_t *zone, size_t size,
         zone->sh->full_since_warned++;
 
         /*
-         * Aggregates of other entities first, a bounded number, and only
-         * for the small slots aggregates are made of: a large slot (a very
-         * long name) needs whole free pages, which giving up small buckets
-         * may never make, so it is refused instead of wiping totals.
+         * Aggregates of the least recently updated entities first, a
+         * bounded number: a large slot (a very long name) needs whole free
+         * pages, which takes giving up more small buckets, so it may give
+         * up more, and is refused past that rather than wipe the totals.
          */
-        if (size <= NGX_HTTP_USAGE_EVICT_SLOT
-            && buckets < NGX_HTTP_USAGE_EVICT_MAX
+        if (buckets < ((size <= NGX_HTTP_USAGE_EVICT_SLOT)
+                       ? NGX_HTTP_USAGE_EVICT_MAX
+                       : 8 * NGX_HTTP_USAGE_EVICT_MAX)
             && ngx_http_usage_evict_aggregate_locked(zone, pin))
         {
             buckets++;
@@ -1831,8 +1832,10 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
         sh->ids_evicted++;
     }
 
-    if (raw && raw->id_len == 0) {
-        raw = NULL;             /* a snapshot's id entry without its id */
+    if (raw && (raw->id_len == 0 || *ngx_http_usage_raw_idx(raw))) {
+        /* a snapshot's entry for an event without an id, or a second
+         * entry for one: it must not point at the event */
+        raw = NULL;
     }
 
     /* room from aggregates only: evicting raw events could take "raw" */
