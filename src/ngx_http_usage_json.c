@@ -245,6 +245,16 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
         return;
     }
 
+    /* the common case, an integer a double holds exactly (a count, the
+     * default value 1): written as JavaScript would, without the search
+     * for the shortest round-trip form below */
+    if (d > -9007199254740992.0 && d < 9007199254740992.0
+        && d == (double) (int64_t) d)
+    {
+        out->pos = ngx_sprintf(p, "%L", (int64_t) d);
+        return;
+    }
+
     if (d < 0) {
         *p++ = '-';
         d = -d;
