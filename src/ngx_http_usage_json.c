@@ -15,12 +15,22 @@
 
 #define NGX_HTTP_USAGE_ERRORS_MAX  12
 
+
+/* the pool jansson allocates from while a body is parsed */
+static ngx_pool_t  *ngx_http_usage_json_pool;
+static ngx_uint_t   ngx_http_usage_json_alloc_set;
+
 /* check_field(): the value is a string (so "must be a string" is not due) */
 #define NGX_HTTP_USAGE_NAME_STRING 0x80
 
 
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,
     size_t n);
+static ngx_int_t ngx_http_usage_parse_event_tree(ngx_pool_t *pool,
+    u_char *body, size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_record_t *rec, ngx_str_t *error);
+static void *ngx_http_usage_json_alloc(size_t size);
+static void ngx_http_usage_json_free(void *p);
 static void ngx_http_usage_check_extras(json_t *root,
     ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
     ngx_str_t *errors, ngx_uint_t *n, ngx_pool_t *pool);
@@ -475,6 +485,54 @@ ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v)
 
 ngx_int_t
 ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *error)
+{
+    ngx_int_t  rc;
+
+    /*
+     * jansson allocates every value of the tree with its own malloc():
+     * while a body is parsed, its allocator is the request's pool, and
+     * freeing is a no-op, the pool goes with the request.  Workers are
+     * single-threaded, and nothing else here calls jansson.
+     */
+    if (!ngx_http_usage_json_alloc_set) {
+        json_set_alloc_funcs(ngx_http_usage_json_alloc,
+                             ngx_http_usage_json_free);
+        ngx_http_usage_json_alloc_set = 1;
+    }
+
+    ngx_http_usage_json_pool = pool;
+
+    rc = ngx_http_usage_parse_event_tree(pool, body, len, limits, rec,
+                                         error);
+
+    ngx_http_usage_json_pool = NULL;
+
+    return rc;
+}
+
+
+static void *
+ngx_http_usage_json_alloc(size_t size)
+{
+    if (ngx_http_usage_json_pool == NULL) {
+        return NULL;
+    }
+
+    return ngx_palloc(ngx_http_usage_json_pool, size);
+}
+
+
+static void
+ngx_http_usage_json_free(void *p)
+{
+    /* pool memory: released with the request */
+}
+
+
+static ngx_int_t
+ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
     ngx_str_t *error)
 {
