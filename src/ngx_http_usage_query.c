@@ -37,6 +37,8 @@ typedef struct {
 } ngx_http_usage_tally_t;
 
 
+static ngx_http_usage_entity_t *ngx_http_usage_range_begin(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_range_t *q, int64_t now);
 static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_array_t *pieces, int64_t interval, int64_t now);
@@ -199,23 +201,13 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    q->total = 0;
-    q->value = 0;
-    q->resolution = NGX_HTTP_USAGE_EXACT;
-
     tally = NULL;
     n = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
+    entity = ngx_http_usage_range_begin(zone, q, now);
     if (entity == NULL) {
         goto done;
     }
-
-    ngx_http_usage_compact_locked(zone, entity, now);
 
     for (sq = ngx_queue_head(&entity->series);
          sq != ngx_queue_sentinel(&entity->series);
@@ -329,19 +321,9 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    q->total = 0;
-    q->value = 0;
-    q->resolution = NGX_HTTP_USAGE_EXACT;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    ngx_http_usage_expire_locked(zone, now);
-
-    entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
+    entity = ngx_http_usage_range_begin(zone, q, now);
 
     if (entity) {
-        ngx_http_usage_compact_locked(zone, entity, now);
-
         for (sq = ngx_queue_head(&entity->series);
              sq != ngx_queue_sentinel(&entity->series);
              sq = ngx_queue_next(sq))
@@ -391,6 +373,35 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * What a summary and a history start with: the lock taken, the window
+ * applied, and the entity (NULL if unknown) with its buckets rolled up.
+ */
+
+static ngx_http_usage_entity_t *
+ngx_http_usage_range_begin(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, int64_t now)
+{
+    ngx_http_usage_entity_t  *entity;
+
+    q->total = 0;
+    q->value = 0;
+    q->resolution = NGX_HTTP_USAGE_EXACT;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
+
+    if (entity) {
+        ngx_http_usage_compact_locked(zone, entity, now);
+    }
+
+    return entity;
 }
 
 
