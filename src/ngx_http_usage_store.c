@@ -690,12 +690,6 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
         sh->ring_wrap = NULL;
     }
 
-    if (sh->raw_count == 0) {
-        sh->ring_head = sh->ring;
-        sh->ring_tail = sh->ring;
-        sh->ring_wrap = NULL;
-    }
-
     return 1;
 }
 
@@ -728,12 +722,6 @@ ngx_http_usage_raw_expire_backdated_locked(ngx_http_usage_zone_t *zone,
           ((u_char *) node - offsetof(ngx_http_usage_raw_t, data));
 
     ngx_http_usage_raw_remove_locked(zone, raw, 1);
-
-    if (zone->sh->raw_count == 0) {
-        zone->sh->ring_head = zone->sh->ring;
-        zone->sh->ring_tail = zone->sh->ring;
-        zone->sh->ring_wrap = NULL;
-    }
 
     return 1;
 }
@@ -852,6 +840,9 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
         p = NULL;
 
         if (sh->raw_count == 0) {
+            /* an empty ring starts over, whatever its positions were */
+            sh->ring_head = sh->ring;
+            sh->ring_wrap = NULL;
             p = sh->ring;
 
         } else if (sh->ring_wrap == NULL) {
