@@ -18,7 +18,6 @@
 
 /* the pool jansson allocates from while a body is parsed */
 static ngx_pool_t  *ngx_http_usage_json_pool;
-static ngx_uint_t   ngx_http_usage_json_alloc_set;
 
 /* check_field(): the value is a string (so "must be a string" is not due) */
 #define NGX_HTTP_USAGE_NAME_STRING 0x80
@@ -483,24 +482,26 @@ ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v)
  * error holds every failing rule, in the order of the old service.
  */
 
+/*
+ * jansson allocates every value of the tree with its own malloc(): while
+ * a body is parsed, its allocator is the request's pool, and freeing is a
+ * no-op, the pool goes with the request.  Set once per process; workers
+ * are single-threaded, and nothing else here calls jansson.
+ */
+
+void
+ngx_http_usage_json_init(void)
+{
+    json_set_alloc_funcs(ngx_http_usage_json_alloc, ngx_http_usage_json_free);
+}
+
+
 ngx_int_t
 ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
     ngx_str_t *error)
 {
     ngx_int_t  rc;
-
-    /*
-     * jansson allocates every value of the tree with its own malloc():
-     * while a body is parsed, its allocator is the request's pool, and
-     * freeing is a no-op, the pool goes with the request.  Workers are
-     * single-threaded, and nothing else here calls jansson.
-     */
-    if (!ngx_http_usage_json_alloc_set) {
-        json_set_alloc_funcs(ngx_http_usage_json_alloc,
-                             ngx_http_usage_json_free);
-        ngx_http_usage_json_alloc_set = 1;
-    }
 
     ngx_http_usage_json_pool = pool;
 

@@ -61,6 +61,7 @@ void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec);
 void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);
 
+void ngx_http_usage_json_init(void);
 ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_json.h"
 #include "ngx_http_usage_util.h"
 
 
@@ -259,6 +260,7 @@ ngx_http_usage_init_process(ngx_cycle_t *cycle)
 
     /* after fork: each worker gets its own random sequence */
     ngx_http_usage_random_init();
+    ngx_http_usage_json_init();
 
     umcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_usage_module);
 
