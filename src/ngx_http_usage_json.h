@@ -36,6 +36,33 @@ typedef struct {
 } ngx_http_usage_limits_t;
 
 
+/* a field of an event body as read, before the API's rules apply */
+#define NGX_HTTP_USAGE_FIELD_ABSENT   0
+#define NGX_HTTP_USAGE_FIELD_NULL     1
+#define NGX_HTTP_USAGE_FIELD_STRING   2
+#define NGX_HTTP_USAGE_FIELD_NUMBER   3
+#define NGX_HTTP_USAGE_FIELD_OBJECT   4
+#define NGX_HTTP_USAGE_FIELD_OTHER    5   /* an array, true or false */
+
+typedef struct {
+    ngx_uint_t                   type;
+    ngx_str_t                    str;    /* a string, decoded; metadata:
+                                            the object, serialized */
+    double                       num;
+} ngx_http_usage_field_t;
+
+
+typedef struct {
+    ngx_http_usage_field_t       entity;
+    ngx_http_usage_field_t       type;
+    ngx_http_usage_field_t       metadata;
+    ngx_http_usage_field_t       id;
+    ngx_http_usage_field_t       value;
+    ngx_http_usage_field_t       timestamp;
+    ngx_uint_t                   metadata_depth;
+} ngx_http_usage_fields_t;
+
+
 #define ngx_http_usage_out_lit(out, s)                                       \
     ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1)
 
@@ -62,6 +89,8 @@ void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
 void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);
 
 void ngx_http_usage_json_init(void);
+ngx_int_t ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_http_usage_fields_t *fields);
 ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);

@@ -1,0 +1,544 @@
+
+/*
+ * POST /v1/events bodies: read into their fields, then checked by the
+ * API's rules.  The single-pass reader (ngx_http_usage_scan.c) takes the
+ * bodies clients send; jansson takes the rest, and words every syntax
+ * error.  The rules below see the same fields from either.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_usage_json.h"
+#include "ngx_http_usage_util.h"
+
+
+#define NGX_HTTP_USAGE_ERRORS_MAX  12
+
+/* check_field(): the value is a string (so "must be a string" is not due) */
+#define NGX_HTTP_USAGE_NAME_STRING 0x80
+
+
+static ngx_int_t ngx_http_usage_parse_event_tree(ngx_pool_t *pool,
+    u_char *body, size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_fields_t *fields, ngx_str_t *error);
+static void ngx_http_usage_tree_field(json_t *v, ngx_http_usage_field_t *f);
+static ngx_uint_t ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit);
+static void *ngx_http_usage_json_alloc(size_t size);
+static void ngx_http_usage_json_free(void *p);
+static ngx_int_t ngx_http_usage_check_event(ngx_pool_t *pool,
+    ngx_http_usage_fields_t *fields, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_record_t *rec, ngx_str_t *error);
+static void ngx_http_usage_check_field(ngx_http_usage_field_t *f,
+    const char *name, size_t max_chars, ngx_str_t *value, ngx_str_t *errors,
+    ngx_uint_t *n, ngx_pool_t *pool);
+static void ngx_http_usage_check_extras(ngx_http_usage_fields_t *fields,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *errors, ngx_uint_t *n);
+
+
+/* the pool jansson allocates from while a body is parsed */
+static ngx_pool_t  *ngx_http_usage_json_pool;
+
+
+/*
+ * jansson allocates every value of the tree with its own malloc(): while
+ * a body is parsed, its allocator is the request's pool, and freeing is a
+ * no-op, the pool goes with the request (so the tree's strings outlive
+ * json_decref()).  Set once per process; workers are single-threaded, and
+ * nothing else here calls jansson.
+ */
+
+void
+ngx_http_usage_json_init(void)
+{
+    json_set_alloc_funcs(ngx_http_usage_json_alloc, ngx_http_usage_json_free);
+}
+
+
+static void *
+ngx_http_usage_json_alloc(size_t size)
+{
+    if (ngx_http_usage_json_pool == NULL) {
+        return NULL;
+    }
+
+    return ngx_palloc(ngx_http_usage_json_pool, size);
+}
+
+
+static void
+ngx_http_usage_json_free(void *p)
+{
+    /* pool memory: released with the request */
+}
+
+
+/*
+ * Parses and validates a POST /v1/events body.  NGX_OK: rec holds the
+ * trimmed names and the serialized metadata, in the pool.  NGX_DECLINED:
+ * error holds every failing rule, in the order of the old service.
+ */
+
+ngx_int_t
+ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *error)
+{
+    ngx_int_t                rc;
+    ngx_http_usage_fields_t  fields;
+
+    /* a UTF-8 byte order mark is skipped, as express.json() does */
+    if (len >= 3 && body[0] == 0xef && body[1] == 0xbb && body[2] == 0xbf) {
+        body += 3;
+        len -= 3;
+    }
+
+    if (len == 0) {
+        /* an empty body reads as {}, as express.json() left it */
+        ngx_memzero(&fields, sizeof(ngx_http_usage_fields_t));
+
+    } else {
+        rc = ngx_http_usage_scan_event(pool, body, len, &fields);
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_usage_json_pool = pool;
+
+            rc = ngx_http_usage_parse_event_tree(pool, body, len, limits,
+                                                 &fields, error);
+
+            ngx_http_usage_json_pool = NULL;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return ngx_http_usage_check_event(pool, &fields, limits, rec, error);
+}
+
+
+static ngx_int_t
+ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields,
+    ngx_str_t *error)
+{
+    json_t                *root, *meta;
+    ngx_int_t              rc;
+    json_error_t           err;
+    ngx_http_usage_out_t   out;
+
+    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
+                      &err);
+
+    if (root == NULL && json_error_code(&err) == json_error_numeric_overflow) {
+        /* an integer past 64 bits is still a JSON number */
+        root = json_loadb((char *) body, len,
+                          JSON_DECODE_ANY|JSON_ALLOW_NUL
+                          |JSON_DECODE_INT_AS_REAL, &err);
+    }
+
+    if (root == NULL) {
+        if (json_error_code(&err) == json_error_invalid_utf8) {
+            ngx_str_set(error, "Request body must be valid UTF-8");
+            return NGX_DECLINED;
+        }
+
+        if (json_error_code(&err) == json_error_stack_overflow) {
+            /* jansson stops at 2048 levels, far past any metadata limit,
+             * before the fields can be checked */
+            ngx_str_set(error, "Request body is nested too deeply");
+            return NGX_DECLINED;
+        }
+
+        if (json_error_code(&err) == json_error_out_of_memory) {
+            return NGX_ERROR;
+        }
+
+        error->data = ngx_pnalloc(pool, sizeof(err.text) + 64);
+        if (error->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        error->len = ngx_sprintf(error->data,
+                                 "Malformed JSON: %s at line %d column %d",
+                                 err.text, err.line, err.column)
+                     - error->data;
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        ngx_str_set(error, "Request body must be a JSON object");
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
+
+    ngx_http_usage_tree_field(json_object_get(root, "entityId"),
+                              &fields->entity);
+    ngx_http_usage_tree_field(json_object_get(root, "eventType"),
+                              &fields->type);
+    ngx_http_usage_tree_field(json_object_get(root, "id"), &fields->id);
+    ngx_http_usage_tree_field(json_object_get(root, "value"), &fields->value);
+    ngx_http_usage_tree_field(json_object_get(root, "timestamp"),
+                              &fields->timestamp);
+
+    meta = json_object_get(root, "metadata");
+    ngx_http_usage_tree_field(meta, &fields->metadata);
+
+    rc = NGX_OK;
+
+    if (fields->metadata.type == NGX_HTTP_USAGE_FIELD_OBJECT) {
+        fields->metadata_depth =
+                  ngx_http_usage_json_depth(meta, limits->metadata_max_depth);
+
+        if (fields->metadata_depth <= limits->metadata_max_depth) {
+            if (ngx_http_usage_out_init(&out, pool, 256) != NGX_OK) {
+                rc = NGX_ERROR;
+
+            } else {
+                ngx_http_usage_out_value(&out, meta);
+
+                fields->metadata.str.data = out.start;
+                fields->metadata.str.len = out.pos - out.start;
+
+                if (out.failed) {
+                    rc = NGX_ERROR;
+                }
+            }
+        }
+    }
+
+    /* the strings stay: the pool holds them */
+    json_decref(root);
+
+    return rc;
+}
+
+
+static void
+ngx_http_usage_tree_field(json_t *v, ngx_http_usage_field_t *f)
+{
+    if (v == NULL) {
+        f->type = NGX_HTTP_USAGE_FIELD_ABSENT;
+        return;
+    }
+
+    switch (json_typeof(v)) {
+
+    case JSON_NULL:
+        f->type = NGX_HTTP_USAGE_FIELD_NULL;
+        break;
+
+    case JSON_STRING:
+        f->type = NGX_HTTP_USAGE_FIELD_STRING;
+        f->str.data = (u_char *) json_string_value(v);
+        f->str.len = json_string_length(v);
+        break;
+
+    case JSON_INTEGER:
+    case JSON_REAL:
+        /* JSON has no NaN or Infinity: any number is finite */
+        f->type = NGX_HTTP_USAGE_FIELD_NUMBER;
+        f->num = json_number_value(v);
+        break;
+
+    case JSON_OBJECT:
+        f->type = NGX_HTTP_USAGE_FIELD_OBJECT;
+        break;
+
+    default:
+        f->type = NGX_HTTP_USAGE_FIELD_OTHER;
+        break;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit)
+{
+    size_t       i;
+    json_t      *item;
+    const char  *key;
+    ngx_uint_t   d, max;
+
+    if (!json_is_object(v) && !json_is_array(v)) {
+        return 0;
+    }
+
+    if (limit == 0) {
+        return 1;       /* already too deep: stop descending */
+    }
+
+    max = 0;
+
+    if (json_is_object(v)) {
+        json_object_foreach(v, key, item) {
+            d = ngx_http_usage_json_depth(item, limit - 1);
+            max = ngx_max(max, d);
+        }
+
+    } else {
+        json_array_foreach(v, i, item) {
+            d = ngx_http_usage_json_depth(item, limit - 1);
+            max = ngx_max(max, d);
+        }
+    }
+
+    return max + 1;
+}
+
+
+static ngx_int_t
+ngx_http_usage_check_event(ngx_pool_t *pool, ngx_http_usage_fields_t *fields,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *error)
+{
+    u_char      *p;
+    size_t       size;
+    ngx_uint_t   i, n;
+    ngx_str_t    errors[NGX_HTTP_USAGE_ERRORS_MAX];
+
+    n = 0;
+
+    ngx_http_usage_check_field(&fields->entity, "entityId", 255,
+                               &rec->entity, errors, &n, pool);
+    ngx_http_usage_check_field(&fields->type, "eventType", 100, &rec->type,
+                               errors, &n, pool);
+
+    switch (fields->metadata.type) {
+
+    case NGX_HTTP_USAGE_FIELD_ABSENT:
+        ngx_str_set(&rec->metadata, "{}");
+        break;
+
+    case NGX_HTTP_USAGE_FIELD_OBJECT:
+        if (fields->metadata_depth > limits->metadata_max_depth) {
+            ngx_str_set(&errors[n], "metadata is nested too deeply");
+            n++;
+            break;
+        }
+
+        rec->metadata = fields->metadata.str;
+
+        if (rec->metadata.len > limits->metadata_max_size) {
+            p = ngx_pnalloc(pool, 64);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            errors[n].data = p;
+            errors[n++].len = ngx_sprintf(p, "metadata must be %uz bytes or "
+                                          "less", limits->metadata_max_size)
+                              - p;
+        }
+
+        break;
+
+    default:
+        ngx_str_set(&errors[n], "metadata must be an object");
+        n++;
+        break;
+    }
+
+    ngx_http_usage_check_extras(fields, limits, rec, errors, &n);
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    size = 0;
+    for (i = 0; i < n; i++) {
+        if (errors[i].data == NULL) {
+            return NGX_ERROR;       /* an allocation failed while checking */
+        }
+
+        size += errors[i].len + 2;
+    }
+
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    error->data = p;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, errors[i].data, errors[i].len);
+    }
+
+    error->len = p - error->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* entityId and eventType: required, a string, no control characters,
+ * at most max_chars code points once trimmed */
+
+static void
+ngx_http_usage_check_field(ngx_http_usage_field_t *f, const char *name,
+    size_t max_chars, ngx_str_t *value, ngx_str_t *errors, ngx_uint_t *n,
+    ngx_pool_t *pool)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t    s;
+    ngx_uint_t   flags;
+
+    len = ngx_strlen(name);
+
+    if (f->type == NGX_HTTP_USAGE_FIELD_ABSENT
+        || f->type == NGX_HTTP_USAGE_FIELD_NULL)
+    {
+        flags = NGX_HTTP_USAGE_NAME_EMPTY;
+
+    } else if (f->type != NGX_HTTP_USAGE_FIELD_STRING) {
+        flags = 0;
+
+    } else {
+        s = f->str;
+
+        flags = ngx_http_usage_check_name(&s, max_chars);
+
+        if (flags == 0) {
+            /* the trimmed name, in the body or the pool: both last as
+             * long as the request */
+            *value = s;
+            return;
+        }
+
+        flags |= NGX_HTTP_USAGE_NAME_STRING;
+    }
+
+    /* at most two messages per field */
+    p = ngx_pnalloc(pool, 2 * (len + 48));
+
+    if (flags & NGX_HTTP_USAGE_NAME_EMPTY) {
+        errors[*n].data = p;
+        errors[(*n)++].len = p ? ngx_sprintf(p, "%s is required", name) - p
+                               : 0;
+        p = p ? p + len + 48 : NULL;
+    }
+
+    if (!(flags & NGX_HTTP_USAGE_NAME_STRING)) {
+        errors[*n].data = p;
+        errors[(*n)++].len = p ? ngx_sprintf(p, "%s must be a string", name)
+                                 - p
+                               : 0;
+        p = p ? p + len + 48 : NULL;
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_CONTROL) {
+        errors[*n].data = p;
+        errors[(*n)++].len = p ? ngx_sprintf(p, "%s must not contain control "
+                                             "characters", name) - p
+                               : 0;
+        p = p ? p + len + 48 : NULL;
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_LONG) {
+        errors[*n].data = p;
+        errors[(*n)++].len = p ? ngx_sprintf(p, "%s must be %uz characters "
+                                             "or less", name, max_chars) - p
+                               : 0;
+    }
+}
+
+
+/*
+ * The fields of API.md part 3, after the old service's rules: a client
+ * id, a metered value, and the client's own event time.
+ */
+
+static void
+ngx_http_usage_check_extras(ngx_http_usage_fields_t *fields,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *errors, ngx_uint_t *n)
+{
+    size_t                   i, chars;
+    ngx_http_usage_field_t  *f;
+
+    ngx_str_null(&rec->id);
+    rec->value = 1;
+    rec->has_time = 0;
+
+    f = &fields->id;
+
+    if (f->type == NGX_HTTP_USAGE_FIELD_STRING) {
+        chars = ngx_http_usage_utf8_chars(f->str.data, f->str.len);
+
+        for (i = 0; i < f->str.len; i++) {
+            if (f->str.data[i] < 0x20 || f->str.data[i] == 0x7f) {
+                break;
+            }
+        }
+
+        if (chars == 0 || chars > 128) {
+            ngx_str_set(&errors[*n], "id must be 1 to 128 characters");
+            (*n)++;
+
+        } else if (i < f->str.len) {
+            ngx_str_set(&errors[*n], "id must not contain control characters");
+            (*n)++;
+
+        } else {
+            rec->id = f->str;
+        }
+
+    } else if (f->type != NGX_HTTP_USAGE_FIELD_ABSENT
+               && f->type != NGX_HTTP_USAGE_FIELD_NULL)
+    {
+        ngx_str_set(&errors[*n], "id must be a string");
+        (*n)++;
+    }
+
+    f = &fields->value;
+
+    if (f->type == NGX_HTTP_USAGE_FIELD_NUMBER) {
+        rec->value = f->num;
+
+    } else if (f->type != NGX_HTTP_USAGE_FIELD_ABSENT
+               && f->type != NGX_HTTP_USAGE_FIELD_NULL)
+    {
+        ngx_str_set(&errors[*n], "value must be a finite number");
+        (*n)++;
+    }
+
+    f = &fields->timestamp;
+
+    if (f->type == NGX_HTTP_USAGE_FIELD_ABSENT
+        || f->type == NGX_HTTP_USAGE_FIELD_NULL)
+    {
+        return;
+    }
+
+    if (f->type != NGX_HTTP_USAGE_FIELD_STRING
+        || ngx_http_usage_parse_iso(f->str.data, f->str.len, &rec->time)
+           != NGX_OK)
+    {
+        ngx_str_set(&errors[*n], "timestamp must be a valid ISO8601 date");
+        (*n)++;
+
+    } else if (rec->time < limits->now - limits->retention) {
+        ngx_str_set(&errors[*n], "timestamp must be within the retention "
+                                 "window");
+        (*n)++;
+
+    } else if (rec->time > limits->now + NGX_HTTP_USAGE_FUTURE_MAX) {
+        ngx_str_set(&errors[*n], "timestamp must not be more than 5 minutes "
+                                 "in the future");
+        (*n)++;
+
+    } else {
+        rec->has_time = 1;
+    }
+}
