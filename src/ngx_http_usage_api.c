@@ -37,6 +37,8 @@ typedef struct {
 } ngx_http_usage_route_t;
 
 
+static ngx_uint_t ngx_http_usage_route_path(ngx_http_request_t *r,
+    ngx_str_t *path);
 static void ngx_http_usage_route(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
@@ -171,12 +173,17 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 ngx_uint_t
 ngx_http_usage_untracked_route(ngx_http_request_t *r)
 {
-    ngx_http_usage_route_t  rt;
+    ngx_str_t  path;
 
-    ngx_http_usage_route(r, &rt);
+    /* the log phase of every API call asks: the two words, not a route */
+    (void) ngx_http_usage_route_path(r, &path);
 
-    return rt.route == NGX_HTTP_USAGE_ROUTE_HEALTH
-           || rt.route == NGX_HTTP_USAGE_ROUTE_READY;
+    if (path.len > 1 && path.data[path.len - 1] == '/') {
+        path.len--;
+    }
+
+    return ngx_http_usage_is(&path, "/health")
+           || ngx_http_usage_is(&path, "/ready");
 }
 
 
@@ -196,21 +203,9 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
 
     ngx_memzero(rt, sizeof(ngx_http_usage_route_t));
 
-    if (r->valid_unparsed_uri && r->unparsed_uri.len) {
-        path = r->unparsed_uri;
+    rt->raw = ngx_http_usage_route_path(r, &rt->path);
 
-        slash = ngx_strlchr(path.data, path.data + path.len, '?');
-        if (slash) {
-            path.len = slash - path.data;
-        }
-
-        rt->raw = 1;
-
-    } else {
-        path = r->uri;
-    }
-
-    rt->path = path;
+    path = rt->path;
 
     if (path.len > 1 && path.data[path.len - 1] == '/') {
         path.len--;
@@ -260,6 +255,30 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
             }
         }
     }
+}
+
+
+/* the path as sent, without the query (1), or the current URI (0) */
+
+static ngx_uint_t
+ngx_http_usage_route_path(ngx_http_request_t *r, ngx_str_t *path)
+{
+    u_char  *q;
+
+    if (r->valid_unparsed_uri && r->unparsed_uri.len) {
+        *path = r->unparsed_uri;
+
+        q = ngx_strlchr(path->data, path->data + path->len, '?');
+        if (q) {
+            path->len = q - path->data;
+        }
+
+        return 1;
+    }
+
+    *path = r->uri;
+
+    return 0;
 }
 
 

@@ -15,6 +15,16 @@
 
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,
     size_t n);
+static u_char *ngx_http_usage_out_escaped(u_char *p, u_char *s,
+    u_char *end);
+
+
+/* room for n more bytes: checked in place, grown by a call when short
+ * (after a failed growth, what still fits lands in the old buffer, and
+ * out->failed reports the failure all the same) */
+#define ngx_http_usage_out_room(out, n)                                      \
+    (((size_t) ((out)->end - (out)->pos) >= (size_t) (n))                    \
+     ? (out)->pos : ngx_http_usage_out_reserve(out, n))
 
 
 ngx_int_t
@@ -76,7 +86,7 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
     u_char  *p;
 
-    p = ngx_http_usage_out_reserve(out, len);
+    p = ngx_http_usage_out_room(out, len);
     if (p == NULL) {
         return;
     }
@@ -94,19 +104,51 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 void
 ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
-    u_char  *p, *end, *next, c;
-
-    static u_char  hex[] = "0123456789abcdef";
+    u_char  *p, *end;
 
     /* worst case: every byte becomes \u00XX or \ufffd */
-    p = ngx_http_usage_out_reserve(out, len * 6 + 2);
+    p = ngx_http_usage_out_room(out, len * 6 + 2);
     if (p == NULL) {
         return;
     }
 
     *p++ = '"';
 
-    for (end = s + len; s < end; s++) {
+    /* names and ids are plain ASCII: this loop is all most strings see */
+    for (end = s + len; s < end && ngx_http_usage_json_plain(*s); s++) {
+        *p++ = *s;
+    }
+
+    if (s < end) {
+        p = ngx_http_usage_out_escaped(p, s, end);
+    }
+
+    *p++ = '"';
+
+    out->pos = p;
+}
+
+
+/* the rest of a string, from its first byte that is not plain ASCII */
+
+static u_char *
+ngx_http_usage_out_escaped(u_char *p, u_char *s, u_char *end)
+{
+    u_char  *next, c;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    for ( /* void */ ; s < end; s++) {
+
+        /* the run of bytes written as they are */
+        while (ngx_http_usage_json_plain(*s)) {
+            *p++ = *s++;
+
+            if (s == end) {
+                return p;
+            }
+        }
+
         c = *s;
 
         if (c >= 0x80) {
@@ -160,9 +202,7 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
         }
     }
 
-    *p++ = '"';
-
-    out->pos = p;
+    return p;
 }
 
 
@@ -171,12 +211,12 @@ ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n)
 {
     u_char  *p;
 
-    p = ngx_http_usage_out_reserve(out, NGX_INT64_LEN);
+    p = ngx_http_usage_out_room(out, NGX_INT64_LEN);
     if (p == NULL) {
         return;
     }
 
-    out->pos = ngx_sprintf(p, "%uL", n);
+    out->pos = ngx_http_usage_write_uint(p, n);
 }
 
 
@@ -194,12 +234,12 @@ ngx_http_usage_out_int(ngx_http_usage_out_t *out, int64_t n)
 {
     u_char  *p;
 
-    p = ngx_http_usage_out_reserve(out, NGX_INT64_LEN);
+    p = ngx_http_usage_out_room(out, NGX_INT64_LEN);
     if (p == NULL) {
         return;
     }
 
-    out->pos = ngx_sprintf(p, "%L", n);
+    out->pos = ngx_http_usage_write_int(p, n);
 }
 
 
@@ -227,7 +267,7 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
         return;
     }
 
-    p = ngx_http_usage_out_reserve(out, 32);
+    p = ngx_http_usage_out_room(out, 32);
     if (p == NULL) {
         return;
     }
@@ -238,7 +278,7 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
     if (d > -9007199254740992.0 && d < 9007199254740992.0
         && d == (double) (int64_t) d)
     {
-        out->pos = ngx_sprintf(p, "%L", (int64_t) d);
+        out->pos = ngx_http_usage_write_int(p, (int64_t) d);
         return;
     }
 
@@ -306,7 +346,7 @@ ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms)
 {
     u_char  *p;
 
-    p = ngx_http_usage_out_reserve(out, NGX_HTTP_USAGE_ISO_LEN + 2);
+    p = ngx_http_usage_out_room(out, NGX_HTTP_USAGE_ISO_LEN + 2);
     if (p == NULL) {
         return;
     }
@@ -350,7 +390,7 @@ ngx_http_usage_out_event(ngx_http_usage_out_t *out,
 {
     u_char  *p;
 
-    p = ngx_http_usage_out_reserve(out, sizeof("{\"id\":\"\",") + 36);
+    p = ngx_http_usage_out_room(out, sizeof("{\"id\":\"\",") + 36);
     if (p == NULL) {
         return;
     }

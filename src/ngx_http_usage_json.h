@@ -63,8 +63,12 @@ typedef struct {
 } ngx_http_usage_fields_t;
 
 
+/* a literal: copied in place (its size is a constant, memcpy() is inlined)
+ * while it fits, else through the growing writer */
 #define ngx_http_usage_out_lit(out, s)                                       \
-    ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1)
+    (((size_t) ((out)->end - (out)->pos) >= sizeof(s) - 1)                   \
+     ? (void) ((out)->pos = ngx_cpymem((out)->pos, s, sizeof(s) - 1))        \
+     : ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1))
 
 /* a literal key (with its separator) and an unsigned number */
 #define ngx_http_usage_out_pair(out, key, n)                                 \

@@ -503,6 +503,13 @@ ngx_http_usage_scan_string(ngx_http_usage_scan_t *s, ngx_str_t *raw,
     raw->data = s->pos + 1;
 
     for (p = raw->data; p < end; /* void */) {
+
+        while (ngx_http_usage_json_plain(*p)) {
+            if (++p == end) {
+                return NGX_DECLINED;
+            }
+        }
+
         c = *p;
 
         if (c == '"') {

@@ -189,21 +189,24 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    /* the path is raw bytes from the request line: the JSON writer turns
-     * invalid UTF-8 into U+FFFD */
+    /*
+     * The path is raw bytes from the request line: the JSON writer turns
+     * invalid UTF-8 into U+FFFD.  The method (letters, '_' and '-', as
+     * nginx parses it) and the trace id (checked, or made here) never need
+     * an escape.
+     */
 
-    ngx_http_usage_out_lit(&meta, "{\"method\":");
-    ngx_http_usage_out_string(&meta, r->method_name.data,
-                              r->method_name.len);
-    ngx_http_usage_out_lit(&meta, ",\"path\":");
+    ngx_http_usage_out_lit(&meta, "{\"method\":\"");
+    ngx_http_usage_out_raw(&meta, r->method_name.data, r->method_name.len);
+    ngx_http_usage_out_lit(&meta, "\",\"path\":");
     ngx_http_usage_out_string(&meta, path.data, path.len);
     ngx_http_usage_out_lit(&meta, ",\"statusCode\":");
     ngx_http_usage_out_uint(&meta, status);
     ngx_http_usage_out_lit(&meta, ",\"duration\":");
     ngx_http_usage_out_uint(&meta, duration > 0 ? duration : 0);
-    ngx_http_usage_out_lit(&meta, ",\"traceId\":");
-    ngx_http_usage_out_string(&meta, trace.data, trace.len);
-    ngx_http_usage_out_lit(&meta, "}");
+    ngx_http_usage_out_lit(&meta, ",\"traceId\":\"");
+    ngx_http_usage_out_raw(&meta, trace.data, trace.len);
+    ngx_http_usage_out_lit(&meta, "\"}");
 
     if (meta.failed) {
         ngx_http_usage_store_count_drop(zone);

@@ -15,6 +15,32 @@
 
 
 /*
+ * The bytes a JSON string holds as they are: printable ASCII but '"'
+ * (0x22) and '\\' (0x5c).  Control characters need an escape, and bytes
+ * from 0x80 on are checked as UTF-8.  A byte table: one load per byte.
+ */
+
+u_char  ngx_http_usage_json_plain_map[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+};
+
+
+/*
  * xoshiro256** per process.  It is seeded in each worker after fork from
  * the kernel's random source, so two workers never share a sequence (equal
  * trace ids across workers were a real bug in nginx-opentracing).
@@ -164,6 +190,54 @@ ngx_http_usage_now(void)
 }
 
 
+/* n in exactly width digits, zero-padded (n < 10^width) */
+
+static u_char *
+ngx_http_usage_digits_fixed(u_char *dst, ngx_uint_t n, ngx_uint_t width)
+{
+    u_char  *p;
+
+    p = dst + width;
+
+    while (p > dst) {
+        *--p = (u_char) ('0' + n % 10);
+        n /= 10;
+    }
+
+    return dst + width;
+}
+
+
+/* "%uL" without a format string: JSON answers are full of counts */
+
+u_char *
+ngx_http_usage_write_uint(u_char *dst, uint64_t n)
+{
+    u_char   buf[NGX_INT64_LEN], *p;
+
+    p = buf + NGX_INT64_LEN;
+
+    do {
+        *--p = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(dst, p, buf + NGX_INT64_LEN - p);
+}
+
+
+u_char *
+ngx_http_usage_write_int(u_char *dst, int64_t n)
+{
+    if (n < 0) {
+        *dst++ = '-';
+        return ngx_http_usage_write_uint(dst, - (uint64_t) n);
+    }
+
+    return ngx_http_usage_write_uint(dst, (uint64_t) n);
+}
+
+
 /* always 24 bytes: times outside years 1970..9999 are clamped */
 
 u_char *
@@ -179,6 +253,26 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
     }
 
     ngx_gmtime((time_t) (ms / 1000), &tm);
+
+    if (tm.ngx_tm_year <= 9999) {
+        /* every answer holds a time or two: no format string to read */
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_year, 4);
+        *dst++ = '-';
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_mon, 2);
+        *dst++ = '-';
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_mday, 2);
+        *dst++ = 'T';
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_hour, 2);
+        *dst++ = ':';
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_min, 2);
+        *dst++ = ':';
+        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_sec, 2);
+        *dst++ = '.';
+        dst = ngx_http_usage_digits_fixed(dst, ms % 1000, 3);
+        *dst++ = 'Z';
+
+        return dst;
+    }
 
     return ngx_sprintf(dst, "%4d-%02d-%02dT%02d:%02d:%02d.%03dZ",
                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,

@@ -28,10 +28,18 @@
 void ngx_http_usage_random_init(void);
 uint64_t ngx_http_usage_random(void);
 void ngx_http_usage_uuid_v4(u_char id[16]);
+/* a byte a JSON string holds as it is: printable ASCII but " and \ */
+#define ngx_http_usage_json_plain(c)  ngx_http_usage_json_plain_map[c]
+
+extern u_char  ngx_http_usage_json_plain_map[256];
+
+
 u_char *ngx_http_usage_uuid_format(u_char *dst, const u_char id[16]);
 
 int64_t ngx_http_usage_now(void);
 u_char *ngx_http_usage_iso_time(u_char *dst, int64_t ms);
+u_char *ngx_http_usage_write_uint(u_char *dst, uint64_t n);
+u_char *ngx_http_usage_write_int(u_char *dst, int64_t n);
 ngx_int_t ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms);
 
 uint32_t ngx_http_usage_utf8_decode(u_char **p, u_char *end);
