@@ -54,8 +54,8 @@ RUN set -eu; \
     rm -rf /var/lib/apt/lists/*; \
     test "$(dpkg-query -W -f='${Version}\n' nginx)" = "$v"; \
     test "$(nginx -v 2>&1)" = "$(cat /usr/share/nginx-usage/nginx.version)"; \
-    groupadd --system --gid 10001 usage; \
-    useradd --system --uid 10001 --gid usage --no-create-home \
+    groupadd --gid 10001 usage; \
+    useradd --uid 10001 --gid usage --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin usage; \
     mkdir -p /usr/lib/nginx/modules /etc/nginx-usage /run/nginx-usage \
         /var/lib/nginx-usage /var/cache/nginx-usage; \
@@ -70,8 +70,12 @@ COPY conf/api-keys.map /etc/nginx-usage/api-keys.map
 USER 10001:10001
 
 # loads the module into this nginx (a version or build mismatch stops the
-# image build here) and checks the configuration, as the runtime user
-RUN nginx -t -q -c /etc/nginx-usage/nginx.conf
+# image build here) and checks the configuration, as the runtime user.
+# nginx reopens /dev/stdout for the access log, which needs a stdout the
+# user owns (as "docker run" gives it); a build step's may not be: a file.
+RUN nginx -t -q -c /etc/nginx-usage/nginx.conf > /tmp/nginx-t.log 2>&1 \
+    || { cat /tmp/nginx-t.log; exit 1; }; \
+    rm -f /tmp/nginx-t.log
 
 EXPOSE 8080
 

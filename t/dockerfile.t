@@ -131,7 +131,7 @@ my $conf_path = $cmd_opt{'-c'} // '';
 my ($conf_copy) = grep { m{^conf/nginx\.prod\.conf\s+\Q$conf_path\E$} }
 	instr_args($run, 'COPY');
 ok($conf_copy, "the production configuration is $conf_path");
-ok(grep({ m{^nginx -t -q -c \Q$conf_path\E$} } @r_runs),
+ok(grep({ m{^nginx -t -q -c \Q$conf_path\E(\s|$)} } @r_runs),
 	'nginx -t on it at build time (loads the module into this nginx)');
 my $after_user = 0;
 for my $i (@{ $run->{instr} }) {
