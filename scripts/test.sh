@@ -10,6 +10,21 @@ cd "$root"
 
 "$root/scripts/build.sh"
 
+# Tools that only some tests use; a failed install makes only those skip
+# (or check less): a Dockerfile linter for t/dockerfile.t (see
+# scripts/lint-docker), curl for the image's HEALTHCHECK in
+# t/docker_runtime.t.
+optional() {
+    local what="$1"
+    shift
+    if ! "$@" > "$root/build/test-install.log" 2>&1; then
+        echo "test.sh: could not install $what (tests that need it skip):" >&2
+        tail -5 "$root/build/test-install.log" >&2
+    fi
+}
+optional "a Dockerfile linter" "$root/scripts/lint-docker" --install
+optional curl "$root/scripts/deps.sh" curl
+
 if [ "${SANITIZE:-0}" = 1 ]; then
     export USAGE_MODULE="$root/build/asan/ngx_http_usage_module.so"
     # the stock nginx binary is not instrumented: the ASan runtime must be

@@ -181,7 +181,7 @@ sub plan {
 # Unless the template sets them itself, the main context gets: load_module,
 # daemon off, master_process on, worker_processes 2, error_log (info) and pid
 # in the test dir, an events block; every http block gets temp paths in the
-# test dir and "access_log off".
+# test dir and "access_log off" (each unless the template sets it).
 sub expand_config {
 	my ($self, $conf, %opts) = @_;
 	my $dir = $self->{dir};
@@ -203,12 +203,11 @@ sub expand_config {
 	$header .= "events { worker_connections 1024; }\n"
 		unless $conf =~ /^\s*events\b/m;
 
+	# (each unless the config sets it: a shipped config has its own)
 	my $http = join '', map { "    $_\n" }
-		"client_body_temp_path $dir/client_body_temp;",
-		"proxy_temp_path $dir/proxy_temp;",
-		"fastcgi_temp_path $dir/fastcgi_temp;",
-		"uwsgi_temp_path $dir/uwsgi_temp;",
-		"scgi_temp_path $dir/scgi_temp;",
+		(map { $conf =~ /^\s*${_}_temp_path\b/m ? ()
+			: "${_}_temp_path $dir/${_}_temp;" }
+			qw(client_body proxy fastcgi uwsgi scgi)),
 		($conf =~ /^\s*access_log\b/m ? () : "access_log off;");
 
 	$conf =~ s/^(\s*http\s*\{[^\n]*\n)/$1$http/m;
