@@ -249,10 +249,12 @@ is(hist($m1, 'bucket', '+Inf'), hist($m1, 'count'), '+Inf equals _count');
 my @cum = map { hist($m1, 'bucket', $_) } @LE;
 ok(!(grep { $cum[$_] < $cum[$_ - 1] } 1 .. $#cum), 'buckets are cumulative')
 	or diag "@cum";
-is(hist($m1, 'bucket', '0.25') - hist($m0, 'bucket', '0.25'), $n - 1,
-	'the slow request is above le="0.25"');
-is(hist($m1, 'bucket', '1') - hist($m0, 'bucket', '1'), $n,
-	'and within le="1"');
+# (the others are quick, but a loaded machine may slow one of them)
+my $under = hist($m1, 'bucket', '0.25') - hist($m0, 'bucket', '0.25');
+ok($under <= $n - 1 && $under >= $n - 3,
+	"the slow request is above le=\"0.25\" ($under of $n under it)");
+is(hist($m1, 'bucket', '2.5') - hist($m0, 'bucket', '2.5'), $n,
+	'all within le="2.5"');
 my $sum = hist($m1, 'sum') - hist($m0, 'sum');
 ok($sum >= 0.3 && $sum < 5, "duration sum grew by at least 0.3 s ($sum)");
 like($m1->{r}->body,
