@@ -19,8 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts the packaged nginx on port 80; we run our own instances.
+    # Debian starts the packaged nginx on port 80 (and prometheus, installed
+    # for promtool, on 9090); we run our own instances.
     if command -v systemctl >/dev/null 2>&1; then
-        $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+        for unit in nginx prometheus; do
+            $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        done
     fi
 fi

@@ -8,6 +8,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
+# promtool (Debian's prometheus package) checks the metrics exposition
+"$root/scripts/deps.sh" prometheus
 "$root/scripts/build.sh"
 
 # Tools that only some tests use; a failed install makes only those skip

@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
     const char *name, ngx_uint_t max, ngx_uint_t *value);
 static ngx_int_t ngx_http_usage_summary(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt, ngx_uint_t history);
+static ngx_int_t ngx_http_usage_store_wide(ngx_http_request_t *r,
+    ngx_uint_t stats);
 static ngx_int_t ngx_http_usage_stats(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_health(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_ready(ngx_http_request_t *r);
@@ -151,13 +153,13 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
         return ngx_http_usage_ready(r);
 
     case NGX_HTTP_USAGE_ROUTE_INFO:
-        return ngx_http_usage_info(r);
+        return ngx_http_usage_store_wide(r, 0);
 
     case NGX_HTTP_USAGE_ROUTE_EVENTS:
         return ngx_http_usage_list_events(r);
 
     case NGX_HTTP_USAGE_ROUTE_STATS:
-        return ngx_http_usage_stats(r);
+        return ngx_http_usage_store_wide(r, 1);
 
     case NGX_HTTP_USAGE_ROUTE_SUMMARY:
         return ngx_http_usage_summary(r, &rt, 0);
@@ -473,7 +475,7 @@ static void
 ngx_http_usage_post_event_body(ngx_http_request_t *r)
 {
     ngx_int_t                   rc;
-    ngx_str_t                   body, error;
+    ngx_str_t                   body, error, scope;
     ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_limits_t     limits;
@@ -510,6 +512,23 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     }
 
     if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_usage_scope(r, &scope);
+
+    if (rc == NGX_OK
+        && (rec.entity.len != scope.len
+            || ngx_strncmp(rec.entity.data, scope.data, scope.len) != 0))
+    {
+        ngx_http_finalize_request(r,
+                        ngx_http_usage_scope_forbidden(r, &scope,
+                                                 NGX_HTTP_USAGE_SCOPE_RECORD));
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -758,7 +777,7 @@ static ngx_int_t
 ngx_http_usage_list_events(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 errors[2], entity, type;
+    ngx_str_t                 errors[2], entity, type, scope;
     ngx_uint_t                n, i;
     ngx_http_usage_out_t      out;
     ngx_http_usage_list_t     q;
@@ -796,6 +815,25 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
 
     if (rc == NGX_OK && entity.len) {
         q.entity = &entity;
+    }
+
+    /* a scoped key lists its own entity's events: no filter is its filter */
+    rc = ngx_http_usage_scope(r, &scope);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        if (q.entity
+            && (q.entity->len != scope.len
+                || ngx_strncmp(q.entity->data, scope.data, scope.len) != 0))
+        {
+            return ngx_http_usage_scope_forbidden(r, &scope,
+                                                  NGX_HTTP_USAGE_SCOPE_READ);
+        }
+
+        q.entity = &scope;
     }
 
     rc = ngx_http_usage_arg(r->pool, &r->args, "eventType", &type);
@@ -893,7 +931,7 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
 {
     int64_t                   now, start;
     ngx_int_t                 rc;
-    ngx_str_t                 since, until, interval, errors[5];
+    ngx_str_t                 since, until, interval, errors[5], scope;
     ngx_uint_t                i, n, flags;
     ngx_http_usage_out_t      out;
     ngx_http_usage_zone_t    *zone;
@@ -943,6 +981,21 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     if (flags & NGX_HTTP_USAGE_NAME_LONG) {
         ngx_str_set(&errors[n], "entityId must be 255 characters or less");
         n++;
+    }
+
+    /* a valid id, as it was decoded and trimmed, against the key's */
+    rc = (n == 0) ? ngx_http_usage_scope(r, &scope) : NGX_DECLINED;
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK
+        && (q.entity.len != scope.len
+            || ngx_strncmp(q.entity.data, scope.data, scope.len) != 0))
+    {
+        return ngx_http_usage_scope_forbidden(r, &scope,
+                                              NGX_HTTP_USAGE_SCOPE_READ);
     }
 
     q.since = INT64_MIN;
@@ -1107,6 +1160,28 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
 }
 
 
+/* /v1/usage/stats and /info count every entity: not for a scoped key */
+
+static ngx_int_t
+ngx_http_usage_store_wide(ngx_http_request_t *r, ngx_uint_t stats)
+{
+    ngx_str_t  scope;
+
+    switch (ngx_http_usage_scope(r, &scope)) {
+
+    case NGX_DECLINED:
+        return stats ? ngx_http_usage_stats(r) : ngx_http_usage_info(r);
+
+    case NGX_OK:
+        return ngx_http_usage_scope_forbidden(r, &scope,
+                                              NGX_HTTP_USAGE_SCOPE_STORE);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_usage_stats(ngx_http_request_t *r)
 {
@@ -1207,26 +1282,27 @@ ngx_http_usage_health(ngx_http_request_t *r)
 /*
  * Readiness: a worker that is shutting down (QUIT, reload, upgrade) says
  * so, so that a balancer stops sending it new requests while the ones in
- * flight finish.
+ * flight finish; so does every worker while the drain file exists.
  */
 
 static ngx_int_t
 ngx_http_usage_ready(ngx_http_request_t *r)
 {
-    ngx_uint_t              exiting, store_ok;
+    ngx_uint_t              exiting, draining, store_ok;
     ngx_http_usage_out_t    out;
     ngx_http_usage_zone_t  *zone;
 
     zone = ngx_http_usage_zone_of(r);
 
     exiting = (ngx_exiting || ngx_quit || ngx_terminate);
+    draining = !exiting && ngx_http_usage_draining(r);
     store_ok = (zone->sh != NULL && zone->shpool != NULL);
 
     if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (exiting || !store_ok) {
+    if (exiting || draining || !store_ok) {
         ngx_http_usage_out_lit(&out, "{\"status\":\"not_ready\"");
 
     } else {
@@ -1239,6 +1315,8 @@ ngx_http_usage_ready(ngx_http_request_t *r)
     if (exiting) {
         ngx_http_usage_out_lit(&out,
                                ",\"checks\":{\"service\":\"shutting_down\"");
+    } else if (draining) {
+        ngx_http_usage_out_lit(&out, ",\"checks\":{\"service\":\"draining\"");
     } else {
         ngx_http_usage_out_lit(&out, ",\"checks\":{\"service\":\"ok\"");
     }
@@ -1250,7 +1328,7 @@ ngx_http_usage_ready(ngx_http_request_t *r)
         ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"}}");
     }
 
-    return ngx_http_usage_send(r, (exiting || !store_ok)
+    return ngx_http_usage_send(r, (exiting || draining || !store_ok)
                                   ? NGX_HTTP_SERVICE_UNAVAILABLE
                                   : NGX_HTTP_OK,
                                &out);

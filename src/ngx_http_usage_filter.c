@@ -1,12 +1,17 @@
 
 /*
- * Header and body filters of API locations.
+ * Header and body filters of API locations, and graceful drain.
  *
  * Every response of a location with usage_api gets the trace id, the
  * security headers and CORS.  Errors that nginx itself produces there (413
  * from client_max_body_size before the handler runs, 500, 503 from
  * limit_req, ...) would be HTML pages; they are replaced by the JSON error
- * envelope, so that an API client never has to parse HTML.
+ * envelope, so that an API client never has to parse HTML.  A 429 also
+ * says when to retry.
+ *
+ * While a drain file exists, or once the worker is shutting down, a
+ * response closes its connection: a client behind a balancer then opens
+ * its next connection to another instance.
  */
 
 
@@ -30,6 +35,9 @@ static ngx_int_t ngx_http_usage_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_usage_swap_error(ngx_http_request_t *r,
     ngx_http_usage_ctx_t *ctx);
+static ngx_uint_t ngx_http_usage_closing(ngx_http_request_t *r,
+    ngx_http_usage_loc_conf_t *ulcf);
+static ngx_uint_t ngx_http_usage_drain_check(ngx_http_usage_drain_t *drain);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -184,6 +192,12 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
+    /* the header then says "Connection: close", and nginx closes after
+     * the response */
+    if (r->keepalive && ngx_http_usage_closing(r, ulcf)) {
+        r->keepalive = 0;
+    }
+
     if (ulcf->api_zone == NULL) {
         /*
          * An error of an API server that nginx answers before the request
@@ -258,6 +272,15 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        if (ngx_http_usage_add_header_lit(r, "Retry-After",
+                                          &ulcf->retry_after_value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST && !ctx->own_body) {
         if (ngx_http_usage_swap_error(r, ctx) != NGX_OK) {
             return NGX_ERROR;
@@ -265,6 +288,101 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * A worker that is shutting down (QUIT, reload, upgrade) closes the
+ * connections of the module's locations after their response (nginx
+ * would close them anyway, but its header would still have promised
+ * keep-alive); with usage_drain_file, any location closes them while the
+ * file exists.
+ */
+
+static ngx_uint_t
+ngx_http_usage_closing(ngx_http_request_t *r, ngx_http_usage_loc_conf_t *ulcf)
+{
+    if ((ngx_exiting || ngx_quit || ngx_terminate)
+        && (ulcf->api_zone || ulcf->track_zone || ulcf->metrics_zone))
+    {
+        return 1;
+    }
+
+    return ulcf->drain && ngx_http_usage_drain_check(ulcf->drain);
+}
+
+
+/* /ready: is the drain file of the request's location there? */
+
+ngx_uint_t
+ngx_http_usage_draining(ngx_http_request_t *r)
+{
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    return ulcf->drain && ngx_http_usage_drain_check(ulcf->drain);
+}
+
+
+/*
+ * One stat() per file per second in each worker, whatever the request
+ * rate: the answer is kept for the second of ngx_time() it was taken in.
+ * A change is logged once per worker.
+ */
+
+static ngx_uint_t
+ngx_http_usage_drain_check(ngx_http_usage_drain_t *drain)
+{
+    time_t           now;
+    ngx_err_t        err;
+    ngx_uint_t       exists;
+    ngx_file_info_t  fi;
+
+    now = ngx_time();
+
+    if (drain->checked == now) {
+        return drain->exists;
+    }
+
+    drain->checked = now;
+
+    if (ngx_file_info(drain->path.data, &fi) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+        exists = 0;
+
+        if (err == NGX_ENOENT || err == NGX_ENOTDIR) {
+            err = 0;
+        }
+
+    } else {
+        err = 0;
+        exists = 1;
+    }
+
+    if (err && err != drain->err) {
+        /* not knowing is not draining: a broken check must not take
+         * every instance out of its balancer */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                      ngx_file_info_n " \"%V\" of usage_drain_file failed, "
+                      "not draining", &drain->path);
+    }
+
+    drain->err = err;
+
+    if (exists != drain->exists) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      exists ? "usage drain file \"%V\" exists: /ready "
+                               "answers 503, responses close their "
+                               "connections"
+                             : "usage drain file \"%V\" is gone: ready "
+                               "again",
+                      &drain->path);
+
+        drain->exists = exists;
+    }
+
+    return exists;
 }
 
 

@@ -30,6 +30,10 @@ static char *ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_usage_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_usage_drain_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_shm_zone_t *ngx_http_usage_zone_ref(ngx_conf_t *cf,
     ngx_str_t *name);
 static char *ngx_http_usage_check_token(ngx_conf_t *cf, void *post,
@@ -37,6 +41,8 @@ static char *ngx_http_usage_check_token(ngx_conf_t *cf, void *post,
 static char *ngx_http_usage_check_origin(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_usage_check_metadata_size(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_usage_check_retry_after(ngx_conf_t *cf, void *post,
     void *data);
 
 
@@ -47,6 +53,8 @@ static ngx_conf_post_t  ngx_http_usage_origin_post =
     { ngx_http_usage_check_origin };
 static ngx_conf_post_t  ngx_http_usage_metadata_size_post =
     { ngx_http_usage_check_metadata_size };
+static ngx_conf_post_t  ngx_http_usage_retry_after_post =
+    { ngx_http_usage_check_retry_after };
 
 
 static ngx_conf_num_bounds_t  ngx_http_usage_depth_bounds = {
@@ -125,6 +133,34 @@ static ngx_command_t  ngx_http_usage_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_usage_loc_conf_t, metadata_max_depth),
       &ngx_http_usage_depth_bounds },
+
+    { ngx_string("usage_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_usage_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_drain_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_usage_drain_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, retry_after),
+      &ngx_http_usage_retry_after_post },
+
+    { ngx_string("usage_entity_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, entity_scope),
+      NULL },
 
       ngx_null_command
 };
@@ -235,16 +271,30 @@ ngx_http_usage_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
     /* the log-phase tracker runs only where usage_track was configured */
     if (umcf->tracking_used) {
-        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
         h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
         if (h == NULL) {
             return NGX_ERROR;
         }
 
         *h = ngx_http_usage_track_handler;
+    }
+
+    /*
+     * The trace id is settled before the access phases run, so that
+     * every error-log line of a request in the module's locations
+     * (limit_req's, deny's, the module's own) can carry it.
+     */
+    if (umcf->zone_refs.nelts) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_usage_trace_handler;
     }
 
     return ngx_http_usage_filter_init(cf);
@@ -340,6 +390,9 @@ ngx_http_usage_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&umcf->zones, cf->pool, 2,
                           sizeof(ngx_http_usage_zone_ref_t))
+           != NGX_OK
+        || ngx_array_init(&umcf->drains, cf->pool, 1,
+                          sizeof(ngx_http_usage_drain_t *))
            != NGX_OK)
     {
         return NULL;
@@ -376,12 +429,17 @@ ngx_http_usage_create_loc_conf(ngx_conf_t *cf)
      *     conf->track_entity = NULL;
      *     conf->track_type = NULL;
      *     conf->trace_header = { 0, NULL };
+     *     conf->metrics_zone = NULL;
+     *     conf->retry_after_value = { 0, NULL };
      *     ...
      */
 
     conf->track_set = NGX_CONF_UNSET;
     conf->metadata_max_size = NGX_CONF_UNSET_SIZE;
     conf->metadata_max_depth = NGX_CONF_UNSET_UINT;
+    conf->drain = NGX_CONF_UNSET_PTR;
+    conf->retry_after = NGX_CONF_UNSET;
+    conf->entity_scope = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -393,6 +451,7 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_usage_loc_conf_t *prev = parent;
     ngx_http_usage_loc_conf_t *conf = child;
 
+    u_char                    *p;
     ngx_http_usage_zone_t     *zone;
     ngx_http_core_loc_conf_t  *clcf;
 
@@ -406,6 +465,11 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->api_zone == NULL && prev->api_zone && clcf->noname) {
         conf->api_zone = prev->api_zone;
         clcf->handler = ngx_http_usage_api_handler;
+    }
+
+    if (conf->metrics_zone == NULL && prev->metrics_zone && clcf->noname) {
+        conf->metrics_zone = prev->metrics_zone;
+        clcf->handler = ngx_http_usage_metrics_handler;
     }
 
     if (conf->track_set == NGX_CONF_UNSET) {
@@ -429,6 +493,19 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->metadata_max_size, 8192);
     ngx_conf_merge_uint_value(conf->metadata_max_depth,
                               prev->metadata_max_depth, 32);
+
+    ngx_conf_merge_ptr_value(conf->drain, prev->drain, NULL);
+    ngx_conf_merge_ptr_value(conf->entity_scope, prev->entity_scope, NULL);
+    ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 1);
+
+    /* the header's value, written once rather than on every 429 */
+    p = ngx_pnalloc(cf->pool, NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->retry_after_value.data = p;
+    conf->retry_after_value.len = ngx_sprintf(p, "%T", conf->retry_after) - p;
 
     /*
      * Events over a quarter of the zone are refused (see the store): say
@@ -535,8 +612,8 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                   * ngx_pagesize))
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small: %z bytes, "
-                                   "at least %uz are needed",
+                                   "usage zone \"%V\" is too small: %z "
+                                   "bytes, at least %uz are needed",
                                    &name, size,
                                    NGX_HTTP_USAGE_ZONE_MIN_PAGES
                                    * ngx_pagesize);
@@ -721,7 +798,7 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (shm_zone->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &name);
+                           "duplicate usage zone \"%V\"", &name);
         return NGX_CONF_ERROR;
     }
 
@@ -756,6 +833,10 @@ ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ulcf->api_zone) {
         return "is duplicate";
+    }
+
+    if (ulcf->metrics_zone) {
+        return "cannot be used in a location with \"usage_metrics\"";
     }
 
     value = cf->args->elts;
@@ -856,6 +937,108 @@ ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* usage_metrics zone_name; */
+
+static char *
+ngx_http_usage_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_usage_loc_conf_t *ulcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ulcf->metrics_zone) {
+        return "is duplicate";
+    }
+
+    if (ulcf->api_zone) {
+        return "cannot be used in a location with \"usage_api\"";
+    }
+
+    value = cf->args->elts;
+
+    ulcf->metrics_zone = ngx_http_usage_zone_ref(cf, &value[1]);
+    if (ulcf->metrics_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_usage_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * usage_drain_file path | off;
+ *
+ * Locations that name the same file share one record of it, so that a
+ * worker looks at each file at most once a second.
+ */
+
+static char *
+ngx_http_usage_drain_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_usage_loc_conf_t *ulcf = conf;
+
+    ngx_str_t                    *value, path;
+    ngx_uint_t                    i;
+    ngx_http_usage_drain_t       *drain, **d;
+    ngx_http_usage_main_conf_t   *umcf;
+
+    if (ulcf->drain != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ulcf->drain = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0) {
+        return "must name a file";
+    }
+
+    path = value[1];
+
+    /* relative to the prefix, as nginx's other paths; null-terminated */
+    if (ngx_conf_full_name(cf->cycle, &path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);
+
+    d = umcf->drains.elts;
+    for (i = 0; i < umcf->drains.nelts; i++) {
+        if (d[i]->path.len == path.len
+            && ngx_strncmp(d[i]->path.data, path.data, path.len) == 0)
+        {
+            ulcf->drain = d[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+    drain = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_drain_t));
+    if (drain == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    drain->path = path;
+
+    d = ngx_array_push(&umcf->drains);
+    if (d == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *d = drain;
+    ulcf->drain = drain;
+
+    return NGX_CONF_OK;
+}
+
+
 /* a reference to a zone that may be declared later in the configuration;
  * ngx_http_usage_init() reports the ones that never are */
 
@@ -946,6 +1129,21 @@ ngx_http_usage_check_metadata_size(ngx_conf_t *cf, void *post, void *data)
     /* "{}" must always fit */
     if (*size < 2) {
         return "must be at least 2 bytes";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* Retry-After is in whole seconds; 0 would invite an immediate retry */
+
+static char *
+ngx_http_usage_check_retry_after(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *sec = data;
+
+    if (*sec < 1) {
+        return "must be at least 1s";
     }
 
     return NGX_CONF_OK;

@@ -39,9 +39,19 @@ typedef struct {
 } ngx_http_usage_zone_ref_t;
 
 
+/* usage_drain_file: one per file, whatever the number of locations */
+typedef struct {
+    ngx_str_t                    path;             /* full, null-terminated */
+    time_t                       checked;          /* ngx_time() of the stat */
+    ngx_err_t                    err;              /* of the last stat */
+    ngx_uint_t                   exists;
+} ngx_http_usage_drain_t;
+
+
 typedef struct {
     ngx_array_t                  zone_refs;        /* zone_ref_t */
     ngx_array_t                  zones;            /* zone_ref_t, declared */
+    ngx_array_t                  drains;           /* drain_t * */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
 } ngx_http_usage_main_conf_t;
@@ -73,6 +83,18 @@ typedef struct {
 
     size_t                       metadata_max_size;
     ngx_uint_t                   metadata_max_depth;
+
+    /* usage_metrics: the zone this location exposes, or NULL */
+    ngx_shm_zone_t              *metrics_zone;
+
+    /* usage_drain_file: NULL when not in effect here */
+    ngx_http_usage_drain_t      *drain;
+
+    time_t                       retry_after;
+    ngx_str_t                    retry_after_value;
+
+    /* usage_entity_scope: the only entity a request may see, or NULL */
+    ngx_http_complex_value_t    *entity_scope;
 } ngx_http_usage_loc_conf_t;
 
 
@@ -112,9 +134,11 @@ ngx_int_t ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id);
 ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path);
 ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
     u_char *name, size_t len);
+ngx_int_t ngx_http_usage_trace_handler(ngx_http_request_t *r);
 
 /* ngx_http_usage_filter.c */
 ngx_int_t ngx_http_usage_filter_init(ngx_conf_t *cf);
+ngx_uint_t ngx_http_usage_draining(ngx_http_request_t *r);
 ngx_int_t ngx_http_usage_error_body(ngx_http_request_t *r,
     const char *code, ngx_str_t *message, ngx_str_t *out);
 ngx_int_t ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
@@ -124,6 +148,20 @@ ngx_int_t ngx_http_usage_add_header_n(ngx_http_request_t *r, u_char *key,
 
 #define ngx_http_usage_add_header_lit(r, name, value)                        \
     ngx_http_usage_add_header_n(r, (u_char *) name, sizeof(name) - 1, value)
+
+/* ngx_http_usage_metrics.c */
+ngx_int_t ngx_http_usage_metrics_handler(ngx_http_request_t *r);
+void ngx_http_usage_metrics_count(ngx_http_usage_zone_t *zone,
+    ngx_http_request_t *r, ngx_uint_t status, int64_t ms);
+
+/* ngx_http_usage_scope.c */
+#define NGX_HTTP_USAGE_SCOPE_READ       0
+#define NGX_HTTP_USAGE_SCOPE_RECORD     1
+#define NGX_HTTP_USAGE_SCOPE_STORE      2
+
+ngx_int_t ngx_http_usage_scope(ngx_http_request_t *r, ngx_str_t *scope);
+ngx_int_t ngx_http_usage_scope_forbidden(ngx_http_request_t *r,
+    ngx_str_t *scope, ngx_uint_t what);
 
 
 #endif /* _NGX_HTTP_USAGE_MODULE_H_INCLUDED_ */

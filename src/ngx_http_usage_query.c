@@ -608,6 +608,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     st->total = sh->total;
     st->last_hour = ngx_min(last_hour, sh->total);
     st->entities = sh->entity_count;
+    st->event_types = sh->type_count;
     st->start_time = sh->start_time;
     st->max_events = zone->max_events;
     st->raw_events = sh->raw_count;

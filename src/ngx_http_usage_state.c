@@ -145,6 +145,14 @@ ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
                                          "the resized zone");
         ngx_free(data);
 
+        /*
+         * The traffic counters are not in a snapshot (nor in the state
+         * file): a resized zone takes them as they are, so that they do
+         * not start over on a reload.
+         */
+        ngx_memcpy((void *) &zone->sh->traffic, (void *) &old->sh->traffic,
+                   sizeof(ngx_http_usage_traffic_t));
+
         return NGX_OK;
     }
 

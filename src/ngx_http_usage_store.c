@@ -277,6 +277,8 @@ ngx_http_usage_store_ring_size(size_t zone_size, ngx_uint_t raw_percent)
  * Inserts an event: its aggregates first (they are what must not be
  * lost), then its raw record.  NGX_HTTP_USAGE_DUPLICATE: its client id is
  * already recorded; rec then holds the stored event, copied into pool.
+ * A full-zone warning goes to the pool's log: a request's pool logs with
+ * the request's context (client, request line, trace id).
  */
 
 ngx_int_t
@@ -457,7 +459,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (full) {
-        ngx_http_usage_store_full(zone, ngx_cycle->log);
+        ngx_http_usage_store_full(zone, pool->log);
     }
 
     return NGX_OK;
@@ -485,7 +487,7 @@ drop:
     ngx_http_usage_store_count_drop(zone);
 
     if (full) {
-        ngx_http_usage_store_full(zone, ngx_cycle->log);
+        ngx_http_usage_store_full(zone, pool->log);
     }
 
     return NGX_DECLINED;

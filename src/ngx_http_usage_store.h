@@ -52,6 +52,11 @@
 /* eventsLastHour: one counter per minute, in a circle */
 #define NGX_HTTP_USAGE_MINUTE_SLOTS      128
 
+/* tracked traffic: methods, status classes and latency buckets counted */
+#define NGX_HTTP_USAGE_METHODS           8
+#define NGX_HTTP_USAGE_STATUS_CLASSES    5
+#define NGX_HTTP_USAGE_LATENCY_BUCKETS   12     /* the last one is +Inf */
+
 /* insert results beyond NGX_OK */
 #define NGX_HTTP_USAGE_DUPLICATE         1
 
@@ -175,6 +180,20 @@ struct ngx_http_usage_idx_s {
 };
 
 
+/*
+ * Counters of the requests that pass the log phase of a tracked location,
+ * for usage_metrics.  Every worker adds to them with atomic operations,
+ * never under the lock; they are not part of the state file.  Latency
+ * buckets are not cumulative here (the exposition sums them).
+ */
+typedef struct {
+    ngx_atomic_t                 requests[NGX_HTTP_USAGE_METHODS]
+                                         [NGX_HTTP_USAGE_STATUS_CLASSES];
+    ngx_atomic_t                 latency[NGX_HTTP_USAGE_LATENCY_BUCKETS];
+    ngx_atomic_t                 latency_ms;   /* the sum */
+} ngx_http_usage_traffic_t;
+
+
 typedef struct {
     ngx_rbtree_t                 entities;
     ngx_rbtree_node_t            entities_sentinel;
@@ -233,6 +252,8 @@ typedef struct {
 
     int64_t                      full_warned;  /* rate limit of the warning */
     uint64_t                     full_since_warned;
+
+    ngx_http_usage_traffic_t     traffic;
 } ngx_http_usage_shctx_t;
 
 
@@ -320,6 +341,7 @@ typedef struct {
     uint64_t                     total;
     uint64_t                     last_hour;
     ngx_uint_t                   entities;
+    ngx_uint_t                   event_types;    /* held by the store */
     int64_t                      start_time;
     ngx_uint_t                   max_events;
     ngx_uint_t                   raw_events;

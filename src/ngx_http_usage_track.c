@@ -3,7 +3,8 @@
  * Trace ids, the $usage_trace_id variable, and self-tracking in the log
  * phase: one event per request, recorded after the response was sent, so
  * it never delays one; when the store cannot take it, it is dropped and
- * counted, never an error.
+ * counted, never an error.  Once a request has its trace id, every line
+ * that nginx logs for it ends with ", trace id: ...".
  */
 
 
@@ -22,6 +23,13 @@ static ngx_int_t ngx_http_usage_traceparent(ngx_table_elt_t *h,
 static ngx_int_t ngx_http_usage_track_name(ngx_http_request_t *r,
     ngx_http_complex_value_t *cv, const char *def, size_t max_chars,
     ngx_str_t *value);
+static void ngx_http_usage_log_context(ngx_http_request_t *r);
+static u_char *ngx_http_usage_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+
+
+/* the request's own log context, normally ngx_http_log_error_handler() */
+static ngx_http_log_handler_pt  ngx_http_usage_next_log_handler;
 
 
 ngx_int_t
@@ -113,7 +121,89 @@ ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
 
+    ngx_http_usage_log_context(r);
+
     return NGX_OK;
+}
+
+
+/*
+ * Rewrite phase, in the module's locations: the trace id is taken before
+ * the access phases, so that their lines (limit_req's "limiting
+ * requests", deny's "access forbidden") already carry it.
+ */
+
+ngx_int_t
+ngx_http_usage_trace_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                   id;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (r == r->main
+        && (ulcf->api_zone || ulcf->track_zone || ulcf->metrics_zone))
+    {
+        (void) ngx_http_usage_trace_id(r, &id);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * nginx calls r->log_handler for every error-log line of a request: the
+ * wrapper appends the trace id once it is known.  Only the handler nginx
+ * installs is wrapped; one that another module put there is left alone.
+ */
+
+static void
+ngx_http_usage_log_context(ngx_http_request_t *r)
+{
+    if (r->log_handler == ngx_http_usage_log_error
+        || r->log_handler == NULL)
+    {
+        return;
+    }
+
+    if (ngx_http_usage_next_log_handler == NULL) {
+        ngx_http_usage_next_log_handler = r->log_handler;
+
+    } else if (r->log_handler != ngx_http_usage_next_log_handler) {
+        return;
+    }
+
+    r->log_handler = ngx_http_usage_log_error;
+}
+
+
+static u_char *
+ngx_http_usage_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                      *p;
+    ngx_http_variable_value_t   *v;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    p = ngx_http_usage_next_log_handler(r, sr, buf, len);
+    len -= p - buf;
+
+    /* the cached value only: a log line never makes an id */
+    umcf = ngx_http_get_module_main_conf(r, ngx_http_usage_module);
+
+    if (r->variables == NULL || umcf == NULL
+        || umcf->trace_var_index == NGX_ERROR)
+    {
+        return p;
+    }
+
+    v = &r->variables[umcf->trace_var_index];
+
+    if (v->valid && !v->not_found && v->len) {
+        p = ngx_snprintf(p, len, ", trace id: %*s", (size_t) v->len, v->data);
+    }
+
+    return p;
 }
 
 
@@ -163,6 +253,19 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
 
     zone = ulcf->track_zone->data;
 
+    /* $request_time, to the millisecond */
+    now = ngx_http_usage_now();
+    duration = now - ((int64_t) r->start_sec * 1000 + r->start_msec);
+
+    if (duration < 0) {
+        duration = 0;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    /* the traffic counts whether or not the event can be recorded */
+    ngx_http_usage_metrics_count(zone, r, status, duration);
+
     if (ngx_http_usage_track_name(r, ulcf->track_entity, "api-self", 255,
                                   &rec.entity)
         != NGX_OK
@@ -174,11 +277,6 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
         ngx_http_usage_store_count_drop(zone);
         return NGX_OK;
     }
-
-    now = ngx_http_usage_now();
-    duration = now - ((int64_t) r->start_sec * 1000 + r->start_msec);
-
-    status = r->err_status ? r->err_status : r->headers_out.status;
 
     if (ngx_http_usage_request_path(r, &path) != NGX_OK
         || ngx_http_usage_trace_id(r, &trace) != NGX_OK
@@ -203,7 +301,7 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     ngx_http_usage_out_lit(&meta, ",\"statusCode\":");
     ngx_http_usage_out_uint(&meta, status);
     ngx_http_usage_out_lit(&meta, ",\"duration\":");
-    ngx_http_usage_out_uint(&meta, duration > 0 ? duration : 0);
+    ngx_http_usage_out_uint(&meta, duration);
     ngx_http_usage_out_lit(&meta, ",\"traceId\":\"");
     ngx_http_usage_out_raw(&meta, trace.data, trace.len);
     ngx_http_usage_out_lit(&meta, "\"}");

@@ -2,8 +2,9 @@
 
 # The README's run command: scripts/run.sh builds the module and runs nginx
 # in the foreground on the shipped conf/nginx.conf, on $PORT with $WORKERS
-# workers, runtime files under the prefix; the API answers, the access log is
-# JSON with the trace id; SIGTERM and SIGINT (Ctrl-C) stop it cleanly.
+# workers, runtime files under the prefix; the API answers, /metrics too,
+# the drain file under the prefix drains; the access log is JSON with the
+# trace id; SIGTERM and SIGINT (Ctrl-C) stop it cleanly.
 
 use strict;
 use warnings;
@@ -64,6 +65,24 @@ for my $signal (qw(TERM INT)) {
 		"$signal run: and read back");
 	is($t->get('/health', port => $port)->json->{service},
 		'usage-metrics-api', "$signal run: the shipped configuration");
+
+	$r = $t->get('/metrics', port => $port);
+	my ($recorded) = $r->body
+		=~ /^usage_events_recorded_total\{zone="usage"\} (\d+)$/m;
+	ok($recorded && $recorded >= 1, "$signal run: /metrics");
+
+	# the drain file of the shipped configuration, under the prefix (the
+	# workers, as nobody, must be able to stat it)
+	chmod 0755, $prefix;
+	open my $fh, '>', "$prefix/drain" or die "$prefix/drain: $!";
+	close $fh;
+	my $draining = wait_until {
+		$t->get('/ready', port => $port)->status == 503
+	} 3;
+	ok($draining, "$signal run: touch drain: /ready 503");
+	unlink "$prefix/drain";
+	ok((wait_until { $t->get('/ready', port => $port)->status == 200 } 3),
+		"$signal run: rm drain: /ready 200");
 
 	my @w = children($pid);
 	is(scalar @w, 2, "$signal run: 2 workers");

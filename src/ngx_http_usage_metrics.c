@@ -1,0 +1,447 @@
+
+/*
+ * usage_metrics: the store's counters and the tracked traffic in the
+ * Prometheus text exposition format (version 0.0.4).
+ *
+ * Tracked traffic is counted in the log phase of every request of a
+ * tracked location, so the counting must cost next to nothing: a few
+ * atomic additions to counters in the zone's shared context, no lock, no
+ * allocation.  Labels are bounded: a method out of eight, a status class
+ * out of five, the zone's name.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_json.h"
+#include "ngx_http_usage_util.h"
+
+
+static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
+    const char *name, const char *type, const char *help, ngx_str_t *zone,
+    uint64_t value);
+static void ngx_http_usage_metric_head(ngx_http_usage_out_t *out,
+    const char *name, const char *type, const char *help);
+static void ngx_http_usage_metric_zone(ngx_http_usage_out_t *out,
+    ngx_str_t *zone);
+static void ngx_http_usage_metric_seconds(ngx_http_usage_out_t *out,
+    uint64_t ms);
+static ngx_int_t ngx_http_usage_metrics_not_allowed(ngx_http_request_t *r);
+
+
+static const char  *ngx_http_usage_methods[NGX_HTTP_USAGE_METHODS] = {
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"
+};
+
+
+/* upper bounds of the latency buckets, in ms; the last bucket is +Inf */
+static ngx_uint_t  ngx_http_usage_latency_le[] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
+};
+
+
+static ngx_str_t  ngx_http_usage_metrics_allow = ngx_string("GET, HEAD");
+
+
+/*
+ * A request without a status (the client went away before nginx chose
+ * one) is not counted: the status classes stay the five HTTP ones.
+ */
+
+void
+ngx_http_usage_metrics_count(ngx_http_usage_zone_t *zone,
+    ngx_http_request_t *r, ngx_uint_t status, int64_t ms)
+{
+    ngx_uint_t                 m, i;
+    ngx_http_usage_traffic_t  *tr;
+
+    if (status < 100 || status > 599) {
+        return;
+    }
+
+    switch (r->method) {
+    case NGX_HTTP_GET:
+        m = 0;
+        break;
+    case NGX_HTTP_HEAD:
+        m = 1;
+        break;
+    case NGX_HTTP_POST:
+        m = 2;
+        break;
+    case NGX_HTTP_PUT:
+        m = 3;
+        break;
+    case NGX_HTTP_PATCH:
+        m = 4;
+        break;
+    case NGX_HTTP_DELETE:
+        m = 5;
+        break;
+    case NGX_HTTP_OPTIONS:
+        m = 6;
+        break;
+    default:
+        m = 7;
+    }
+
+    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS - 1; i++) {
+        if ((uint64_t) ms <= ngx_http_usage_latency_le[i]) {
+            break;
+        }
+    }
+
+    tr = &zone->sh->traffic;
+
+    (void) ngx_atomic_fetch_add(&tr->requests[m][status / 100 - 1], 1);
+    (void) ngx_atomic_fetch_add(&tr->latency[i], 1);
+    (void) ngx_atomic_fetch_add(&tr->latency_ms, (ngx_atomic_int_t) ms);
+}
+
+
+ngx_int_t
+ngx_http_usage_metrics_handler(ngx_http_request_t *r)
+{
+    int64_t                     now;
+    uint64_t                    latency[NGX_HTTP_USAGE_LATENCY_BUCKETS];
+    uint64_t                    count, sum;
+    ngx_int_t                   rc;
+    ngx_str_t                   scope, *name;
+    ngx_buf_t                  *b;
+    ngx_uint_t                  m, c, i;
+    ngx_chain_t                 cl;
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_zone_t      *zone;
+    ngx_http_usage_stats_t      st;
+    ngx_http_usage_traffic_t   *tr;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_usage_metrics_not_allowed(r);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the whole store's figures: not for a key scoped to one entity */
+    switch (ngx_http_usage_scope(r, &scope)) {
+    case NGX_DECLINED:
+        break;
+    case NGX_OK:
+        return ngx_http_usage_scope_forbidden(r, &scope,
+                                              NGX_HTTP_USAGE_SCOPE_STORE);
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+    zone = ulcf->metrics_zone->data;
+    name = &ulcf->metrics_zone->shm.name;
+    now = ngx_http_usage_now();
+
+    /* takes the lock briefly, as /v1/usage/stats does */
+    if (ngx_http_usage_store_stats(zone, r->pool, &st, 0, now) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_out_init(&out, r->pool, 8192) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the store */
+
+    ngx_http_usage_metric(&out, "usage_events", "gauge",
+                          "Events counted in the retention window.",
+                          name, st.total);
+    ngx_http_usage_metric(&out, "usage_events_last_hour", "gauge",
+                          "Events of the current minute and the 60 before "
+                          "it.", name, st.last_hour);
+    ngx_http_usage_metric(&out, "usage_events_stored", "gauge",
+                          "Raw events stored in the event log.",
+                          name, st.raw_events);
+    ngx_http_usage_metric(&out, "usage_events_recorded_total", "counter",
+                          "Events recorded since the data set began.",
+                          name, st.recorded);
+    ngx_http_usage_metric(&out, "usage_events_duplicates_total", "counter",
+                          "Events posted again with a recorded client id.",
+                          name, st.duplicates);
+    ngx_http_usage_metric(&out, "usage_events_evicted_total", "counter",
+                          "Raw events evicted from the log for room or "
+                          "max_events (totals keep them).",
+                          name, st.raw_evicted);
+    ngx_http_usage_metric(&out, "usage_events_expired_total", "counter",
+                          "Raw events removed by retention.",
+                          name, st.raw_expired);
+    ngx_http_usage_metric(&out, "usage_events_dropped_total", "counter",
+                          "Events the store could not take.",
+                          name, st.dropped);
+    ngx_http_usage_metric(&out, "usage_entities", "gauge",
+                          "Entities with events in the window.",
+                          name, st.entities);
+    ngx_http_usage_metric(&out, "usage_event_types", "gauge",
+                          "Event types held by the store.",
+                          name, st.event_types);
+    ngx_http_usage_metric(&out, "usage_buckets", "gauge",
+                          "Aggregate buckets stored.", name, st.buckets);
+    ngx_http_usage_metric(&out, "usage_buckets_evicted_total", "counter",
+                          "Aggregate buckets given up for room (lost "
+                          "totals).", name, st.buckets_evicted);
+    ngx_http_usage_metric(&out, "usage_buckets_expired_total", "counter",
+                          "Aggregate buckets removed by retention.",
+                          name, st.buckets_expired);
+    ngx_http_usage_metric(&out, "usage_client_ids", "gauge",
+                          "Client event ids remembered for idempotency.",
+                          name, st.ids);
+    ngx_http_usage_metric(&out, "usage_client_ids_evicted_total", "counter",
+                          "Client event ids forgotten before their time.",
+                          name, st.ids_evicted);
+    ngx_http_usage_metric(&out, "usage_raw_log_bytes", "gauge",
+                          "Size of the raw event log.", name, st.raw_bytes);
+    ngx_http_usage_metric(&out, "usage_raw_log_used_bytes", "gauge",
+                          "Bytes of the raw event log in use.",
+                          name, st.raw_bytes_used);
+    ngx_http_usage_metric(&out, "usage_zone_used_bytes", "gauge",
+                          "Bytes of the zone's pages in use.",
+                          name, st.bytes_used);
+    ngx_http_usage_metric(&out, "usage_zone_free_bytes", "gauge",
+                          "Bytes of the zone's free pages.",
+                          name, st.bytes_free);
+    ngx_http_usage_metric(&out, "usage_state_saves_total", "counter",
+                          "Saves of the state file.", name, st.saves);
+    ngx_http_usage_metric(&out, "usage_state_saved_timestamp_seconds",
+                          "gauge", "When the state file was last saved "
+                          "(0: never).", name, st.saved_at / 1000);
+    ngx_http_usage_metric(&out, "usage_start_time_seconds", "gauge",
+                          "When the data set began.",
+                          name, st.start_time / 1000);
+
+    /*
+     * Tracked traffic.  The counters are read one by one while other
+     * workers add to them: the histogram's count is the sum of the
+     * buckets read, so that it always equals the +Inf bucket.
+     */
+
+    tr = &zone->sh->traffic;
+
+    ngx_http_usage_metric_head(&out, "usage_http_requests_total", "counter",
+                               "Requests of tracked locations, by method and "
+                               "status class.");
+
+    for (m = 0; m < NGX_HTTP_USAGE_METHODS; m++) {
+        for (c = 0; c < NGX_HTTP_USAGE_STATUS_CLASSES; c++) {
+            ngx_http_usage_out_lit(&out, "usage_http_requests_total");
+            ngx_http_usage_metric_zone(&out, name);
+            ngx_http_usage_out_lit(&out, ",method=\"");
+            ngx_http_usage_out_raw(&out, (u_char *) ngx_http_usage_methods[m],
+                                   ngx_strlen(ngx_http_usage_methods[m]));
+            ngx_http_usage_out_lit(&out, "\",status=\"");
+            ngx_http_usage_out_uint(&out, c + 1);
+            ngx_http_usage_out_lit(&out, "xx\"} ");
+            ngx_http_usage_out_uint(&out, tr->requests[m][c]);
+            ngx_http_usage_out_lit(&out, "\n");
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
+        latency[i] = tr->latency[i];
+    }
+
+    sum = tr->latency_ms;
+
+    ngx_http_usage_metric_head(&out, "usage_http_request_duration_seconds",
+                               "histogram",
+                               "Request time of tracked locations, as "
+                               "$request_time.");
+
+    count = 0;
+
+    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
+        count += latency[i];
+
+        ngx_http_usage_out_lit(&out,
+                               "usage_http_request_duration_seconds_bucket");
+        ngx_http_usage_metric_zone(&out, name);
+        ngx_http_usage_out_lit(&out, ",le=\"");
+
+        if (i < NGX_HTTP_USAGE_LATENCY_BUCKETS - 1) {
+            ngx_http_usage_metric_seconds(&out, ngx_http_usage_latency_le[i]);
+
+        } else {
+            ngx_http_usage_out_lit(&out, "+Inf");
+        }
+
+        ngx_http_usage_out_lit(&out, "\"} ");
+        ngx_http_usage_out_uint(&out, count);
+        ngx_http_usage_out_lit(&out, "\n");
+    }
+
+    ngx_http_usage_out_lit(&out, "usage_http_request_duration_seconds_sum");
+    ngx_http_usage_metric_zone(&out, name);
+    ngx_http_usage_out_lit(&out, "} ");
+    ngx_http_usage_metric_seconds(&out, sum);
+    ngx_http_usage_out_lit(&out, "\nusage_http_request_duration_seconds_count");
+    ngx_http_usage_metric_zone(&out, name);
+    ngx_http_usage_out_lit(&out, "} ");
+    ngx_http_usage_out_uint(&out, count);
+    ngx_http_usage_out_lit(&out, "\n");
+
+    if (out.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = out.pos - out.start;
+
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = out.start;
+    b->last = out.pos;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl.buf = b;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+}
+
+
+static ngx_int_t
+ngx_http_usage_metrics_not_allowed(ngx_http_request_t *r)
+{
+    u_char     *p;
+    ngx_str_t   msg, path;
+
+    if (ngx_http_usage_add_header_lit(r, "Allow",
+                                      &ngx_http_usage_metrics_allow)
+        != NGX_OK
+        || ngx_http_usage_request_path(r, &path) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, r->method_name.len + path.len + 64);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+    msg.len = ngx_sprintf(p, "Method %V is not allowed on %V; allowed: %V",
+                          &r->method_name, &path,
+                          &ngx_http_usage_metrics_allow)
+              - p;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                     "METHOD_NOT_ALLOWED", &msg);
+}
+
+
+static void
+ngx_http_usage_metric(ngx_http_usage_out_t *out, const char *name,
+    const char *type, const char *help, ngx_str_t *zone, uint64_t value)
+{
+    ngx_http_usage_metric_head(out, name, type, help);
+
+    ngx_http_usage_out_raw(out, (u_char *) name, ngx_strlen(name));
+    ngx_http_usage_metric_zone(out, zone);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_out_uint(out, value);
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
+static void
+ngx_http_usage_metric_head(ngx_http_usage_out_t *out, const char *name,
+    const char *type, const char *help)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    ngx_http_usage_out_lit(out, "# HELP ");
+    ngx_http_usage_out_raw(out, (u_char *) name, len);
+    ngx_http_usage_out_lit(out, " ");
+    ngx_http_usage_out_raw(out, (u_char *) help, ngx_strlen(help));
+    ngx_http_usage_out_lit(out, "\n# TYPE ");
+    ngx_http_usage_out_raw(out, (u_char *) name, len);
+    ngx_http_usage_out_lit(out, " ");
+    ngx_http_usage_out_raw(out, (u_char *) type, ngx_strlen(type));
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
+/* {zone="name": the label set left open; \, " and newline escaped */
+
+static void
+ngx_http_usage_metric_zone(ngx_http_usage_out_t *out, ngx_str_t *zone)
+{
+    u_char  *p, *end, *start;
+
+    ngx_http_usage_out_lit(out, "{zone=\"");
+
+    start = zone->data;
+    end = zone->data + zone->len;
+
+    for (p = start; p < end; p++) {
+        if (*p != '\\' && *p != '"' && *p != '\n') {
+            continue;
+        }
+
+        ngx_http_usage_out_raw(out, start, p - start);
+
+        if (*p == '\n') {
+            ngx_http_usage_out_lit(out, "\\n");
+
+        } else {
+            ngx_http_usage_out_lit(out, "\\");
+            ngx_http_usage_out_raw(out, p, 1);
+        }
+
+        start = p + 1;
+    }
+
+    ngx_http_usage_out_raw(out, start, end - start);
+    ngx_http_usage_out_lit(out, "\"");
+}
+
+
+/* milliseconds as seconds: 1234 -> 1.234, 5 -> 0.005, 1000 -> 1 */
+
+static void
+ngx_http_usage_metric_seconds(ngx_http_usage_out_t *out, uint64_t ms)
+{
+    u_char  buf[NGX_INT64_LEN + 8], *p;
+
+    p = ngx_sprintf(buf, "%uL", ms / 1000);
+
+    if (ms % 1000) {
+        p = ngx_sprintf(p, ".%03uL", ms % 1000);
+
+        while (p[-1] == '0') {
+            p--;
+        }
+    }
+
+    ngx_http_usage_out_raw(out, buf, p - buf);
+}
