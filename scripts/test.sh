@@ -2,11 +2,15 @@
 # Builds the module and runs the whole test suite (prove -r t/).
 #   scripts/test.sh               the normal build
 #   SANITIZE=1 scripts/test.sh    AddressSanitizer + UBSan build, same suite
+#   LEAKS=1 scripts/test.sh       the same, with LeakSanitizer at each
+#                                 process's exit (see below)
 # Extra arguments go to prove, e.g. scripts/test.sh t/events.t
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+
+[ "${LEAKS:-0}" = 1 ] && export SANITIZE=1
 
 # promtool (Debian's prometheus package) checks the metrics exposition
 "$root/scripts/deps.sh" prometheus
@@ -41,8 +45,53 @@ else
     export USAGE_MODULE="$root/build/nginx/ngx_http_usage_module.so"
 fi
 
+# LEAKS=1: LeakSanitizer runs when each nginx process exits, and its
+# reports go to files, not to error.log.  nginx itself never frees what a
+# worker allocates once for its whole life (connections, events, the
+# cycle's pools: the kernel takes them back at exit), so only a leak with a
+# frame in this module counts; any other sanitizer report fails too.
+if [ "${LEAKS:-0}" = 1 ]; then
+    lsan="$root/build/lsan"
+    rm -rf "$lsan"
+    mkdir -p "$lsan"
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=0:halt_on_error=1:allocator_may_return_null=1:fast_unwind_on_malloc=0:log_path=$lsan/report"
+fi
+
 if [ $# -eq 0 ]; then
     set -- -r t/
 fi
 
-prove "$@"
+rc=0
+prove "$@" || rc=$?
+
+if [ "${LEAKS:-0}" = 1 ]; then
+    shopt -s nullglob
+    perl -e '
+        my ($ours, $core, $errors, $files) = (0, 0, 0, 0);
+        for my $f (@ARGV) {
+            $files++;
+            local $/;
+            open my $fh, "<", $f or next;
+            my $text = <$fh>;
+            for my $b (split /\n(?=(?:Direct|Indirect) leak of )/, $text) {
+                next unless $b =~ /^(?:Direct|Indirect) leak of/;
+                if ($b =~ /ngx_http_usage_|ngx_http_usage_module\.so/) {
+                    $ours++;
+                    print STDERR "leak in the module ($f):\n$b\n";
+                } else {
+                    $core++;
+                }
+            }
+            if ($text =~ /ERROR: AddressSanitizer|runtime error:/) {
+                $errors++;
+                print STDERR "sanitizer report ($f):\n$text\n";
+            }
+        }
+        print "LeakSanitizer: $files process reports, $ours leaks in the "
+            . "module, $core in nginx itself (allocated once per process), "
+            . "$errors other reports\n";
+        exit($ours || $errors ? 1 : 0);
+    ' "$lsan"/report.* || rc=1
+fi
+
+exit $rc
