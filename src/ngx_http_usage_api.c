@@ -1564,10 +1564,9 @@ static ngx_int_t
 ngx_http_usage_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_usage_out_t *out)
 {
-    ngx_int_t              rc;
-    ngx_buf_t             *b;
-    ngx_chain_t            cl;
     ngx_http_usage_ctx_t  *ctx;
+
+    static ngx_str_t  json = ngx_string("application/json; charset=utf-8");
 
     if (out->failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1580,12 +1579,27 @@ ngx_http_usage_send(ngx_http_request_t *r, ngx_uint_t status,
 
     ctx->own_body = 1;
 
+    return ngx_http_usage_send_out(r, status, &json,
+                                   sizeof("application/json") - 1, out);
+}
+
+
+/* a whole answer from the writer: type_len is the MIME type's length
+ * without its parameters, as nginx keeps it */
+
+ngx_int_t
+ngx_http_usage_send_out(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, size_t type_len, ngx_http_usage_out_t *out)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   cl;
+
     r->headers_out.status = status;
     r->headers_out.content_length_n = out->pos - out->start;
 
-    ngx_str_set(&r->headers_out.content_type,
-                "application/json; charset=utf-8");
-    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type_len;
     r->headers_out.content_type_lowcase = NULL;
 
     rc = ngx_http_send_header(r);

@@ -110,14 +110,15 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
     uint64_t                    count, sum;
     ngx_int_t                   rc;
     ngx_str_t                   scope, *name;
-    ngx_buf_t                  *b;
     ngx_uint_t                  m, c, i;
-    ngx_chain_t                 cl;
     ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_stats_t      st;
     ngx_http_usage_traffic_t   *tr;
     ngx_http_usage_loc_conf_t  *ulcf;
+
+    static ngx_str_t  type =
+                          ngx_string("text/plain; version=0.0.4; charset=utf-8");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_usage_metrics_not_allowed(r);
@@ -295,35 +296,8 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = out.pos - out.start;
-
-    ngx_str_set(&r->headers_out.content_type,
-                "text/plain; version=0.0.4; charset=utf-8");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = out.start;
-    b->last = out.pos;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    cl.buf = b;
-    cl.next = NULL;
-
-    return ngx_http_output_filter(r, &cl);
+    return ngx_http_usage_send_out(r, NGX_HTTP_OK, &type,
+                                   sizeof("text/plain") - 1, &out);
 }
 
 

@@ -16,6 +16,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_json.h"
 
 
 #define NGX_HTTP_USAGE_VERSION          "0.1.0"
@@ -123,6 +124,8 @@ ngx_int_t ngx_http_usage_not_allowed_message(ngx_http_request_t *r,
     ngx_str_t *msg);
 ngx_int_t ngx_http_usage_too_large_message(ngx_http_request_t *r,
     ngx_str_t *msg);
+ngx_int_t ngx_http_usage_send_out(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, size_t type_len, ngx_http_usage_out_t *out);
 ngx_int_t ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message);
 
