@@ -54,6 +54,7 @@ if [ "${LEAKS:-0}" = 1 ]; then
     lsan="$root/build/lsan"
     rm -rf "$lsan"
     mkdir -p "$lsan"
+    chmod 1777 "$lsan"      # workers run as nobody when the master is root
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=0:halt_on_error=1:allocator_may_return_null=1:fast_unwind_on_malloc=0:log_path=$lsan/report"
 fi
 
@@ -75,7 +76,14 @@ if [ "${LEAKS:-0}" = 1 ]; then
             my $text = <$fh>;
             for my $b (split /\n(?=(?:Direct|Indirect) leak of )/, $text) {
                 next unless $b =~ /^(?:Direct|Indirect) leak of/;
-                if ($b =~ /ngx_http_usage_|ngx_http_usage_module\.so/) {
+                # nginx own: every frame in the nginx binary, libc or the
+                # sanitizer; a frame anywhere else is the module (often
+                # shown as "<unknown module>": it was loaded by dlopen())
+                my @frames = grep { !/ in __interceptor_|libasan\.so/ }
+                    $b =~ /^\s+#\d+ (.*)$/mg;
+                if (grep { !m{/usr/sbin/nginx\+|libc[.-]|/sysdeps/|/csu/|ld-linux} }
+                    @frames)
+                {
                     $ours++;
                     print STDERR "leak in the module ($f):\n$b\n";
                 } else {

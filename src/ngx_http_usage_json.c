@@ -86,6 +86,10 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
     u_char  *p;
 
+    if (len == 0) {
+        return;     /* s may be NULL: an empty method of a bad request */
+    }
+
     p = ngx_http_usage_out_room(out, len);
     if (p == NULL) {
         return;
