@@ -85,7 +85,9 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:8080/health"]
 
-# graceful: workers finish their requests, the store is saved
+# graceful: workers finish their requests, the store is saved.  Before it,
+# the orchestrator's pre-stop hook drains the task (README, "Deploying"):
+#     touch /run/nginx-usage/drain; sleep <deregistration delay>
 STOPSIGNAL SIGQUIT
 
 CMD ["nginx", "-c", "/etc/nginx-usage/nginx.conf", "-g", "daemon off;"]

@@ -12,21 +12,29 @@
 # master and workers as that user; the HEALTHCHECK command succeeds; /health
 # and /ready answer without a key; the API answers 401 with the image's
 # empty key file, and after keys are "mounted" and nginx is reloaded, a POST
-# is stored; the access log is JSON on stdout, errors on stderr; the stop
-# signal stops nginx gracefully (exit 0) with the state file saved by that
-# user in the state directory; started again, the event is still there.
+# is stored; the access log is JSON on stdout, errors on stderr.  Then the
+# README's rolling-deploy stop: the pre-stop hook, run as the user, creates
+# the drain file in the run directory; /ready turns 503 "draining" within
+# about a second while API requests are still served (each with
+# Connection: close); the stop signal arrives while a POST is in flight:
+# the POST completes, nginx exits 0, and the state file is saved by that
+# user in the state directory; started again, every event is still there
+# (and a drain file left in the run directory keeps /ready 503 until it is
+# removed: what a container restarted in place, without a tmpfs there,
+# would see).
 
 use strict;
 use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use IO::Select;
 use Test::More;
 use Test::Usage qw(json_decode wait_until);
 use Test::UsageProd qw(prod_conf dockerfile runtime_stage instr_args
 	json_array);
 use POSIX qw(WNOHANG);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 
 my $t = Test::Usage->new();
 my $dir = $t->dir;
@@ -178,10 +186,10 @@ is($r->err->{code}, 'UNAUTHORIZED', 'JSON error');
 $t->write_file("$root/etc/api-keys.map", qq{"k-docker-1" docker-client;\n});
 kill 'HUP', $master;
 ok(wait_until(sub {
-	$t->get('/v1/usage/docker', headers => ['X-Api-Key' => 'k-docker-1'])
+	$t->get('/v1/usage/docker-client', headers => ['X-Api-Key' => 'k-docker-1'])
 		->status == 200;
 }, 10), 'keys mounted and reloaded: accepted');
-$r = $t->post_json('/v1/events', { entityId => 'docker', eventType => 'run',
+$r = $t->post_json('/v1/events', { entityId => 'docker-client', eventType => 'run',
 	id => 'd-1' }, headers => ['X-Api-Key' => 'k-docker-1',
 	'X-Trace-Id' => 'docker-1']);
 is($r->status, 201, 'a POST is stored') or diag $r->describe;
@@ -196,8 +204,63 @@ ok($entry, 'the access log on stdout is JSON');
 is($entry && $entry->{status}, 201, 'with the status');
 unlike($t->read_file("$dir/stderr.log"), qr/^\{/m, 'no access log on stderr');
 
-# the stop signal
+###############################################################################
+# stopping for a rolling deploy (README, "Reloads and rolling deploys")
+
+my %KEY = (headers => ['X-Api-Key' => 'k-docker-1']);
+my $drain = "$root/run/drain";    # /run/nginx-usage/drain in the image
+
+# does the server close the connection after a response?
+sub closed {
+	my ($c) = @_;
+	my $sock = $c->sock or return 1;
+	return 0 if length $c->{buf};
+	return 0 unless IO::Select->new($sock)->can_read(1);
+	return !sysread($sock, my $buf, 4096);
+}
+
+# 1. pre-stop hook, as the container's user: the drain file
+($code, $out) = run_as('touch', $drain);
+is($code, 0, 'pre-stop: the user creates the drain file in the run directory')
+	or diag $out;
+my $t0 = time();
+my $draining = wait_until { $t->get('/ready')->status == 503 } 3;
+ok($draining, sprintf('pre-stop: /ready 503 within %.2f s', time() - $t0));
+sleep 1.1;    # every worker has looked at the file
+$r = $t->get('/ready');
+is($r->status, 503, 'draining: /ready 503');
+is(($r->json // {})->{checks} && $r->json->{checks}{service}, 'draining',
+	'draining: checks.service "draining"');
+is($t->get('/health')->status, 200, 'draining: /health stays 200 (alive)');
+
+# 2. while the balancer deregisters the task, requests are served
+my $c = $t->connect();
+$r = $c->request('GET', '/v1/usage/docker-client', keepalive => 1, %KEY);
+is($r->status, 200, 'draining: the API still answers');
+is($r->header('Connection'), 'close', 'draining: with Connection: close');
+ok(closed($c), 'draining: and the connection is closed');
+$c->close();
+$r = $t->post_json('/v1/events', { entityId => 'docker-client', eventType => 'run',
+	id => 'd-2' }, %KEY);
+is($r->status, 201, 'draining: a POST is stored');
+
+# 3. the stop signal, with a POST in flight (its body not sent yet)
+my $body = '{"entityId":"docker-client","eventType":"run","id":"d-3"}';
+my $inflight = $t->connect();
+$inflight->send_raw("POST /v1/events HTTP/1.1\r\nHost: localhost\r\n"
+	. "X-Api-Key: k-docker-1\r\nContent-Type: application/json\r\n"
+	. 'Content-Length: ' . length($body) . "\r\n\r\n");
+sleep 0.3;
 kill $stopsignal, $master;
+sleep 0.3;
+ok(Test::Usage::alive($master), "SIG$stopsignal: nginx waits for the "
+	. 'in-flight request');
+$inflight->send_raw($body);
+$r = $inflight->read_response('POST');
+is($r->status, 201, 'the in-flight POST completes') or diag $r->describe;
+is($r->header('Connection'), 'close', 'the in-flight POST: Connection: close');
+$inflight->close();
+
 my $gone = wait_until { waitpid($master, WNOHANG) == $master } 15;
 ok($gone, "SIG$stopsignal stops nginx");
 is($? >> 8, 0, 'exit status 0') if $gone;
@@ -206,11 +269,18 @@ my @st = stat "$root/state/usage.state";
 ok(@st && $st[7] > 0, 'the state file is saved');
 is($st[4], $uid, 'by the user');
 
-# started again: the state file restores the store
+# started again: the state file restores the store; the drain file is
+# still in the run directory (no tmpfs here): not ready until it goes
 $master = start();
 ok($master, 'started again');
-is($t->get('/v1/usage/docker', headers => ['X-Api-Key' => 'k-docker-1'])
-	->data->{totalEvents}, 1, 'the event survived the restart');
+is($t->get('/v1/usage/docker-client', %KEY)->data->{totalEvents}, 3,
+	'every event survived the restart, the in-flight one too');
+is($t->get('/ready')->status, 503,
+	'a drain file left in the run directory: /ready 503');
+($code, $out) = run_as('rm', $drain);
+is($code, 0, 'the user removes the drain file') or diag $out;
+ok((wait_until { $t->get('/ready')->status == 200 } 3),
+	'then /ready 200');
 kill $stopsignal, $master if $master;
 $gone = $master && wait_until { waitpid($master, WNOHANG) == $master } 15;
 ok($gone, 'stopped again');

@@ -2,18 +2,27 @@
 
 # conf/nginx.prod.conf, the image's configuration, with only its port,
 # module path and directories replaced (t/lib/Test/UsageProd.pm): nginx -t
-# passes; each "# ISSUE5-C:" line names one of the four directives the
-# module's next release brings, and uncommented it is either accepted or
-# only an unknown directive; the API needs a known X-Api-Key (401 JSON with
+# passes; usage_drain_file, usage_retry_after, usage_metrics (with
+# usage_track off) and usage_entity_scope $api_entity are on, where the
+# README says; the API needs a known X-Api-Key (401 JSON with
 # WWW-Authenticate otherwise, also for an unknown key; a CORS preflight
-# needs none); /health and /ready need no key and are not tracked; a burst
-# of one client gets 429 JSON while another client is still served; bodies
-# over 16k are 413 JSON; JSON is gzipped; the access log on stdout is one
-# JSON object a line with the trace id, timings, sizes, upstream and
-# address fields; probes are not logged when they succeed;
-# X-Forwarded-For is ignored from an untrusted peer and, from a trusted
-# one, gives the last untrusted address (so /metrics is denied to a client
-# behind the balancer); the state file is written on stop.
+# needs none); /health and /ready need no key and are not tracked; a key
+# reads and records only its client's entity (403 FORBIDDEN JSON for
+# another one's summary, history, list filter and POST, nothing stored;
+# the list without a filter is its own; stats and /info refused), an admin
+# key reads every entity; a burst of one client gets 429 RATE_LIMITED JSON
+# with Retry-After while another client is still served; bodies over 16k
+# are 413 JSON; JSON is gzipped; /metrics answers loopback with an
+# exposition promtool accepts, holding every metric the README's alarms
+# use, and scrapes are not counted as traffic; the drain file under the run
+# directory turns /ready 503 "draining" and closes API connections while
+# they are served, and its removal makes the task ready again within about
+# a second; the access log on stdout is one JSON object a line with the
+# trace id, timings, sizes, upstream and address fields; probes are not
+# logged when they succeed; X-Forwarded-For is ignored from an untrusted
+# peer and, from a trusted one, gives the last untrusted address (so
+# /metrics is denied to a client behind the balancer and served to a
+# scraper in the VPC); the state file is written on stop.
 
 use strict;
 use warnings;
@@ -21,23 +30,27 @@ use utf8;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use IO::Select;
 use Test::More;
 use Test::Usage qw(json_decode wait_until);
 use Test::UsageProd qw(prod_conf prod_conf_path);
+use Time::HiRes qw(sleep time);
 
 my $t = Test::Usage->new();
 my $root = $t->dir;
 
 my %KEY = (
-	client => 'k-client-7f3a9c',
-	burst => 'k-burst-52be01',
-	admin => 'k-admin-c0ffee',
+	client => 'k-client-7f3a9c',    # client-1: entity "client-1"
+	client2 => 'k-client2-9d41e7',  # client-2: entity "client-2"
+	burst => 'k-burst-52be01',      # burster
+	admin => 'k-admin-c0ffee',      # admin: every entity
 );
 
 my $conf = prod_conf(root => $root, port => $t->port, module => $t->module,
 	workers => 2);
 $t->write_file("$root/etc/api-keys.map", join '',
 	"\"$KEY{client}\" client-1;\n",
+	"\"$KEY{client2}\" client-2;\n",
 	"\"$KEY{burst}\"  burster;\n",
 	"\"$KEY{admin}\"  admin;\n");
 
@@ -59,36 +72,31 @@ like($shipped, qr/^\s*real_ip_recursive on;/m, 'real_ip_recursive on');
 unlike($shipped, qr/^\s*(daemon|user)\b/m,
 	'no daemon nor user directive (the CMD and USER decide)');
 
-# the lines for the module's next release: commented, each with the marker
-my @c = $shipped =~ /^\s*# ISSUE5-C: (\S+) [^\n]*;$/mg;
-is_deeply([sort @c], [sort qw(usage_drain_file usage_metrics
-	usage_retry_after usage_entity_scope)], 'ISSUE5-C lines')
-	or diag "found: @c";
-like($shipped, qr{# ISSUE5-C: usage_drain_file /run/nginx-usage/drain;},
-	'drain file in the run directory');
-like($shipped, qr{location = /metrics \{\s*\n\s*# ISSUE5-C: usage_metrics usage;},
-	'usage_metrics on location = /metrics');
-like($shipped, qr{# ISSUE5-C: usage_entity_scope \$api_entity;},
-	'entity scope from $api_entity');
-unlike($shipped, qr/^\s*(?!#)[^#\n]*\busage_(drain_file|metrics|retry_after|entity_scope)\b/m,
-	'none of them active yet');
+# the module's directives, each where the README ("Deploying") puts it
+unlike($shipped, qr/ISSUE5/, 'no directive left commented out for later');
+my ($http_level) = $shipped =~ /^http \{\n(.*?)^    server \{/ms;
+like($http_level // '', qr{^    usage_drain_file /run/nginx-usage/drain;$}m,
+	'usage_drain_file in the run directory, for the whole http block');
+like($http_level // '', qr{^    usage_retry_after 1s;$}m,
+	'usage_retry_after 1s for the whole http block');
+my ($metrics_loc) = $shipped =~ /^        location = \/metrics \{\n(.*?)^        \}/ms;
+like($metrics_loc // '', qr/^\s*usage_metrics usage;$/m,
+	'usage_metrics usage in location = /metrics');
+like($metrics_loc // '', qr/^\s*usage_track off;$/m, 'scrapes are not tracked');
+like($metrics_loc // '', qr/^\s*allow 127\.0\.0\.1;.*^\s*deny all;$/ms,
+	'/metrics: loopback and the VPC ranges, nobody else');
+my ($api_loc) = $shipped =~ /^        location \/ \{\n(.*?)^        \}/ms;
+like($api_loc // '', qr/^\s*usage_entity_scope \$api_entity;$/m,
+	'usage_entity_scope $api_entity in the API location');
+like($shipped, qr/^\s*map \$api_client \$api_entity \{\s*default \$api_client;\s*admin\s+"";/m,
+	'$api_entity: the client\'s own name, "" for admin');
 
 ###############################################################################
-# nginx -t, as shipped and with each ISSUE5-C line uncommented
+# nginx -t
 
 my ($code, $out) = $t->check_config($conf);
 is($code, 0, 'nginx -t passes on the production configuration')
 	or diag $out;
-
-for my $name (sort @c) {
-	my $one = prod_conf(root => $root, port => $t->port,
-		module => $t->module, workers => 2, uncomment => [$name]);
-	my ($code, $out) = $t->check_config($one);
-	ok($code == 0 || $out =~ /unknown directive "\Q$name\E"/,
-		"$name uncommented: " . ($code == 0 ? 'accepted'
-			: 'not in this build of the module yet'))
-		or diag $out;
-}
 
 ###############################################################################
 # running
@@ -97,14 +105,20 @@ $t->write_config($conf)->run();
 
 sub key { (headers => ['X-Api-Key' => $KEY{ $_[0] }, @{ $_[1] || [] }]) }
 
+sub as {
+	my ($who, $method, $path, %o) = @_;
+	return $t->request($method, $path, %o,
+		headers => ['X-Api-Key' => $KEY{$who}, @{ $o{headers} || [] }]);
+}
+
 sub is_json_error {
 	my ($r, $status, $code, $name) = @_;
 	is($r->status, $status, "$name: $status") or diag $r->describe;
 	is($r->header('Content-Type'), 'application/json; charset=utf-8',
 		"$name: JSON");
 	is($r->err->{code}, $code, "$name: $code");
-	ok(defined $r->trace_id && ($r->err->{traceId} // '') eq $r->trace_id,
-		"$name: traceId");
+	ok(length($r->err->{traceId} // '')
+		&& $r->err->{traceId} eq ($r->trace_id // ''), "$name: traceId");
 }
 
 # health and readiness: no key, answered
@@ -133,33 +147,86 @@ $r = $t->options('/v1/events', headers => ['Origin' => 'https://app.example',
 	'Access-Control-Request-Headers' => 'x-api-key,content-type']);
 is($r->status, 204, 'CORS preflight without a key: 204') or diag $r->describe;
 
-# with a key
-$r = $t->post_json('/v1/events', { entityId => 'cust-1', eventType => 'call',
+# with a key: its client's own entity
+$r = $t->post_json('/v1/events', { entityId => 'client-1', eventType => 'call',
 	id => 'p-1' }, key('client'));
 is($r->status, 201, 'POST with a key: 201') or diag $r->describe;
-$r = $t->post_json('/v1/events', { entityId => 'cust-1', eventType => 'call',
+$r = $t->post_json('/v1/events', { entityId => 'client-1', eventType => 'call',
 	id => 'p-1' }, key('client'));
 is($r->status, 200, 'the same id again: 200');
-$r = $t->get('/v1/usage/cust-1', key('client'));
+$r = $t->get('/v1/usage/client-1', key('client'));
 is($r->status, 200, 'GET with a key: 200');
 is($r->data->{totalEvents}, 1, 'the event is counted once');
 is($t->get('/v1/usage/stats', key('admin'))->status, 200,
 	'another client\'s key works too');
 
 # bodies over 16k
-$r = $t->post_json('/v1/events', { entityId => 'cust-1', eventType => 'big',
+$r = $t->post_json('/v1/events', { entityId => 'client-1', eventType => 'big',
 	metadata => { pad => 'x' x 17000 } }, key('client'));
 is_json_error($r, 413, 'PAYLOAD_TOO_LARGE', 'a 17k body');
 
 # gzip for JSON above 1 KB
 for my $i (1 .. 12) {
 	$t->post_json('/v1/events', { entityId => 'gz', eventType => 'call',
-		metadata => { i => $i, text => 'lorem ipsum ' x 4 } }, key('client'));
+		metadata => { i => $i, text => 'lorem ipsum ' x 4 } }, key('admin'));
 }
-$r = $t->get('/v1/events?entityId=gz', key('client', ['Accept-Encoding' => 'gzip']));
+$r = $t->get('/v1/events?entityId=gz', key('admin', ['Accept-Encoding' => 'gzip']));
 is($r->status, 200, 'a list of 12 events');
 is($r->header('Content-Encoding'), 'gzip', 'gzipped');
 like($r->header('Vary') // '', qr/Accept-Encoding/, 'Vary: Accept-Encoding');
+
+###############################################################################
+# entity scope: a client's key, its own entity only; admin, every one
+
+for (1 .. 2) {
+	is(as('client2', 'POST', '/v1/events',
+		json => { entityId => 'client-2', eventType => 'call' })->status,
+		201, 'client-2 records its own entity');
+}
+my $READ_1 = 'This API key may only read entity "client-1"';
+for my $case (['GET', '/v1/usage/client-2', 'summary'],
+	['GET', '/v1/usage/client-2/history', 'history'],
+	['GET', '/v1/events?entityId=client-2', 'list filter'],
+	['GET', '/v1/usage/stats', 'stats'],
+	['GET', '/info', '/info'])
+{
+	my ($m, $path, $what) = @$case;
+	(my $trace = "sc-$what") =~ s/\W+/-/g;
+	$r = as('client', $m, $path, headers => ['X-Trace-Id' => $trace]);
+	is_json_error($r, 403, 'FORBIDDEN', "client-1 key, client-2's $what");
+	is($r->err->{traceId}, $trace, "$what: the given trace id");
+	like($r->err->{message} // '', qr/^\Q$READ_1\E/, "$what: names the key's entity");
+}
+$r = as('client', 'POST', '/v1/events',
+	json => { entityId => 'client-2', eventType => 'sneak' });
+is_json_error($r, 403, 'FORBIDDEN', 'client-1 key, POST for client-2');
+is($r->err->{message},
+	'This API key may only record events for entity "client-1"',
+	'POST 403: message');
+
+$r = as('client', 'GET', '/v1/usage/client-1');
+is($r->status, 200, 'client-1 key, its own summary');
+is($r->data->{totalEvents}, 1, 'its own summary: its event');
+is(as('client', 'GET', '/v1/usage/client-1/history')->status, 200,
+	'client-1 key, its own history');
+$r = as('client', 'GET', '/v1/events?entityId=client-1');
+is($r->status, 200, 'client-1 key, its own list');
+is($r->data->{pagination}{total}, 1, 'its own list: its event');
+$r = as('client', 'GET', '/v1/events');
+is($r->status, 200, 'client-1 key, the list without a filter');
+is_deeply([sort { $a cmp $b } keys %{ { map { $_->{entityId} => 1 }
+	@{ $r->data->{events} || [] } } }], ['client-1'],
+	'the list without a filter: its own entity only');
+
+$r = as('admin', 'GET', '/v1/usage/client-1');
+is($r->status, 200, 'admin key reads client-1');
+is($r->data->{totalEvents}, 1, 'admin: client-1 counted');
+$r = as('admin', 'GET', '/v1/usage/client-2');
+is($r->status, 200, 'admin key reads client-2');
+is($r->data->{totalEvents}, 2, 'admin: client-2 counted, nothing sneaked in');
+is(as('admin', 'GET', '/v1/events?entityId=client-2')->data->{pagination}{total},
+	2, 'admin: client-2\'s list');
+is(as('admin', 'GET', '/v1/usage/stats')->status, 200, 'admin: stats');
 
 # /health and /ready are not tracked: only the first summary request is
 # counted in the second
@@ -173,12 +240,13 @@ wait_until {
 } 3;
 is($self1, $self0 + 1, 'probes are not tracked (API requests are)');
 
-# a burst from one client: 429 past rate + burst, JSON; others are served
+# a burst from one client: 429 past rate + burst, JSON with Retry-After;
+# others are served
 my $c = $t->connect();
-my ($ok, $limited, $other);
+my ($ok, $limited);
 for my $i (1 .. 2000) {
-	$r = $c->request('GET', '/v1/usage/burst', keepalive => 1,
-		headers => ['X-Api-Key' => $KEY{burst}]);
+	$r = $c->request('GET', '/v1/usage/burster', keepalive => 1,
+		headers => ['X-Api-Key' => $KEY{burst}, 'X-Trace-Id' => "burst-$i"]);
 	if ($r->status == 429) { $limited = $r; last }
 	last unless $r->status == 200;
 	$ok++;
@@ -186,14 +254,143 @@ for my $i (1 .. 2000) {
 $c->close();
 ok($limited, 'a burst is limited') or diag $r->describe;
 is_json_error($limited // $r, 429, 'RATE_LIMITED', 'rate limit');
+like(($limited // $r)->err->{traceId} // '', qr/^burst-\d+\z/,
+	'rate limit: the request\'s own trace id');
+is(($limited // $r)->header('Retry-After'), '1', 'rate limit: Retry-After: 1');
 ok(($ok // 0) >= 200, "the burst of 200 is served first (${\($ok // 0)} were)");
-is($t->get('/v1/usage/burst', key('client'))->status, 200,
+is($t->get('/v1/usage/client-1', key('client'))->status, 200,
 	'another client is not limited');
 
-# /metrics: not through the API's key (ISSUE5-C: the module serves it);
-# allowed from 127.0.0.1 (404 until usage_metrics is on)
+###############################################################################
+# /metrics: from loopback, no key, not tracked
+
+# { name => { labels => value } } of an exposition
+sub samples {
+	my ($text) = @_;
+	my %v;
+	for (split /\n/, $text // '') {
+		$v{$1}{ $2 // '' } = $3 if /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)$/;
+	}
+	return \%v;
+}
+
+sub requests_total {
+	my ($v) = @_;
+	my $sum = 0;
+	$sum += $_ for values %{ $v->{usage_http_requests_total} || {} };
+	return $sum;
+}
+
 $r = $t->get('/metrics');
-isnt($r->status, 403, '/metrics allowed from 127.0.0.1: ' . $r->status);
+is($r->status, 200, '/metrics from 127.0.0.1, no key: 200') or diag $r->describe;
+is($r->header('Content-Type'), 'text/plain; version=0.0.4; charset=utf-8',
+	'/metrics: the exposition format');
+my $m = samples($r->body);
+ok(requests_total($m) > 0, 'the API\'s requests are counted');
+is($t->get('/metrics', headers => ['X-Forwarded-For' => '198.51.100.7'])
+	->status, 200, 'X-Forwarded-For from an untrusted peer changes nothing');
+my $m2 = samples($t->get('/metrics')->body);
+is(requests_total($m2), requests_total($m), 'scrapes are not counted as traffic');
+
+SKIP: {
+	my $promtool = `sh -c 'command -v promtool' 2>/dev/null`;
+	chomp $promtool;
+	skip 'promtool not installed (apt-get install prometheus; '
+		. 'scripts/test.sh installs it)', 2 unless $promtool;
+	my $file = $t->write_file('metrics.txt', $r->body);
+	my $out = `promtool check metrics < $file 2>&1`;
+	is($?, 0, 'promtool check metrics passes') or diag $out;
+	is($out, '', 'promtool: no lint problem') or diag $out;
+}
+
+# the README's alarms: every metric their PromQL names is exposed, with the
+# labels they select on
+my $readme = do { local (@ARGV, $/) = "$Test::UsageProd::REPO/README.md"; <> };
+my ($alarms) = $readme =~ /^### Alarms\n(.*?)^###? /ms;
+my @promql = ($alarms // '') =~ /^\|[^|\n]*\|\s*`([^`]+)`/mg;
+ok(@promql >= 2, scalar(@promql) . ' alarm expressions in the README');
+my %used = map { $_ => 1 } map { /\b(usage_\w+)/g } @promql;
+ok(%used, 'the alarms use: ' . join(' ', sort keys %used));
+for my $name (sort keys %used) {
+	ok(exists $m->{$name}, "$name is exposed");
+}
+for my $sel (map { /\b(usage_\w+)\{([^}]*)\}/g ? [$1, $2] : () } @promql) {
+	my ($name, $labels) = @$sel;
+	for my $l (split /\s*,\s*/, $labels) {
+		my ($k, $v) = $l =~ /^(\w+)="([^"]*)"$/ or next;
+		ok(scalar(grep { /(?:^|,)\Q$k\E="\Q$v\E"/ } keys %{ $m->{$name} || {} }),
+			"$name has $k=\"$v\" samples");
+	}
+}
+ok(scalar(grep { /(?:^|,)le="/ }
+	keys %{ $m->{usage_http_request_duration_seconds_bucket} || {} }) >= 10,
+	'the duration histogram has its le buckets');
+ok(scalar(grep { /(?:^|,)le="1"/ }
+	keys %{ $m->{usage_http_request_duration_seconds_bucket} || {} }),
+	'and a bucket at 1 s, the p95 alarm\'s threshold');
+
+###############################################################################
+# drain: the pre-stop step of a rolling deploy
+
+# after a response, does the server close the connection?
+sub closed {
+	my ($conn) = @_;
+	my $sock = $conn->sock or return 1;
+	return 0 if length $conn->{buf};
+	return 0 unless IO::Select->new($sock)->can_read(1);
+	return !sysread($sock, my $buf, 4096);
+}
+
+# one request on a fresh keep-alive connection: (response, closed after)
+sub ka {
+	my ($who, $method, $path, %o) = @_;
+	my $conn = $t->connect();
+	my $res = $conn->request($method, $path, keepalive => 1, %o,
+		headers => [($who ? ('X-Api-Key' => $KEY{$who}) : ()),
+			@{ $o{headers} || [] }]);
+	my $cl = closed($conn);
+	$conn->close();
+	return ($res, $cl);
+}
+
+my $drain = "$root/run/drain";
+my ($res, $closed) = ka('client', 'GET', '/v1/usage/client-1');
+is($res->header('Connection'), 'keep-alive', 'before the drain: keep-alive');
+ok(!$closed, 'before the drain: the connection stays open');
+
+$t->write_file($drain, '');
+sleep 1.1;    # each worker looks at the file once a second
+for my $i (1 .. 4) {
+	($res, $closed) = ka(undef, 'GET', '/ready');
+	is($res->status, 503, "draining: /ready 503 ($i)") or diag $res->describe;
+	is_deeply(($res->json // {})->{checks},
+		{ service => 'draining', store => 'ok' },
+		"draining: checks.service draining ($i)");
+	is($res->header('Connection'), 'close', "draining: /ready closes ($i)");
+}
+($res, $closed) = ka('client', 'GET', '/v1/usage/client-1');
+is($res->status, 200, 'draining: the API still answers');
+is($res->data->{totalEvents}, 1, 'draining: with the data');
+is($res->header('Connection'), 'close', 'draining: Connection: close');
+ok($closed, 'draining: the connection is closed after the response');
+($res, $closed) = ka('client', 'POST', '/v1/events',
+	json => { entityId => 'client-1', eventType => 'during-drain' });
+is($res->status, 201, 'draining: a POST is stored');
+is($res->header('Connection'), 'close', 'draining: POST, Connection: close');
+is($t->get('/health')->status, 200, 'draining: /health stays 200');
+
+unlink $drain or die "unlink $drain: $!\n";
+my $t0 = time();
+my $back = wait_until { $t->get('/ready')->status == 200 } 3;
+my $took = time() - $t0;
+ok($back, 'drain file removed: /ready 200 again');
+ok($took <= 1.5, sprintf('within about a second (%.2f s)', $took));
+sleep(($t0 + 1.15) - time()) if time() < $t0 + 1.15;
+for my $i (1 .. 4) {
+	($res, $closed) = ka(undef, 'GET', '/ready');
+	is($res->status, 200, "after the drain: /ready 200 ($i)");
+	is($res->header('Connection'), 'keep-alive', "after the drain: keep-alive ($i)");
+}
 
 ###############################################################################
 # the access log: JSON lines on stdout (the harness keeps nginx's stdout
@@ -219,7 +416,7 @@ sub log_entry {
 	return $e;
 }
 
-$r = $t->post_json('/v1/events', { entityId => 'log', eventType => 'call' },
+$r = $t->post_json('/v1/events', { entityId => 'client-1', eventType => 'log' },
 	key('client', ['X-Trace-Id' => 'prod-log-1', 'User-Agent' => 'prod-test/1',
 		'X-Forwarded-For' => '203.0.113.9']));
 is($r->status, 201, 'a logged POST');
@@ -251,13 +448,13 @@ $trusting =~ s/^(\s*)(real_ip_recursive on;)/$1$2\n$1set_real_ip_from 127.0.0.1;
 $t->write_file('nginx.conf', $t->expand_config($trusting));
 ok($t->reload(), 'reloaded with 127.0.0.1 trusted');
 
-$t->get('/v1/usage/x', key('client', ['X-Trace-Id' => 'xff-1',
+$t->get('/v1/usage/client-1', key('client', ['X-Trace-Id' => 'xff-1',
 	'X-Forwarded-For' => '198.51.100.7']));
 $e = log_entry('xff-1') // {};
 is($e->{remote_addr}, '198.51.100.7', 'the client address from the balancer');
 is($e->{realip_remote_addr}, '127.0.0.1', 'the balancer in realip_remote_addr');
 
-$t->get('/v1/usage/x', key('client', ['X-Trace-Id' => 'xff-2',
+$t->get('/v1/usage/client-1', key('client', ['X-Trace-Id' => 'xff-2',
 	'X-Forwarded-For' => '10.9.9.9, 198.51.100.7']));
 $e = log_entry('xff-2') // {};
 is($e->{remote_addr}, '198.51.100.7',
@@ -265,8 +462,11 @@ is($e->{remote_addr}, '198.51.100.7',
 
 is($t->get('/metrics', headers => ['X-Forwarded-For' => '198.51.100.7'])
 	->status, 403, '/metrics denied to a client behind the balancer');
-isnt($t->get('/metrics', headers => ['X-Forwarded-For' => '10.1.2.3'])
-	->status, 403, '/metrics allowed to a scraper in the VPC');
+is($t->get('/metrics', headers => ['X-Forwarded-For' => '10.9.9.9, 198.51.100.7'])
+	->status, 403, '/metrics denied to a client spoofing a VPC address');
+$r = $t->get('/metrics', headers => ['X-Forwarded-For' => '10.1.2.3']);
+is($r->status, 200, '/metrics served to a scraper in the VPC');
+like($r->body, qr/^usage_http_requests_total\{/m, 'with the metrics');
 
 ###############################################################################
 # stop: the state file is saved

@@ -55,7 +55,7 @@ our %DIRS = (
 sub prod_dirs { %DIRS }
 
 # prod_conf(root => DIR, port => N, module => SO, workers => N,
-#     text => CONF (default: the shipped file), uncomment => [NAMES])
+#     text => CONF (default: the shipped file))
 sub prod_conf {
 	my (%o) = @_;
 	my $root = $o{root} or die "prod_conf: root\n";
@@ -79,10 +79,6 @@ sub prod_conf {
 	if (defined $o{workers}) {
 		$subst->(qr/^worker_processes auto;/m,
 			"worker_processes $o{workers};", 'worker_processes auto');
-	}
-	for my $name (@{ $o{uncomment} || [] }) {
-		$subst->(qr/^(\s*)# ISSUE5-C: (\Q$name\E\b)/m, sub { "$_[0]$_[1]" },
-			"ISSUE5-C line of $name");
 	}
 
 	for my $d (values %DIRS) {
