@@ -300,8 +300,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_bucket_t  *b, *tb;
     ngx_http_usage_shctx_t   *sh;
 
-    entity_hash = ngx_crc32_short(rec->entity.data, rec->entity.len);
-    type_hash = ngx_crc32_short(rec->type.data, rec->type.len);
+    entity_hash = ngx_http_usage_name_hash(rec->entity.data, rec->entity.len);
+    type_hash = ngx_http_usage_name_hash(rec->type.data, rec->type.len);
     id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
                           : 0;
     size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
@@ -1129,7 +1129,7 @@ ngx_http_usage_type_get_locked(ngx_http_usage_zone_t *zone, ngx_str_t *name,
     }
 
     ngx_memzero(t, offsetof(ngx_http_usage_type_t, data));
-    t->node.key = ngx_crc32_short(name->data, name->len);
+    t->node.key = ngx_http_usage_name_hash(name->data, name->len);
     ngx_queue_init(&t->buckets);
     t->len = (u_short) name->len;
     ngx_memcpy(t->data, name->data, name->len);
@@ -1487,7 +1487,7 @@ ngx_http_usage_entity_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
 {
     return (ngx_http_usage_entity_t *)
         ngx_http_usage_name_lookup(&sh->entities,
-                                   ngx_crc32_short(name->data, name->len),
+                                   ngx_http_usage_name_hash(name->data, name->len),
                                    name,
                                    offsetof(ngx_http_usage_entity_t, len));
 }
@@ -1498,7 +1498,7 @@ ngx_http_usage_type_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
 {
     return (ngx_http_usage_type_t *)
         ngx_http_usage_name_lookup(&sh->types,
-                                   ngx_crc32_short(name->data, name->len),
+                                   ngx_http_usage_name_hash(name->data, name->len),
                                    name,
                                    offsetof(ngx_http_usage_type_t, len));
 }
@@ -1551,7 +1551,7 @@ ngx_http_usage_entity_hold_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t  *e;
 
     e = ngx_http_usage_entity_get_locked(zone, name,
-                                     ngx_crc32_short(name->data, name->len));
+                                     ngx_http_usage_name_hash(name->data, name->len));
     if (e) {
         e->updated = ngx_max(e->updated, updated);
     }
@@ -1641,7 +1641,7 @@ ngx_http_usage_series_get_locked(ngx_http_usage_zone_t *zone,
     }
 
     return ngx_http_usage_series_create_locked(zone, entity, type_name,
-                            ngx_crc32_short(type_name->data, type_name->len));
+                            ngx_http_usage_name_hash(type_name->data, type_name->len));
 }
 
 

@@ -93,7 +93,10 @@ sub stats {
 sub cmd_stats {
 	my ($port) = @_;
 	my $s = stats($port);
-	print join(' ', map { "$_=$s->{$_}" } sort keys %$s), "\n";
+	# null figures (maxEvents when unset, savedAt before a save) are left
+	# out: "name=" would shift the pairs of the shell's split
+	print join(' ', map { "$_=$s->{$_}" } grep { defined $s->{$_} }
+		sort keys %$s), "\n";
 	return 0;
 }
 
