@@ -391,8 +391,10 @@ sub cmd_report {
 		. "$meta{rounds} runs of $meta{duration} s per case alternated "
 		. "(A B .. A B ..) after a $meta{warmup} s warm-up; "
 		. "$meta{cpus} CPUs ($meta{cpu_model}); module $meta{module_rev}.");
-	$p->("API zone $meta{zone} (maxEvents $meta{max_events}), self-tracking "
-		. "zone $meta{self_zone} (maxEvents $meta{self_max_events}), both "
+	$p->("API zone $meta{zone} (maxEvents "
+		. ($meta{max_events} || 'unset: what the raw log holds')
+		. "), self-tracking zone $meta{self_zone} (maxEvents "
+		. ($meta{self_max_events} || 'unset') . "), both "
 		. "filled before the runs so that every insert evicts (evictions "
 		. "during the runs: API zone " . fmt_int($meta{evictions_after}
 			- $meta{evictions_before}) . ', self-tracking zone '
