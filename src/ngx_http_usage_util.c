@@ -213,16 +213,22 @@ ngx_http_usage_digits_fixed(u_char *dst, ngx_uint_t n, ngx_uint_t width)
 u_char *
 ngx_http_usage_write_uint(u_char *dst, uint64_t n)
 {
-    u_char   buf[NGX_INT64_LEN], *p;
+    u_char   buf[NGX_INT64_LEN], *p, *end;
 
-    p = buf + NGX_INT64_LEN;
+    end = buf + NGX_INT64_LEN;
+    p = end;
 
     do {
         *--p = (u_char) ('0' + n % 10);
         n /= 10;
     } while (n);
 
-    return ngx_cpymem(dst, p, buf + NGX_INT64_LEN - p);
+    /* a few digits: a loop, not a call to memcpy() */
+    while (p < end) {
+        *dst++ = *p++;
+    }
+
+    return dst;
 }
 
 
