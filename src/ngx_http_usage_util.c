@@ -164,16 +164,33 @@ ngx_http_usage_uuid_format(u_char *dst, const u_char id[16])
 {
     static u_char  hex[] = "0123456789abcdef";
 
-    ngx_uint_t  i;
+    /* every request has one: unrolled, the dashes in place */
+#define ngx_http_usage_hex2(i)                                               \
+    *dst++ = hex[id[i] >> 4];                                                \
+    *dst++ = hex[id[i] & 0x0f]
 
-    for (i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            *dst++ = '-';
-        }
+    ngx_http_usage_hex2(0);
+    ngx_http_usage_hex2(1);
+    ngx_http_usage_hex2(2);
+    ngx_http_usage_hex2(3);
+    *dst++ = '-';
+    ngx_http_usage_hex2(4);
+    ngx_http_usage_hex2(5);
+    *dst++ = '-';
+    ngx_http_usage_hex2(6);
+    ngx_http_usage_hex2(7);
+    *dst++ = '-';
+    ngx_http_usage_hex2(8);
+    ngx_http_usage_hex2(9);
+    *dst++ = '-';
+    ngx_http_usage_hex2(10);
+    ngx_http_usage_hex2(11);
+    ngx_http_usage_hex2(12);
+    ngx_http_usage_hex2(13);
+    ngx_http_usage_hex2(14);
+    ngx_http_usage_hex2(15);
 
-        *dst++ = hex[id[i] >> 4];
-        *dst++ = hex[id[i] & 0x0f];
-    }
+#undef ngx_http_usage_hex2
 
     return dst;
 }
