@@ -73,7 +73,7 @@ static ngx_int_t ngx_http_usage_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r,
     ngx_str_t *errors, ngx_uint_t n);
 static ngx_int_t ngx_http_usage_begin(ngx_http_request_t *r,
-    ngx_http_usage_out_t *out, ngx_uint_t envelope);
+    ngx_http_usage_out_t *out, ngx_uint_t envelope, size_t size);
 
 
 #define ngx_http_usage_zone_of(r)                                            \
@@ -551,7 +551,11 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 1,
+                             384 + rec.entity.len + rec.type.len
+                             + rec.id.len + rec.metadata.len)
+        != NGX_OK)
+    {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -852,7 +856,7 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 1, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -929,6 +933,7 @@ static ngx_int_t
 ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     ngx_uint_t history)
 {
+    size_t                    size;
     int64_t                   now, start;
     ngx_int_t                 rc;
     ngx_str_t                 since, until, interval, errors[5], scope;
@@ -1068,7 +1073,19 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+    size = 384 + q.entity.len;
+
+    if (history) {
+        size += q.points.nelts * 96;
+
+    } else {
+        c = q.counts.elts;
+        for (i = 0; i < q.counts.nelts; i++) {
+            size += 2 * c[i].name.len + 64;
+        }
+    }
+
+    if (ngx_http_usage_begin(r, &out, 1, size) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1198,7 +1215,7 @@ ngx_http_usage_stats(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 1, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1261,7 +1278,7 @@ ngx_http_usage_health(ngx_http_request_t *r)
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
-    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 0, 256) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1298,7 +1315,7 @@ ngx_http_usage_ready(ngx_http_request_t *r)
     draining = !exiting && ngx_http_usage_draining(r);
     store_ok = (zone->sh != NULL && zone->shpool != NULL);
 
-    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 0, 256) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1353,7 +1370,7 @@ ngx_http_usage_info(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 0, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1384,7 +1401,7 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
-    if (ngx_http_usage_begin(r, &out, 0) != NGX_OK) {
+    if (ngx_http_usage_begin(r, &out, 0, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1474,11 +1491,14 @@ ngx_http_usage_out_uptime(ngx_http_usage_out_t *out, int64_t ms)
 }
 
 
+/* size: what the answer is expected to take (the writer grows past it);
+ * a close guess keeps small answers inside the request pool's block */
+
 static ngx_int_t
 ngx_http_usage_begin(ngx_http_request_t *r, ngx_http_usage_out_t *out,
-    ngx_uint_t envelope)
+    ngx_uint_t envelope, size_t size)
 {
-    if (ngx_http_usage_out_init(out, r->pool, 1024) != NGX_OK) {
+    if (ngx_http_usage_out_init(out, r->pool, size) != NGX_OK) {
         return NGX_ERROR;
     }
 

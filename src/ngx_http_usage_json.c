@@ -108,7 +108,7 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 void
 ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
-    u_char  *p, *end;
+    u_char  *p, *end, *plain;
 
     /* worst case: every byte becomes \u00XX or \ufffd */
     p = ngx_http_usage_out_room(out, len * 6 + 2);
@@ -118,8 +118,14 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 
     *p++ = '"';
 
-    /* names and ids are plain ASCII: this loop is all most strings see */
-    for (end = s + len; s < end && ngx_http_usage_json_plain(*s); s++) {
+    /*
+     * Names and ids are plain ASCII: this loop is all most strings see.
+     * The table's address is held in a register: a store through a u_char
+     * pointer may alias anything, and would reload it from the GOT.
+     */
+    plain = ngx_http_usage_json_plain_map;
+
+    for (end = s + len; s < end && plain[*s]; s++) {
         *p++ = *s;
     }
 

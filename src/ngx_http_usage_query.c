@@ -193,9 +193,12 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_tally_t   *tally, tmp;
     ngx_http_usage_count_t   *c;
 
+    /* a summary folds each series into one piece (piece_add() without
+     * an interval): room for one, not a history's 64 (1.5 KB of the
+     * request's pool, enough to make it grow a block) */
     if (ngx_array_init(&q->counts, pool, 8, sizeof(ngx_http_usage_count_t))
         != NGX_OK
-        || ngx_array_init(&pieces, pool, 64, sizeof(ngx_http_usage_piece_t))
+        || ngx_array_init(&pieces, pool, 1, sizeof(ngx_http_usage_piece_t))
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -315,7 +318,7 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     if (ngx_array_init(&q->points, pool, 16, sizeof(ngx_http_usage_point_t))
         != NGX_OK
-        || ngx_array_init(&pieces, pool, 64, sizeof(ngx_http_usage_piece_t))
+        || ngx_array_init(&pieces, pool, 16, sizeof(ngx_http_usage_piece_t))
            != NGX_OK)
     {
         return NGX_ERROR;

@@ -494,7 +494,7 @@ static ngx_int_t
 ngx_http_usage_scan_string(ngx_http_usage_scan_t *s, ngx_str_t *raw,
     ngx_uint_t *escaped)
 {
-    u_char    *p, *end, c;
+    u_char    *p, *end, *plain, c;
     uint32_t   u, low;
 
     *escaped = 0;
@@ -502,9 +502,11 @@ ngx_http_usage_scan_string(ngx_http_usage_scan_t *s, ngx_str_t *raw,
 
     raw->data = s->pos + 1;
 
+    plain = ngx_http_usage_json_plain_map;
+
     for (p = raw->data; p < end; /* void */) {
 
-        while (ngx_http_usage_json_plain(*p)) {
+        while (plain[*p]) {
             if (++p == end) {
                 return NGX_DECLINED;
             }
