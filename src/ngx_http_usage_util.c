@@ -266,7 +266,20 @@ ngx_http_usage_write_int(u_char *dst, int64_t n)
 u_char *
 ngx_http_usage_iso_time(u_char *dst, int64_t ms)
 {
-    ngx_tm_t  tm;
+    u_char      *p;
+    time_t       sec;
+    ngx_tm_t     tm;
+    ngx_uint_t   i;
+
+    /*
+     * "YYYY-MM-DDTHH:MM:SS." of the last two seconds written: an answer's
+     * times are mostly "now" and the zone's start, and an event list's
+     * share their seconds.  Workers are single-threaded, and the state
+     * file's thread writes no times.
+     */
+    static time_t      cached_sec[2] = { -1, -1 };
+    static u_char      cached[2][sizeof("YYYY-MM-DDTHH:MM:SS.") - 1];
+    static ngx_uint_t  cached_next;
 
     if (ms < 0) {
         ms = 0;
@@ -275,32 +288,48 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
         ms = NGX_HTTP_USAGE_TIME_MAX;
     }
 
-    ngx_gmtime((time_t) (ms / 1000), &tm);
+    sec = (time_t) (ms / 1000);
+
+    if (sec == cached_sec[0] || sec == cached_sec[1]) {
+        i = (sec == cached_sec[0]) ? 0 : 1;
+        goto done;
+    }
+
+    ngx_gmtime(sec, &tm);
 
     if (tm.ngx_tm_year <= 9999) {
-        /* every answer holds a time or two: no format string to read */
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_year, 4);
-        *dst++ = '-';
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_mon, 2);
-        *dst++ = '-';
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_mday, 2);
-        *dst++ = 'T';
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_hour, 2);
-        *dst++ = ':';
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_min, 2);
-        *dst++ = ':';
-        dst = ngx_http_usage_digits_fixed(dst, tm.ngx_tm_sec, 2);
-        *dst++ = '.';
-        dst = ngx_http_usage_digits_fixed(dst, ms % 1000, 3);
-        *dst++ = 'Z';
+        i = cached_next;
+        cached_next ^= 1;
 
-        return dst;
+        p = ngx_http_usage_digits_fixed(cached[i], tm.ngx_tm_year, 4);
+        *p++ = '-';
+        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_mon, 2);
+        *p++ = '-';
+        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_mday, 2);
+        *p++ = 'T';
+        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_hour, 2);
+        *p++ = ':';
+        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_min, 2);
+        *p++ = ':';
+        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_sec, 2);
+        *p = '.';
+
+        cached_sec[i] = sec;
+        goto done;
     }
 
     return ngx_sprintf(dst, "%4d-%02d-%02dT%02d:%02d:%02d.%03dZ",
                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
                        (int) (ms % 1000));
+
+done:
+
+    dst = ngx_cpymem(dst, cached[i], sizeof(cached[0]));
+    dst = ngx_http_usage_digits_fixed(dst, ms % 1000, 3);
+    *dst++ = 'Z';
+
+    return dst;
 }
 
 
