@@ -47,6 +47,9 @@ static ngx_int_t ngx_http_usage_scan_value(ngx_http_usage_scan_t *s,
     ngx_http_usage_field_t *f);
 static ngx_int_t ngx_http_usage_scan_object(ngx_http_usage_scan_t *s);
 static ngx_int_t ngx_http_usage_scan_array(ngx_http_usage_scan_t *s);
+static ngx_int_t ngx_http_usage_scan_colon(ngx_http_usage_scan_t *s);
+static ngx_int_t ngx_http_usage_scan_next(ngx_http_usage_scan_t *s,
+    u_char close);
 static ngx_int_t ngx_http_usage_scan_string(ngx_http_usage_scan_t *s,
     ngx_str_t *raw, ngx_uint_t *escaped);
 static ngx_int_t ngx_http_usage_scan_unescape(ngx_pool_t *pool,
@@ -112,15 +115,7 @@ ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body, size_t len,
             return NGX_DECLINED;
         }
 
-        ngx_http_usage_scan_ws(&s);
-
-        if (s.pos == s.end || *s.pos++ != ':') {
-            return NGX_DECLINED;
-        }
-
-        ngx_http_usage_scan_ws(&s);
-
-        if (s.pos == s.end) {
+        if (ngx_http_usage_scan_colon(&s) != NGX_OK) {
             return NGX_DECLINED;
         }
 
@@ -193,23 +188,18 @@ ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body, size_t len,
             }
         }
 
-        ngx_http_usage_scan_ws(&s);
+        rc = ngx_http_usage_scan_next(&s, '}');
 
-        if (s.pos == s.end) {
-            return NGX_DECLINED;
-        }
-
-        if (*s.pos == ',') {
-            s.pos++;
-            ngx_http_usage_scan_ws(&s);
+        if (rc == NGX_AGAIN) {
             continue;
         }
 
-        if (*s.pos++ == '}') {
-            break;
+        if (rc != NGX_OK) {
+            return NGX_DECLINED;
         }
 
-        return NGX_DECLINED;
+        s.pos++;
+        break;
     }
 
 end:
@@ -366,15 +356,7 @@ ngx_http_usage_scan_object(ngx_http_usage_scan_t *s)
             ngx_http_usage_out_lit(s->out, ":");
         }
 
-        ngx_http_usage_scan_ws(s);
-
-        if (s->pos == s->end || *s->pos++ != ':') {
-            return NGX_DECLINED;
-        }
-
-        ngx_http_usage_scan_ws(s);
-
-        if (s->pos == s->end) {
+        if (ngx_http_usage_scan_colon(s) != NGX_OK) {
             return NGX_DECLINED;
         }
 
@@ -383,23 +365,17 @@ ngx_http_usage_scan_object(ngx_http_usage_scan_t *s)
             return rc;
         }
 
-        ngx_http_usage_scan_ws(s);
+        rc = ngx_http_usage_scan_next(s, '}');
 
-        if (s->pos == s->end) {
-            return NGX_DECLINED;
-        }
-
-        if (*s->pos == ',') {
-            s->pos++;
-            ngx_http_usage_scan_ws(s);
+        if (rc == NGX_AGAIN) {
             continue;
         }
 
-        if (*s->pos == '}') {
-            break;
+        if (rc != NGX_OK) {
+            return NGX_DECLINED;
         }
 
-        return NGX_DECLINED;
+        break;
     }
 
 end:
@@ -451,23 +427,17 @@ ngx_http_usage_scan_array(ngx_http_usage_scan_t *s)
             return rc;
         }
 
-        ngx_http_usage_scan_ws(s);
+        rc = ngx_http_usage_scan_next(s, ']');
 
-        if (s->pos == s->end) {
-            return NGX_DECLINED;
-        }
-
-        if (*s->pos == ',') {
-            s->pos++;
-            ngx_http_usage_scan_ws(s);
+        if (rc == NGX_AGAIN) {
             continue;
         }
 
-        if (*s->pos == ']') {
-            break;
+        if (rc != NGX_OK) {
+            return NGX_DECLINED;
         }
 
-        return NGX_DECLINED;
+        break;
     }
 
 end:
@@ -480,6 +450,48 @@ end:
     }
 
     return NGX_OK;
+}
+
+
+/* the ':' after a key, and the whitespace around it; a value must follow */
+
+static ngx_int_t
+ngx_http_usage_scan_colon(ngx_http_usage_scan_t *s)
+{
+    ngx_http_usage_scan_ws(s);
+
+    if (s->pos == s->end || *s->pos++ != ':') {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_usage_scan_ws(s);
+
+    return (s->pos < s->end) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * After a member or an element: NGX_AGAIN past a ',' (and the whitespace
+ * after it), NGX_OK at the closing character, left for the caller, and
+ * NGX_DECLINED at anything else.
+ */
+
+static ngx_int_t
+ngx_http_usage_scan_next(ngx_http_usage_scan_t *s, u_char close)
+{
+    ngx_http_usage_scan_ws(s);
+
+    if (s->pos == s->end) {
+        return NGX_DECLINED;
+    }
+
+    if (*s->pos == ',') {
+        s->pos++;
+        ngx_http_usage_scan_ws(s);
+        return NGX_AGAIN;
+    }
+
+    return (*s->pos == close) ? NGX_OK : NGX_DECLINED;
 }
 
 
