@@ -715,6 +715,20 @@ ngx_http_usage_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst,
     u_char     *p, *d, *end;
     ngx_int_t   hi, lo;
 
+    end = src->data + src->len;
+
+    for (p = src->data; p < end; p++) {
+        if (*p == '%' || (query && *p == '+')) {
+            break;
+        }
+    }
+
+    if (p == end) {
+        /* nothing to decode, the usual case: the bytes as they are */
+        *dst = *src;
+        goto done;
+    }
+
     d = ngx_pnalloc(pool, src->len + 1);
     if (d == NULL) {
         return NGX_ERROR;
@@ -722,7 +736,7 @@ ngx_http_usage_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst,
 
     dst->data = d;
 
-    for (p = src->data, end = p + src->len; p < end; p++) {
+    for (p = src->data; p < end; p++) {
         if (query && *p == '+') {
             *d++ = ' ';
             continue;
@@ -750,6 +764,8 @@ ngx_http_usage_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst,
     }
 
     dst->len = d - dst->data;
+
+done:
 
     if (!query && ngx_http_usage_utf8_valid(dst->data, dst->len) != NGX_OK) {
         return NGX_DECLINED;
