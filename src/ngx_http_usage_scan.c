@@ -47,6 +47,9 @@ static ngx_int_t ngx_http_usage_scan_value(ngx_http_usage_scan_t *s,
     ngx_http_usage_field_t *f);
 static ngx_int_t ngx_http_usage_scan_object(ngx_http_usage_scan_t *s);
 static ngx_int_t ngx_http_usage_scan_array(ngx_http_usage_scan_t *s);
+static ngx_int_t ngx_http_usage_scan_open(ngx_http_usage_scan_t *s,
+    char *pair);
+static void ngx_http_usage_scan_close(ngx_http_usage_scan_t *s, char *pair);
 static ngx_int_t ngx_http_usage_scan_colon(ngx_http_usage_scan_t *s);
 static ngx_int_t ngx_http_usage_scan_next(ngx_http_usage_scan_t *s,
     u_char close);
@@ -300,20 +303,14 @@ ngx_http_usage_scan_object(ngx_http_usage_scan_t *s)
     ngx_str_t   key, keys[NGX_HTTP_USAGE_SCAN_KEYS];
     ngx_uint_t  n, i, escaped;
 
-    if (++s->depth > NGX_HTTP_USAGE_SCAN_DEPTH) {
-        return NGX_DECLINED;
-    }
+    rc = ngx_http_usage_scan_open(s, "{}");
 
-    if (s->out) {
-        s->meta_depth = ngx_max(s->meta_depth, s->depth - s->meta_base);
-        ngx_http_usage_out_lit(s->out, "{");
-    }
-
-    s->pos++;
-    ngx_http_usage_scan_ws(s);
-
-    if (s->pos < s->end && *s->pos == '}') {
+    if (rc == NGX_DONE) {
         goto end;
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     n = 0;
@@ -380,12 +377,7 @@ ngx_http_usage_scan_object(ngx_http_usage_scan_t *s)
 
 end:
 
-    s->pos++;
-    s->depth--;
-
-    if (s->out) {
-        ngx_http_usage_out_lit(s->out, "}");
-    }
+    ngx_http_usage_scan_close(s, "{}");
 
     return NGX_OK;
 }
@@ -397,20 +389,14 @@ ngx_http_usage_scan_array(ngx_http_usage_scan_t *s)
     ngx_int_t   rc;
     ngx_uint_t  first;
 
-    if (++s->depth > NGX_HTTP_USAGE_SCAN_DEPTH) {
-        return NGX_DECLINED;
-    }
+    rc = ngx_http_usage_scan_open(s, "[]");
 
-    if (s->out) {
-        s->meta_depth = ngx_max(s->meta_depth, s->depth - s->meta_base);
-        ngx_http_usage_out_lit(s->out, "[");
-    }
-
-    s->pos++;
-    ngx_http_usage_scan_ws(s);
-
-    if (s->pos < s->end && *s->pos == ']') {
+    if (rc == NGX_DONE) {
         goto end;
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     for (first = 1; /* void */; first = 0) {
@@ -442,14 +428,48 @@ ngx_http_usage_scan_array(ngx_http_usage_scan_t *s)
 
 end:
 
+    ngx_http_usage_scan_close(s, "[]");
+
+    return NGX_OK;
+}
+
+
+/*
+ * A container's first character, at s->pos; pair is its two characters,
+ * as "{}".  NGX_DONE: it is empty, at its closing character.
+ */
+
+static ngx_int_t
+ngx_http_usage_scan_open(ngx_http_usage_scan_t *s, char *pair)
+{
+    if (++s->depth > NGX_HTTP_USAGE_SCAN_DEPTH) {
+        return NGX_DECLINED;
+    }
+
+    if (s->out) {
+        s->meta_depth = ngx_max(s->meta_depth, s->depth - s->meta_base);
+        ngx_http_usage_out_raw(s->out, (u_char *) &pair[0], 1);
+    }
+
+    s->pos++;
+    ngx_http_usage_scan_ws(s);
+
+    return (s->pos < s->end && *s->pos == (u_char) pair[1]) ? NGX_DONE
+                                                            : NGX_OK;
+}
+
+
+/* the closing character of a container, at s->pos */
+
+static void
+ngx_http_usage_scan_close(ngx_http_usage_scan_t *s, char *pair)
+{
     s->pos++;
     s->depth--;
 
     if (s->out) {
-        ngx_http_usage_out_lit(s->out, "]");
+        ngx_http_usage_out_raw(s->out, (u_char *) &pair[1], 1);
     }
-
-    return NGX_OK;
 }
 
 
