@@ -118,7 +118,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
     ngx_http_usage_loc_conf_t  *ulcf;
 
     static ngx_str_t  type =
-                          ngx_string("text/plain; version=0.0.4; charset=utf-8");
+                        ngx_string("text/plain; version=0.0.4; charset=utf-8");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_usage_metrics_not_allowed(r);

@@ -784,7 +784,8 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     }
 
     if (h->length != len - sizeof(ngx_http_usage_state_header_t)
-        || h->crc != ngx_crc32_long(data + sizeof(ngx_http_usage_state_header_t),
+        || h->crc != ngx_crc32_long(data
+                                    + sizeof(ngx_http_usage_state_header_t),
                                     h->length))
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,

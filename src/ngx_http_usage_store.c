@@ -28,7 +28,8 @@
 #include "ngx_http_usage_store.h"
 
 
-#define ngx_http_usage_floor(t, span)  ((t) - (((t) % (span) + (span)) % (span)))
+#define ngx_http_usage_floor(t, span)                                        \
+    ((t) - (((t) % (span) + (span)) % (span)))
 
 /* how many least recently updated entities an allocation looks at for a
  * bucket to give up */
@@ -645,9 +646,9 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 
 /*
  * Takes the oldest raw event out of the log if it is past "oldest" (by
- * receipt or by event time), or, to make room, unconditionally ("evict").  An event
- * whose own time left the window also leaves its aggregates now: that is
- * what keeps retention exact to the millisecond.
+ * receipt or by event time), or, to make room, unconditionally ("evict").
+ * An event whose own time left the window also leaves its aggregates now:
+ * that is what keeps retention exact to the millisecond.
  */
 
 static ngx_uint_t
@@ -1487,7 +1488,8 @@ ngx_http_usage_entity_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
 {
     return (ngx_http_usage_entity_t *)
         ngx_http_usage_name_lookup(&sh->entities,
-                                   ngx_http_usage_name_hash(name->data, name->len),
+                                   ngx_http_usage_name_hash(name->data,
+                                                            name->len),
                                    name,
                                    offsetof(ngx_http_usage_entity_t, len));
 }
@@ -1498,7 +1500,8 @@ ngx_http_usage_type_lookup(ngx_http_usage_shctx_t *sh, ngx_str_t *name)
 {
     return (ngx_http_usage_type_t *)
         ngx_http_usage_name_lookup(&sh->types,
-                                   ngx_http_usage_name_hash(name->data, name->len),
+                                   ngx_http_usage_name_hash(name->data,
+                                                            name->len),
                                    name,
                                    offsetof(ngx_http_usage_type_t, len));
 }
@@ -1551,7 +1554,7 @@ ngx_http_usage_entity_hold_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t  *e;
 
     e = ngx_http_usage_entity_get_locked(zone, name,
-                                     ngx_http_usage_name_hash(name->data, name->len));
+                            ngx_http_usage_name_hash(name->data, name->len));
     if (e) {
         e->updated = ngx_max(e->updated, updated);
     }
@@ -1641,7 +1644,7 @@ ngx_http_usage_series_get_locked(ngx_http_usage_zone_t *zone,
     }
 
     return ngx_http_usage_series_create_locked(zone, entity, type_name,
-                            ngx_http_usage_name_hash(type_name->data, type_name->len));
+                  ngx_http_usage_name_hash(type_name->data, type_name->len));
 }
 
 
