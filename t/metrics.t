@@ -134,16 +134,7 @@ is_deeply([map { exists $m->{v}{usage_http_request_duration_seconds_bucket}
 	{"zone=\"usage\",le=\"$_\""} ? 1 : 0 } @LE], [(1) x @LE],
 	'the histogram buckets');
 
-SKIP: {
-	my $promtool = `sh -c 'command -v promtool' 2>/dev/null`;
-	chomp $promtool;
-	skip 'promtool not installed (apt-get install prometheus; '
-		. 'scripts/test.sh installs it)', 2 unless $promtool;
-	my $file = $t->write_file('metrics.txt', $r->body);
-	my $out = `promtool check metrics < $file 2>&1`;
-	is($?, 0, 'promtool check metrics passes') or diag $out;
-	is($out, '', 'promtool: no lint problem') or diag $out;
-}
+$t->promtool_check($r->body);
 
 my $h = $t->head('/metrics');
 is($h->status, 200, 'HEAD /metrics 200');

@@ -295,16 +295,7 @@ is($t->get('/metrics', headers => ['X-Forwarded-For' => '198.51.100.7'])
 my $m2 = samples($t->get('/metrics')->body);
 is(requests_total($m2), requests_total($m), 'scrapes are not counted as traffic');
 
-SKIP: {
-	my $promtool = `sh -c 'command -v promtool' 2>/dev/null`;
-	chomp $promtool;
-	skip 'promtool not installed (apt-get install prometheus; '
-		. 'scripts/test.sh installs it)', 2 unless $promtool;
-	my $file = $t->write_file('metrics.txt', $r->body);
-	my $out = `promtool check metrics < $file 2>&1`;
-	is($?, 0, 'promtool check metrics passes') or diag $out;
-	is($out, '', 'promtool: no lint problem') or diag $out;
-}
+$t->promtool_check($r->body);
 
 # the README's alarms: every metric their PromQL names is exposed, with the
 # labels they select on

@@ -231,6 +231,25 @@ sub write_file {
 	return $path;
 }
 
+# promtool check metrics on a /metrics body: two tests, skipped when
+# promtool is missing (scripts/test.sh installs it with Debian's prometheus)
+sub promtool_check {
+	my ($self, $body) = @_;
+	SKIP: {
+		my $promtool = `sh -c 'command -v promtool' 2>/dev/null`;
+		chomp $promtool;
+		Test::More::skip('promtool not installed (apt-get install '
+			. 'prometheus; scripts/test.sh installs it)', 2)
+			unless $promtool;
+		my $file = $self->write_file('metrics.txt', $body);
+		my $out = `promtool check metrics < $file 2>&1`;
+		Test::More::is($?, 0, 'promtool check metrics passes')
+			or Test::More::diag($out);
+		Test::More::is($out, '', 'promtool: no lint problem')
+			or Test::More::diag($out);
+	}
+}
+
 sub read_file {
 	my ($self, $name) = @_;
 	my $path = $name =~ m{^/} ? $name : "$self->{dir}/$name";
