@@ -124,8 +124,15 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
      * pointer may alias anything, and would reload it from the GOT.
      */
     plain = ngx_http_usage_json_plain_map;
+    end = s + len;
 
-    for (end = s + len; s < end && plain[*s]; s++) {
+    while (end - s >= 8 && !ngx_http_usage_json_special8(s)) {
+        ngx_memcpy(p, s, 8);
+        p += 8;
+        s += 8;
+    }
+
+    for ( /* void */ ; s < end && plain[*s]; s++) {
         *p++ = *s;
     }
 

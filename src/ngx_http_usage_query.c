@@ -42,6 +42,9 @@ static ngx_http_usage_entity_t *ngx_http_usage_range_begin(
 static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_array_t *pieces, int64_t interval, int64_t now);
+static ngx_int_t ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
+    ngx_http_usage_tally_t *tally, int64_t now);
 static ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time,
     uint64_t count, double value, int64_t interval);
 static int ngx_libc_cdecl ngx_http_usage_piece_cmp(const void *a,
@@ -232,6 +235,20 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     {
         series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
 
+        switch (ngx_http_usage_series_sum_locked(zone, q, series, &tally[n],
+                                                 now))
+        {
+        case NGX_OK:
+            n++;
+            continue;
+
+        case NGX_DONE:
+            continue;       /* nothing counted in the window */
+
+        default:            /* NGX_DECLINED: the range cuts the series */
+            break;
+        }
+
         pieces.nelts = 0;
 
         if (ngx_http_usage_range_locked(zone, q, series, &pieces, 0, now)
@@ -405,6 +422,80 @@ ngx_http_usage_range_begin(ngx_http_usage_zone_t *zone,
     }
 
     return entity;
+}
+
+
+/*
+ * A range that holds a whole series (no since inside the window, no until
+ * before its last bucket ends) counts what the series' sums hold: the
+ * summary of an entity then costs its types, not their buckets.  Only the
+ * oldest buckets are looked at, for the first time counted and for the
+ * resolution of a bucket reaching past the window (as in range_locked()).
+ * NGX_DONE: nothing counted; NGX_DECLINED: the range cuts the series.
+ */
+
+static ngx_int_t
+ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
+    ngx_http_usage_tally_t *tally, int64_t now)
+{
+    int64_t                   oldest;
+    ngx_uint_t                res;
+    ngx_queue_t              *bq;
+    ngx_http_usage_bucket_t  *b;
+
+    oldest = now - zone->retention;
+
+    if (q->since > oldest) {
+        return NGX_DECLINED;
+    }
+
+    if (series->count == NGX_HTTP_USAGE_SUMS_LOST) {
+        return NGX_DECLINED;
+    }
+
+    if (series->count == 0) {
+        return NGX_DONE;
+    }
+
+    b = ngx_queue_data(ngx_queue_last(&series->buckets),
+                       ngx_http_usage_bucket_t, queue);
+
+    if (q->until < b->start + b->span - 1) {
+        return NGX_DECLINED;
+    }
+
+    tally->type = series->type;
+    tally->first = INT64_MAX;
+    tally->count = series->count;
+    tally->value = series->value;
+
+    for (bq = ngx_queue_head(&series->buckets);
+         bq != ngx_queue_sentinel(&series->buckets);
+         bq = ngx_queue_next(bq))
+    {
+        b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+
+        if (b->count == 0) {
+            continue;
+        }
+
+        if (tally->first == INT64_MAX) {
+            tally->first = b->start;
+        }
+
+        if (b->start >= oldest) {
+            break;
+        }
+
+        if (b->count != b->raw_count) {
+            res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
+                                                   : NGX_HTTP_USAGE_BY_MINUTE;
+            q->resolution = ngx_max(q->resolution, res);
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -538,6 +538,14 @@ ngx_http_usage_scan_string(ngx_http_usage_scan_t *s, ngx_str_t *raw,
 
     for (p = raw->data; p < end; /* void */) {
 
+        while (end - p >= 8 && !ngx_http_usage_json_special8(p)) {
+            p += 8;
+        }
+
+        if (p == end) {
+            return NGX_DECLINED;
+        }
+
         while (plain[*p]) {
             if (++p == end) {
                 return NGX_DECLINED;

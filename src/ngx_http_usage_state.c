@@ -1033,6 +1033,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
                 if (b) {
                     b->count += count;
                     b->value += value;
+                    ngx_http_usage_series_add(series, count, value);
                 }
             }
         }

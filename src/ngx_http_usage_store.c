@@ -76,7 +76,7 @@ static ngx_http_usage_bucket_t *ngx_http_usage_bucket_in_locked(
     ngx_http_usage_zone_t *zone, ngx_queue_t *buckets, int64_t start,
     uint32_t span, ngx_uint_t create, ngx_http_usage_entity_t *pin);
 static void ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_bucket_t *b);
+    ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *b);
 static void ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t now);
 static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
@@ -422,6 +422,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     b->count++;
     b->value += rec->value;
+    ngx_http_usage_series_add(series, 1, rec->value);
     tb->count++;
     type->count++;
     sh->total++;
@@ -471,7 +472,7 @@ failed:
 
     if (series) {
         if (b && b->count == 0 && b->raw_count == 0) {
-            ngx_http_usage_bucket_free_locked(zone, b);
+            ngx_http_usage_bucket_free_locked(zone, series, b);
         }
 
         series->raw_refs--;
@@ -758,6 +759,7 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
         if (expired && b->count) {
             b->count--;
             b->value -= raw->value;
+            ngx_http_usage_series_sub(series, 1, raw->value);
         }
     }
 
@@ -803,7 +805,7 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
     sh->ring_used -= raw->size;
 
     if (b && b->count == 0 && b->raw_count == 0) {
-        ngx_http_usage_bucket_free_locked(zone, b);
+        ngx_http_usage_bucket_free_locked(zone, series, b);
     }
 
     entity = series->entity;
@@ -967,7 +969,7 @@ ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
 
             if (b->start + b->span <= oldest) {
                 zone->sh->buckets_expired++;
-                ngx_http_usage_bucket_free_locked(zone, b);
+                ngx_http_usage_bucket_free_locked(zone, series, b);
                 continue;
             }
 
@@ -1013,8 +1015,11 @@ ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
                 ngx_queue_init(&b->raw);
             }
 
+            /* merged: the series' sums stay as they are */
+            b->count = 0;
+            b->value = 0;
             b->raw_count = 0;
-            ngx_http_usage_bucket_free_locked(zone, b);
+            ngx_http_usage_bucket_free_locked(zone, series, b);
         }
 
         ngx_http_usage_series_release_locked(zone, series);
@@ -1210,14 +1215,17 @@ ngx_http_usage_store_expire_types_locked(ngx_http_usage_zone_t *zone,
 }
 
 
-/* frees a series bucket; its raw events stay in the log, detached */
+/* frees a series bucket; its raw events stay in the log, detached, and
+ * what it still counts leaves the series' sums */
 
 static void
 ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_bucket_t *b)
+    ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *b)
 {
     ngx_queue_t           *q;
     ngx_http_usage_raw_t  *raw;
+
+    ngx_http_usage_series_sub(series, b->count, b->value);
 
     while (!ngx_queue_empty(&b->raw)) {
         q = ngx_queue_head(&b->raw);
@@ -1231,6 +1239,12 @@ ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
     ngx_queue_remove(&b->queue);
     ngx_slab_free_locked(zone->shpool, b);
     zone->sh->bucket_count--;
+
+    if (ngx_queue_empty(&series->buckets)) {
+        /* nothing left to count: exact again, even after lost sums */
+        series->count = 0;
+        series->value = 0;
+    }
 }
 
 
@@ -1357,7 +1371,7 @@ ngx_http_usage_evict_aggregate_locked(ngx_http_usage_zone_t *zone,
             continue;
         }
 
-        ngx_http_usage_bucket_free_locked(zone, oldest);
+        ngx_http_usage_bucket_free_locked(zone, series, oldest);
         sh->buckets_evicted++;
 
         ngx_http_usage_series_release_locked(zone, series);
@@ -1621,6 +1635,8 @@ ngx_http_usage_series_create_locked(ngx_http_usage_zone_t *zone,
     s->entity = entity;
     s->type = t;
     s->raw_refs = 0;
+    s->count = 0;
+    s->value = 0;
     ngx_queue_insert_tail(&entity->series, &s->queue);
 
     return s;

@@ -92,8 +92,58 @@ struct ngx_http_usage_series_s {
     ngx_queue_t                  buckets;
     ngx_http_usage_entity_t     *entity;
     ngx_http_usage_type_t       *type;
-    ngx_uint_t                   raw_refs;     /* raw events pointing here */
+    uint32_t                     raw_refs;     /* raw events pointing here */
+    uint32_t                     count;        /* the sums of its buckets, */
+    double                       value;        /* kept by every change of
+                                                  one: a summary of the
+                                                  whole window reads them
+                                                  instead of the buckets */
 };
+
+
+/*
+ * 32 bits of count keep a series in a 64-byte slab slot.  Past them (four
+ * billion events of one type of one entity in the window) the sums are
+ * given up, and summaries read the buckets, until the series has no
+ * bucket left.
+ */
+#define NGX_HTTP_USAGE_SUMS_LOST         NGX_MAX_UINT32_VALUE
+
+static ngx_inline void
+ngx_http_usage_series_add(ngx_http_usage_series_t *s, uint64_t count,
+    double value)
+{
+    if (s->count == NGX_HTTP_USAGE_SUMS_LOST) {
+        return;
+    }
+
+    if (count >= (uint64_t) (NGX_HTTP_USAGE_SUMS_LOST - s->count)) {
+        s->count = NGX_HTTP_USAGE_SUMS_LOST;
+        s->value = 0;
+        return;
+    }
+
+    s->count += count;
+    s->value += value;
+}
+
+
+static ngx_inline void
+ngx_http_usage_series_sub(ngx_http_usage_series_t *s, uint64_t count,
+    double value)
+{
+    if (s->count == NGX_HTTP_USAGE_SUMS_LOST) {
+        return;
+    }
+
+    s->count -= ngx_min(s->count, count);
+    s->value -= value;
+
+    if (s->count == 0) {
+        /* no rounding left over from the additions and subtractions */
+        s->value = 0;
+    }
+}
 
 
 struct ngx_http_usage_entity_s {

@@ -34,6 +34,32 @@ void ngx_http_usage_uuid_v4(u_char id[16]);
 extern u_char  ngx_http_usage_json_plain_map[256];
 
 
+/*
+ * Eight bytes at a time: nonzero if any of them is not plain, that is
+ * below 0x20, '"', '\\' or from 0x80 on.  Each test sets the high bit of
+ * such a byte; a borrow can only mark bytes after a marked one, so no byte
+ * is missed, and the caller goes on byte by byte from the word's start.
+ */
+#define NGX_HTTP_USAGE_ONES   0x0101010101010101ULL
+#define NGX_HTTP_USAGE_HIGHS  0x8080808080808080ULL
+
+static ngx_inline uint64_t
+ngx_http_usage_json_special8(const u_char *p)
+{
+    uint64_t  v, q, b;
+
+    ngx_memcpy(&v, p, 8);
+
+    q = v ^ (NGX_HTTP_USAGE_ONES * '"');
+    b = v ^ (NGX_HTTP_USAGE_ONES * '\\');
+
+    return ((v | ((v - NGX_HTTP_USAGE_ONES * 0x20) & ~v)
+             | ((q - NGX_HTTP_USAGE_ONES) & ~q)
+             | ((b - NGX_HTTP_USAGE_ONES) & ~b))
+            & NGX_HTTP_USAGE_HIGHS);
+}
+
+
 u_char *ngx_http_usage_uuid_format(u_char *dst, const u_char id[16]);
 
 int64_t ngx_http_usage_now(void);

@@ -9,7 +9,8 @@
 # TEST_USAGE_SEED to replay) over the corners of JSON: escapes, surrogate
 # pairs, raw UTF-8, numbers of every form, duplicate keys, nesting, odd
 # whitespace; a third of them are then damaged (a byte dropped, inserted,
-# or the body cut short).
+# or the body cut short).  Then strings with a byte that needs care at
+# every position of an eight-byte word, read and written back.
 
 use strict;
 use warnings;
@@ -17,7 +18,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(api_conf);
+use Test::Usage qw(api_conf pct);
 
 my $seed = $ENV{TEST_USAGE_SEED} || time();
 srand($seed);
@@ -194,5 +195,40 @@ my $r = $t->post_json('/v1/events', '{"entityId":" e1 ","eventType":"t",'
 is($r->status, 201, 'known body stored');
 like($r->body, qr/"entityId":"e1","eventType":"t","metadata":\{"n":1.5,"i":0,"e":100,"s":"a\/b\x{c3}\x{a9}\x{f0}\x{9f}\x{98}\x{80}","d":\[true,false,null,\{\},\[\]\],"big":123456789012345\},"value":2.5,/,
 	'metadata written as JSON.stringify would');
+
+# strings read and written eight bytes at a time: a byte that needs care
+# at every position of a word, and right after a whole word or two
+my ($echoed, @wrong) = (0);
+for my $special ('"', '\\', "\x01", "\x1f", "\x7f", "\x{e9}", "\x{1F600}",
+	' ', '~')
+{
+	for my $k (0 .. 17) {
+		for my $tail (0, 1, 8) {
+			my $s = ('x' x $k) . $special . ('y' x $tail);
+			# names refuse control characters: those go in metadata only
+			my $e = $s =~ /[\x00-\x1f\x7f]/ ? 'w-ctl' : "w$s";
+			my $r = $t->post_json('/v1/events', { entityId => $e,
+				eventType => 't', metadata => { "k$s" => "v$s" } });
+			my $d = $r->status == 201 ? $r->data : undef;
+			# (and are trimmed); the summary finds the entity by its
+			# name from the path, which the JSON reader never saw
+			my $name = $e =~ s/\s+$//r;
+			my $u = $e eq 'w-ctl' ? undef
+				: $t->get('/v1/usage/' . pct($name))->data;
+			if ($d && $d->{entityId} eq $name
+				&& ($d->{metadata}{"k$s"} // '') eq "v$s"
+				&& (!$u || ($u->{entityId} eq $name
+					&& $u->{totalEvents} == 1)))
+			{
+				$echoed++;
+			} elsif (@wrong < 5) {
+				push @wrong, sprintf('%s: %s', join(' ', map {
+					sprintf '%02x', ord } split //, $s), $r->body);
+			}
+		}
+	}
+}
+is(scalar @wrong, 0, "$echoed strings with a byte that needs care at each "
+	. 'position: read and written back') or diag(join("\n", @wrong));
 
 $t->done_testing();
