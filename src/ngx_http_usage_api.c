@@ -535,6 +535,8 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
 
     ngx_http_usage_uuid_v4(rec.uuid);
     rec.evicted = 0;
+    rec.entity_hash = 0;
+    rec.type_hash = 0;
 
     rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
 
@@ -1611,12 +1613,38 @@ ngx_int_t
 ngx_http_usage_send_out(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, size_t type_len, ngx_http_usage_out_t *out)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   cl;
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       cl;
+    ngx_table_elt_t  *h;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = out->pos - out->start;
+
+    /*
+     * The length as a header of its own, as a proxied response has it:
+     * nginx's header filter then copies it instead of formatting it with
+     * ngx_sprintf() (gzip and the others remove it as they would any).
+     * Not for the statuses that must not carry one.
+     */
+    if (status != NGX_HTTP_NO_CONTENT && status != NGX_HTTP_NOT_MODIFIED) {
+        h = ngx_list_push(&r->headers_out.headers);
+        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+
+        if (h == NULL || p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(h, sizeof(ngx_table_elt_t));
+        h->hash = 1;
+        ngx_str_set(&h->key, "Content-Length");
+        h->value.data = p;
+        h->value.len = ngx_http_usage_write_uint(p,
+                                      r->headers_out.content_length_n) - p;
+
+        r->headers_out.content_length = h;
+    }
 
     r->headers_out.content_type = *type;
     r->headers_out.content_type_len = type_len;

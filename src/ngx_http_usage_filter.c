@@ -71,6 +71,11 @@ static ngx_keyval_t  ngx_http_usage_vary_origin = {
     ngx_string("Vary"), ngx_string("Origin")
 };
 
+static ngx_str_t  ngx_http_usage_acao = ngx_string("Access-Control-Allow-Origin");
+static ngx_str_t  ngx_http_usage_aceh =
+    ngx_string("Access-Control-Expose-Headers");
+static ngx_str_t  ngx_http_usage_empty_value = ngx_null_string;
+
 
 static ngx_http_usage_error_t  ngx_http_usage_errors[] = {
     { 400, "BAD_REQUEST", "Malformed request: the request line, its "
@@ -108,6 +113,107 @@ ngx_http_usage_filter_init(ngx_conf_t *cf)
     ngx_http_top_body_filter = ngx_http_usage_body_filter;
 
     return NGX_OK;
+}
+
+
+/*
+ * The trace id's header (its value set per request), the security
+ * headers and CORS, in the order they are sent.  A location shares its
+ * parent's when the trace header's name and the CORS origin are the same.
+ */
+
+ngx_int_t
+ngx_http_usage_headers_init(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
+    ngx_http_usage_loc_conf_t *prev)
+{
+    ngx_keyval_t     *kv;
+    ngx_table_elt_t  *h;
+
+    if (prev->headers
+        && conf->trace_header_lc.len == prev->trace_header_lc.len
+        && ngx_strncmp(conf->trace_header_lc.data, prev->trace_header_lc.data,
+                       conf->trace_header_lc.len) == 0
+        && conf->cors_origin.len == prev->cors_origin.len
+        && ngx_strncmp(conf->cors_origin.data, prev->cors_origin.data,
+                       conf->cors_origin.len) == 0)
+    {
+        conf->headers = prev->headers;
+        return NGX_OK;
+    }
+
+    conf->headers = ngx_array_create(cf->pool, 12, sizeof(ngx_table_elt_t));
+    if (conf->headers == NULL) {
+        return NGX_ERROR;
+    }
+
+#define ngx_http_usage_template_add(k, v)                                        h = ngx_array_push(conf->headers);                                           if (h == NULL) {                                                                 return NGX_ERROR;                                                        }                                                                            ngx_memzero(h, sizeof(ngx_table_elt_t));                                     h->hash = 1;                                                                 h->key = k;                                                                  h->value = v
+
+    ngx_http_usage_template_add(conf->trace_header_lc,
+                                ngx_http_usage_empty_value);
+
+    for (kv = ngx_http_usage_security_headers; kv->key.len; kv++) {
+        ngx_http_usage_template_add(kv->key, kv->value);
+    }
+
+    ngx_http_usage_template_add(ngx_http_usage_acao, conf->cors_origin);
+
+    if (conf->cors_origin.len != 1 || conf->cors_origin.data[0] != '*') {
+        ngx_http_usage_template_add(ngx_http_usage_vary_origin.key,
+                                    ngx_http_usage_vary_origin.value);
+    }
+
+    ngx_http_usage_template_add(ngx_http_usage_aceh, conf->trace_header_lc);
+
+#undef ngx_http_usage_template_add
+
+    return NGX_OK;
+}
+
+
+/*
+ * The template into the response's headers: one copy into the list's
+ * last part when it has the room (a fresh response's has 20), else one
+ * header at a time.  Returns the first header, the trace id's.
+ */
+
+static ngx_table_elt_t *
+ngx_http_usage_push_headers(ngx_http_request_t *r, ngx_array_t *headers)
+{
+    ngx_uint_t        i;
+    ngx_list_t       *list;
+    ngx_list_part_t  *last;
+    ngx_table_elt_t  *h, *first, *tpl;
+
+    list = &r->headers_out.headers;
+    last = list->last;
+    tpl = headers->elts;
+
+    if (list->size == sizeof(ngx_table_elt_t)
+        && list->nalloc - last->nelts >= headers->nelts)
+    {
+        h = (ngx_table_elt_t *) last->elts + last->nelts;
+        ngx_memcpy(h, tpl, headers->nelts * sizeof(ngx_table_elt_t));
+        last->nelts += headers->nelts;
+
+        return h;
+    }
+
+    first = NULL;
+
+    for (i = 0; i < headers->nelts; i++) {
+        h = ngx_list_push(list);
+        if (h == NULL) {
+            return NULL;
+        }
+
+        *h = tpl[i];
+
+        if (first == NULL) {
+            first = h;
+        }
+    }
+
+    return first;
 }
 
 
@@ -180,7 +286,7 @@ static ngx_int_t
 ngx_http_usage_header_filter(ngx_http_request_t *r)
 {
     ngx_str_t                   trace;
-    ngx_keyval_t               *kv;
+    ngx_table_elt_t            *h;
     ngx_http_usage_ctx_t       *ctx;
     ngx_http_usage_loc_conf_t  *ulcf;
     ngx_http_usage_srv_conf_t  *uscf;
@@ -222,20 +328,16 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (ngx_http_usage_trace_id(r, &trace) == NGX_OK) {
-        if (ngx_http_usage_add_header(r, &ulcf->trace_header_lc, &trace)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    h = ngx_http_usage_push_headers(r, ulcf->headers);
+    if (h == NULL) {
+        return NGX_ERROR;
     }
 
-    for (kv = ngx_http_usage_security_headers; kv->key.len; kv++) {
-        if (ngx_http_usage_add_header(r, &kv->key, &kv->value)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ngx_http_usage_trace_id(r, &trace) == NGX_OK) {
+        h->value = trace;
+
+    } else {
+        h->hash = 0;        /* not sent */
     }
 
 #if (NGX_HTTP_SSL)
@@ -248,29 +350,6 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
         }
     }
 #endif
-
-    if (ngx_http_usage_add_header_lit(r, "Access-Control-Allow-Origin",
-                                  &ulcf->cors_origin)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ulcf->cors_origin.len != 1 || ulcf->cors_origin.data[0] != '*') {
-        if (ngx_http_usage_add_header(r, &ngx_http_usage_vary_origin.key,
-                                      &ngx_http_usage_vary_origin.value)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ngx_http_usage_add_header_lit(r, "Access-Control-Expose-Headers",
-                                  &ulcf->trace_header_lc)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
 
     if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS) {
         if (ngx_http_usage_add_header_lit(r, "Retry-After",

@@ -108,13 +108,24 @@ ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s, size_t len)
 void
 ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 {
-    u_char  *p, *end, *plain;
+    u_char  *p;
 
-    /* worst case: every byte becomes \u00XX or \ufffd */
-    p = ngx_http_usage_out_room(out, len * 6 + 2);
+    p = ngx_http_usage_out_room(out, NGX_HTTP_USAGE_JSON_STRING_MAX(len));
     if (p == NULL) {
         return;
     }
+
+    out->pos = ngx_http_usage_json_string(p, s, len);
+}
+
+
+/* the same into a buffer known to have NGX_HTTP_USAGE_JSON_STRING_MAX(len)
+ * bytes of room */
+
+u_char *
+ngx_http_usage_json_string(u_char *p, u_char *s, size_t len)
+{
+    u_char  *end, *plain;
 
     *p++ = '"';
 
@@ -142,7 +153,7 @@ ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s, size_t len)
 
     *p++ = '"';
 
-    out->pos = p;
+    return p;
 }
 
 

@@ -70,6 +70,10 @@ typedef struct {
      ? (void) ((out)->pos = ngx_cpymem((out)->pos, s, sizeof(s) - 1))        \
      : ngx_http_usage_out_raw(out, (u_char *) s, sizeof(s) - 1))
 
+/* the most a string of len bytes takes written, quotes included: every
+ * byte may become \u00XX or \ufffd */
+#define NGX_HTTP_USAGE_JSON_STRING_MAX(len)  ((len) * 6 + 2)
+
 /* a literal key (with its separator) and an unsigned number */
 #define ngx_http_usage_out_pair(out, key, n)                                 \
     ngx_http_usage_out_key_uint(out, (u_char *) key, sizeof(key) - 1, n)
@@ -81,6 +85,7 @@ void ngx_http_usage_out_raw(ngx_http_usage_out_t *out, u_char *s,
     size_t len);
 void ngx_http_usage_out_string(ngx_http_usage_out_t *out, u_char *s,
     size_t len);
+u_char *ngx_http_usage_json_string(u_char *p, u_char *s, size_t len);
 void ngx_http_usage_out_uint(ngx_http_usage_out_t *out, uint64_t n);
 void ngx_http_usage_out_key_uint(ngx_http_usage_out_t *out, u_char *key,
     size_t len, uint64_t n);

@@ -543,6 +543,10 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_strlow(conf->trace_header_lc.data, conf->trace_header.data,
                conf->trace_header.len);
 
+    if (ngx_http_usage_headers_init(cf, conf, prev) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

@@ -96,6 +96,11 @@ typedef struct {
 
     /* usage_entity_scope: the only entity a request may see, or NULL */
     ngx_http_complex_value_t    *entity_scope;
+
+    /* the headers every answer of the API carries, ready to be copied
+     * into a response at once; the first is the trace id's (shared with
+     * the parent location's when nothing they depend on differs) */
+    ngx_array_t                 *headers;
 } ngx_http_usage_loc_conf_t;
 
 
@@ -141,6 +146,8 @@ ngx_int_t ngx_http_usage_trace_handler(ngx_http_request_t *r);
 
 /* ngx_http_usage_filter.c */
 ngx_int_t ngx_http_usage_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_usage_headers_init(ngx_conf_t *cf,
+    ngx_http_usage_loc_conf_t *conf, ngx_http_usage_loc_conf_t *prev);
 ngx_uint_t ngx_http_usage_draining(ngx_http_request_t *r);
 ngx_int_t ngx_http_usage_error_body(ngx_http_request_t *r,
     const char *code, ngx_str_t *message, ngx_str_t *out);

@@ -301,8 +301,13 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_bucket_t  *b, *tb;
     ngx_http_usage_shctx_t   *sh;
 
-    entity_hash = ngx_http_usage_name_hash(rec->entity.data, rec->entity.len);
-    type_hash = ngx_http_usage_name_hash(rec->type.data, rec->type.len);
+    entity_hash = rec->entity_hash
+                  ? rec->entity_hash
+                  : ngx_http_usage_name_hash(rec->entity.data,
+                                             rec->entity.len);
+    type_hash = rec->type_hash
+                ? rec->type_hash
+                : ngx_http_usage_name_hash(rec->type.data, rec->type.len);
     id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
                           : 0;
     size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER

@@ -352,6 +352,9 @@ typedef struct {
     ngx_uint_t                   has_time;     /* time given by the client */
     ngx_uint_t                   evicted;      /* duplicate of an event no
                                                   longer in the log */
+    uint32_t                     entity_hash;  /* of the names, when the */
+    uint32_t                     type_hash;    /* caller knows them; 0: to
+                                                  be computed */
 } ngx_http_usage_record_t;
 
 

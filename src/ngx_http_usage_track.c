@@ -17,15 +17,36 @@
 #include "ngx_http_usage_util.h"
 
 
+/* a default name of self-tracking, and its hash once computed */
+typedef struct {
+    ngx_str_t                    name;
+    uint32_t                     hash;
+} ngx_http_usage_name_t;
+
+
+/* the shape of the self-tracking event's metadata, without its values */
+#define NGX_HTTP_USAGE_SELF_METADATA                                         \
+    "{\"method\":\"\",\"path\":,\"statusCode\":,\"duration\":,\"traceId\":\"\"}"
+
+
 static ngx_uint_t ngx_http_usage_trace_id_valid(ngx_str_t *id);
 static ngx_int_t ngx_http_usage_traceparent(ngx_table_elt_t *h,
     ngx_str_t *id);
 static ngx_int_t ngx_http_usage_track_name(ngx_http_request_t *r,
-    ngx_http_complex_value_t *cv, const char *def, size_t max_chars,
-    ngx_str_t *value);
+    ngx_http_complex_value_t *cv, ngx_http_usage_name_t *def,
+    size_t max_chars, ngx_str_t *value, uint32_t *hash);
 static void ngx_http_usage_log_context(ngx_http_request_t *r);
 static u_char *ngx_http_usage_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
+
+
+static ngx_http_usage_name_t  ngx_http_usage_self_entity = {
+    ngx_string("api-self"), 0
+};
+
+static ngx_http_usage_name_t  ngx_http_usage_self_type = {
+    ngx_string("api_call"), 0
+};
 
 
 /* the request's own log context, normally ngx_http_log_error_handler() */
@@ -236,7 +257,7 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     int64_t                     now, duration;
     ngx_str_t                   path, trace;
     ngx_uint_t                  status;
-    ngx_http_usage_out_t        meta;
+    u_char                     *p;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_record_t     rec;
     ngx_http_usage_loc_conf_t  *ulcf;
@@ -266,11 +287,13 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     /* the traffic counts whether or not the event can be recorded */
     ngx_http_usage_metrics_count(zone, r, status, duration);
 
-    if (ngx_http_usage_track_name(r, ulcf->track_entity, "api-self", 255,
-                                  &rec.entity)
+    if (ngx_http_usage_track_name(r, ulcf->track_entity,
+                                  &ngx_http_usage_self_entity, 255,
+                                  &rec.entity, &rec.entity_hash)
         != NGX_OK
-        || ngx_http_usage_track_name(r, ulcf->track_type, "api_call", 100,
-                                     &rec.type)
+        || ngx_http_usage_track_name(r, ulcf->track_type,
+                                     &ngx_http_usage_self_type, 100,
+                                     &rec.type, &rec.type_hash)
            != NGX_OK)
     {
         /* no usable name (e.g. no API key header): counted, not recorded */
@@ -279,40 +302,45 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     }
 
     if (ngx_http_usage_request_path(r, &path) != NGX_OK
-        || ngx_http_usage_trace_id(r, &trace) != NGX_OK
-        || ngx_http_usage_out_init(&meta, r->pool,
-                                   128 + path.len + trace.len) != NGX_OK)
+        || ngx_http_usage_trace_id(r, &trace) != NGX_OK)
     {
         ngx_http_usage_store_count_drop(zone);
         return NGX_OK;
     }
 
     /*
-     * The path is raw bytes from the request line: the JSON writer turns
-     * invalid UTF-8 into U+FFFD.  The method (letters, '_' and '-', as
-     * nginx parses it) and the trace id (checked, or made here) never need
-     * an escape.
+     * Written in place into a buffer of the largest size it can take.
+     * The path is raw bytes from the request line: the JSON string writer
+     * turns invalid UTF-8 into U+FFFD.  The method (letters, '_' and '-',
+     * as nginx parses it) and the trace id (checked, or made here) never
+     * need an escape.
      */
 
-    ngx_http_usage_out_lit(&meta, "{\"method\":\"");
-    ngx_http_usage_out_raw(&meta, r->method_name.data, r->method_name.len);
-    ngx_http_usage_out_lit(&meta, "\",\"path\":");
-    ngx_http_usage_out_string(&meta, path.data, path.len);
-    ngx_http_usage_out_lit(&meta, ",\"statusCode\":");
-    ngx_http_usage_out_uint(&meta, status);
-    ngx_http_usage_out_lit(&meta, ",\"duration\":");
-    ngx_http_usage_out_uint(&meta, duration);
-    ngx_http_usage_out_lit(&meta, ",\"traceId\":\"");
-    ngx_http_usage_out_raw(&meta, trace.data, trace.len);
-    ngx_http_usage_out_lit(&meta, "\"}");
-
-    if (meta.failed) {
+    p = ngx_pnalloc(r->pool, sizeof(NGX_HTTP_USAGE_SELF_METADATA) - 1
+                             + r->method_name.len
+                             + NGX_HTTP_USAGE_JSON_STRING_MAX(path.len)
+                             + 2 * NGX_INT64_LEN + trace.len);
+    if (p == NULL) {
         ngx_http_usage_store_count_drop(zone);
         return NGX_OK;
     }
 
-    rec.metadata.data = meta.start;
-    rec.metadata.len = meta.pos - meta.start;
+    rec.metadata.data = p;
+
+    p = ngx_cpymem(p, "{\"method\":\"", sizeof("{\"method\":\"") - 1);
+    p = ngx_cpymem(p, r->method_name.data, r->method_name.len);
+    p = ngx_cpymem(p, "\",\"path\":", sizeof("\",\"path\":") - 1);
+    p = ngx_http_usage_json_string(p, path.data, path.len);
+    p = ngx_cpymem(p, ",\"statusCode\":", sizeof(",\"statusCode\":") - 1);
+    p = ngx_http_usage_write_uint(p, status);
+    p = ngx_cpymem(p, ",\"duration\":", sizeof(",\"duration\":") - 1);
+    p = ngx_http_usage_write_uint(p, duration);
+    p = ngx_cpymem(p, ",\"traceId\":\"", sizeof(",\"traceId\":\"") - 1);
+    p = ngx_cpymem(p, trace.data, trace.len);
+    *p++ = '"';
+    *p++ = '}';
+
+    rec.metadata.len = p - rec.metadata.data;
 
     ngx_http_usage_uuid_v4(rec.uuid);
     ngx_str_null(&rec.id);
@@ -326,15 +354,26 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
 }
 
 
+/* a name of the self-tracking event: the default's hash is kept, the
+ * store computes that of a configured one */
+
 static ngx_int_t
 ngx_http_usage_track_name(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
-    const char *def, size_t max_chars, ngx_str_t *value)
+    ngx_http_usage_name_t *def, size_t max_chars, ngx_str_t *value,
+    uint32_t *hash)
 {
     if (cv == NULL) {
-        value->data = (u_char *) def;
-        value->len = ngx_strlen(def);
+        if (def->hash == 0) {
+            def->hash = ngx_http_usage_name_hash(def->name.data,
+                                                 def->name.len);
+        }
+
+        *value = def->name;
+        *hash = def->hash;
         return NGX_OK;
     }
+
+    *hash = 0;
 
     if (ngx_http_complex_value(r, cv, value) != NGX_OK) {
         return NGX_ERROR;
