@@ -1118,23 +1118,11 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     } else {
         ngx_http_usage_out_pair(&out, ",\"totalEvents\":", q.total);
         ngx_http_usage_out_lit(&out, ",\"byEventType\":");
-        ngx_http_usage_out_counts(&out, &q.counts);
+        ngx_http_usage_out_counts(&out, &q.counts, 0);
         ngx_http_usage_out_lit(&out, ",\"totalValue\":");
         ngx_http_usage_out_double(&out, q.value);
-        ngx_http_usage_out_lit(&out, ",\"valueByEventType\":{");
-
-        c = q.counts.elts;
-        for (i = 0; i < q.counts.nelts; i++) {
-            if (i) {
-                ngx_http_usage_out_lit(&out, ",");
-            }
-
-            ngx_http_usage_out_string(&out, c[i].name.data, c[i].name.len);
-            ngx_http_usage_out_lit(&out, ":");
-            ngx_http_usage_out_double(&out, c[i].value);
-        }
-
-        ngx_http_usage_out_lit(&out, "}");
+        ngx_http_usage_out_lit(&out, ",\"valueByEventType\":");
+        ngx_http_usage_out_counts(&out, &q.counts, 1);
     }
 
     /* exact to the millisecond, or to the bucket where the raw events
@@ -1223,7 +1211,7 @@ ngx_http_usage_stats(ngx_http_request_t *r)
 
     ngx_http_usage_out_totals(&out, &st);
     ngx_http_usage_out_lit(&out, ",\"eventTypes\":");
-    ngx_http_usage_out_counts(&out, &st.types);
+    ngx_http_usage_out_counts(&out, &st.types, 0);
     ngx_http_usage_out_lit(&out, ",\"uptime\":");
     ngx_http_usage_out_uptime(&out, now - st.start_time);
     ngx_http_usage_out_lit(&out, ",\"startTime\":");

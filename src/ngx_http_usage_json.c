@@ -387,11 +387,17 @@ ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms)
 }
 
 
-/* {"name":count,...} from an array of ngx_http_usage_count_t */
+/*
+ * {"name":count,...} or, with values, {"name":value,...} from an array of
+ * ngx_http_usage_count_t.  A name the store found plain is copied as it
+ * is: a summary writes each type's name twice.
+ */
 
 void
-ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts)
+ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts,
+    ngx_uint_t values)
 {
+    u_char                  *p;
     ngx_uint_t               i;
     ngx_http_usage_count_t  *c;
 
@@ -399,13 +405,35 @@ ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts)
 
     c = counts->elts;
     for (i = 0; i < counts->nelts; i++) {
-        if (i) {
-            ngx_http_usage_out_lit(out, ",");
+        p = c[i].plain ? ngx_http_usage_out_room(out, c[i].name.len + 4)
+                       : NULL;
+
+        if (p) {
+            if (i) {
+                *p++ = ',';
+            }
+
+            *p++ = '"';
+            p = ngx_cpymem(p, c[i].name.data, c[i].name.len);
+            *p++ = '"';
+            *p++ = ':';
+            out->pos = p;
+
+        } else {
+            if (i) {
+                ngx_http_usage_out_lit(out, ",");
+            }
+
+            ngx_http_usage_out_string(out, c[i].name.data, c[i].name.len);
+            ngx_http_usage_out_lit(out, ":");
         }
 
-        ngx_http_usage_out_string(out, c[i].name.data, c[i].name.len);
-        ngx_http_usage_out_lit(out, ":");
-        ngx_http_usage_out_uint(out, c[i].count);
+        if (values) {
+            ngx_http_usage_out_double(out, c[i].value);
+
+        } else {
+            ngx_http_usage_out_uint(out, c[i].count);
+        }
     }
 
     ngx_http_usage_out_lit(out, "}");

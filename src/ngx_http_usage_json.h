@@ -92,7 +92,7 @@ void ngx_http_usage_out_key_uint(ngx_http_usage_out_t *out, u_char *key,
 void ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d);
 void ngx_http_usage_out_iso(ngx_http_usage_out_t *out, int64_t ms);
 void ngx_http_usage_out_counts(ngx_http_usage_out_t *out,
-    ngx_array_t *counts);
+    ngx_array_t *counts, ngx_uint_t values);
 void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec);
 void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);

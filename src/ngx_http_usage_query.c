@@ -303,6 +303,7 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
         c->count = tally[i].count;
         c->value = tally[i].value;
+        c->plain = tally[i].type->plain;
         q->total += tally[i].count;
         q->value += tally[i].value;
     }
@@ -759,6 +760,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
             c->count = type->count;
             c->value = 0;
+            c->plain = type->plain;
         }
     }
 

@@ -26,6 +26,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_util.h"
 
 
 #define ngx_http_usage_floor(t, span)                                        \
@@ -1126,6 +1127,7 @@ ngx_http_usage_type_t *
 ngx_http_usage_type_get_locked(ngx_http_usage_zone_t *zone, ngx_str_t *name,
     ngx_http_usage_entity_t *pin)
 {
+    size_t                  i;
     ngx_http_usage_type_t  *t;
 
     t = ngx_http_usage_type_lookup(zone->sh, name);
@@ -1144,6 +1146,16 @@ ngx_http_usage_type_get_locked(ngx_http_usage_zone_t *zone, ngx_str_t *name,
     ngx_queue_init(&t->buckets);
     t->len = (u_short) name->len;
     ngx_memcpy(t->data, name->data, name->len);
+
+    /* answers copy the name as it is when it needs no escape */
+    t->plain = 1;
+
+    for (i = 0; i < name->len; i++) {
+        if (!ngx_http_usage_json_plain(name->data[i])) {
+            t->plain = 0;
+            break;
+        }
+    }
 
     ngx_rbtree_insert(&zone->sh->types, &t->node);
     ngx_queue_insert_tail(&zone->sh->types_order, &t->order);

@@ -171,7 +171,10 @@ struct ngx_http_usage_type_s {
     ngx_uint_t                   raw_count;    /* raw events stored */
     ngx_uint_t                   refs;         /* series of this type */
     ngx_uint_t                   mark;
-    u_short                      len;
+    u_char                       plain;        /* the name needs no JSON
+                                                  escape */
+    u_short                      len;          /* data follows len: see
+                                                  name_lookup() */
     u_char                       data[1];
 };
 
@@ -362,6 +365,8 @@ typedef struct {
     ngx_str_t                    name;
     uint64_t                     count;
     double                       value;
+    ngx_uint_t                   plain;        /* the name needs no JSON
+                                                  escape */
 } ngx_http_usage_count_t;
 
 

@@ -230,22 +230,48 @@ ngx_http_usage_digits_fixed(u_char *dst, ngx_uint_t n, ngx_uint_t width)
 u_char *
 ngx_http_usage_write_uint(u_char *dst, uint64_t n)
 {
-    u_char   buf[NGX_INT64_LEN], *p, *end;
+    size_t     len;
+    u_char    *p;
+    uint64_t   d;
 
-    end = buf + NGX_INT64_LEN;
-    p = end;
+    static const uint64_t  pow10[] = {
+        10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+        10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+        100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL,
+        10000000000000000000ULL
+    };
 
-    do {
-        *--p = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
+    static const u_char  pairs[] =
+        "00010203040506070809101112131415161718192021222324"
+        "25262728293031323334353637383940414243444546474849"
+        "50515253545556575859606162636465666768697071727374"
+        "75767778798081828384858687888990919293949596979899";
 
-    /* a few digits: a loop, not a call to memcpy() */
-    while (p < end) {
-        *dst++ = *p++;
+    /* the length first, then two digits per division, from the end */
+    for (len = 1; len < 20 && n >= pow10[len - 1]; len++) {
+        /* void */
     }
 
-    return dst;
+    p = dst + len;
+
+    while (n >= 100) {
+        d = (n % 100) * 2;
+        n /= 100;
+        *--p = pairs[d + 1];
+        *--p = pairs[d];
+    }
+
+    if (n >= 10) {
+        *--p = pairs[n * 2 + 1];
+        *--p = pairs[n * 2];
+
+    } else {
+        *--p = (u_char) ('0' + n);
+    }
+
+    return dst + len;
 }
 
 
@@ -660,6 +686,18 @@ ngx_http_usage_check_name(ngx_str_t *s, size_t max_chars)
 {
     size_t      i;
     ngx_uint_t  flags;
+
+    /* printable ASCII without spaces: nothing to trim, to refuse or to
+     * count twice (an id from a URL or a body mostly is) */
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] <= 0x20 || s->data[i] >= 0x7f) {
+            break;
+        }
+    }
+
+    if (i == s->len && i) {
+        return (i > max_chars) ? NGX_HTTP_USAGE_NAME_LONG : 0;
+    }
 
     ngx_http_usage_js_trim(s);
 
