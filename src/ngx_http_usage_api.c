@@ -83,9 +83,34 @@ static ngx_int_t ngx_http_usage_begin(ngx_http_request_t *r,
         ->api_zone->data)
 
 
+/* route words match case-insensitively; each literal is in lower case */
 #define ngx_http_usage_is(s, lit)                                            \
     ((s)->len == sizeof(lit) - 1                                             \
-     && ngx_strncasecmp((s)->data, (u_char *) lit, sizeof(lit) - 1) == 0)
+     && ngx_http_usage_word((s)->data, lit, sizeof(lit) - 1))
+
+
+static ngx_inline ngx_uint_t
+ngx_http_usage_word(u_char *s, const char *lit, size_t n)
+{
+    u_char  c;
+    size_t  i;
+
+    /* inlined where the literal is known: a few instructions a byte,
+     * where ngx_strncasecmp() lowers both sides in a call */
+    for (i = 0; i < n; i++) {
+        c = s[i];
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+        }
+
+        if (c != (u_char) lit[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
 
 
 static ngx_str_t  ngx_http_usage_allow_events =
@@ -98,6 +123,7 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t                   rc;
     ngx_uint_t                  read;
+    ngx_http_usage_ctx_t       *ctx;
     ngx_http_usage_route_t      rt;
     ngx_http_usage_loc_conf_t  *ulcf;
 
@@ -111,6 +137,16 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
     }
 
     ngx_http_usage_route(r, &rt);
+
+    /* the log phase asks again whether the request is a probe */
+    ctx = ngx_http_usage_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->routed = 1;
+    ctx->untracked = (rt.route == NGX_HTTP_USAGE_ROUTE_HEALTH
+                      || rt.route == NGX_HTTP_USAGE_ROUTE_READY);
 
     if (r->method == NGX_HTTP_OPTIONS) {
         return ngx_http_usage_preflight(r);
@@ -175,9 +211,16 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 ngx_uint_t
 ngx_http_usage_untracked_route(ngx_http_request_t *r)
 {
-    ngx_str_t  path;
+    ngx_str_t              path;
+    ngx_http_usage_ctx_t  *ctx;
 
-    /* the log phase of every API call asks: the two words, not a route */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
+
+    if (ctx && ctx->routed) {
+        return ctx->untracked;
+    }
+
+    /* not routed (refused before the content phase): the two words */
     (void) ngx_http_usage_route_path(r, &path);
 
     if (path.len > 1 && path.data[path.len - 1] == '/') {
@@ -232,8 +275,8 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
         rt->route = NGX_HTTP_USAGE_ROUTE_EVENTS;
 
     } else if (path.len > sizeof("/v1/usage/") - 1
-               && ngx_strncasecmp(path.data, (u_char *) "/v1/usage/",
-                                  sizeof("/v1/usage/") - 1) == 0)
+               && ngx_http_usage_word(path.data, "/v1/usage/",
+                                      sizeof("/v1/usage/") - 1))
     {
         rest.data = path.data + sizeof("/v1/usage/") - 1;
         rest.len = path.len - (sizeof("/v1/usage/") - 1);
@@ -265,15 +308,9 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
 static ngx_uint_t
 ngx_http_usage_route_path(ngx_http_request_t *r, ngx_str_t *path)
 {
-    u_char  *q;
-
     if (r->valid_unparsed_uri && r->unparsed_uri.len) {
         *path = r->unparsed_uri;
-
-        q = ngx_strlchr(path->data, path->data + path->len, '?');
-        if (q) {
-            path->len = q - path->data;
-        }
+        ngx_http_usage_cut_query(r, path);
 
         return 1;
     }

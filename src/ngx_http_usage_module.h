@@ -112,6 +112,10 @@ typedef struct {
     unsigned                     swap_body:1;
     unsigned                     swap_sent:1;
 
+    /* the API handler routed the request; to /health or /ready */
+    unsigned                     routed:1;
+    unsigned                     untracked:1;
+
     ngx_str_t                    swap;
 } ngx_http_usage_ctx_t;
 
@@ -140,6 +144,37 @@ ngx_int_t ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id);
 ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path);
+
+
+/*
+ * The path of the request line, its query cut off.  nginx noted where the
+ * arguments start as it parsed the line (or its %-escapes), so a client
+ * request needs no search; a subrequest shares its parent's line but not
+ * that note.
+ */
+
+static ngx_inline void
+ngx_http_usage_cut_query(ngx_http_request_t *r, ngx_str_t *path)
+{
+    u_char  *q;
+
+    if (r->args_start > path->data
+        && r->args_start <= path->data + path->len
+        && r->args_start[-1] == '?')
+    {
+        path->len = r->args_start - 1 - path->data;
+        return;
+    }
+
+    if (r->args_start == NULL && r == r->main) {
+        return;     /* no '?' in the request line */
+    }
+
+    q = ngx_strlchr(path->data, path->data + path->len, '?');
+    if (q) {
+        path->len = q - path->data;
+    }
+}
 ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
     u_char *name, size_t len);
 ngx_int_t ngx_http_usage_trace_handler(ngx_http_request_t *r);

@@ -233,19 +233,13 @@ ngx_http_usage_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
 ngx_int_t
 ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path)
 {
-    u_char  *q;
-
     if (r->unparsed_uri.len == 0) {
         *path = r->uri;
         return NGX_OK;
     }
 
     *path = r->unparsed_uri;
-
-    q = ngx_strlchr(path->data, path->data + path->len, '?');
-    if (q) {
-        path->len = q - path->data;
-    }
+    ngx_http_usage_cut_query(r, path);
 
     return NGX_OK;
 }

@@ -293,18 +293,19 @@ u_char *
 ngx_http_usage_iso_time(u_char *dst, int64_t ms)
 {
     u_char      *p;
-    time_t       sec;
+    time_t       sec, day;
     ngx_tm_t     tm;
-    ngx_uint_t   i;
+    ngx_uint_t   i, t;
 
     /*
-     * "YYYY-MM-DDTHH:MM:SS." of the last two seconds written: an answer's
-     * times are mostly "now" and the zone's start, and an event list's
-     * share their seconds.  Workers are single-threaded, and the state
-     * file's thread writes no times.
+     * "YYYY-MM-DDT" of the last two days written: an answer's times are
+     * mostly today's, and the zone's start or a history's points may be
+     * another day's.  The time of day is arithmetic, whatever the second.
+     * Workers are single-threaded, and the state file's thread writes no
+     * times.
      */
-    static time_t      cached_sec[2] = { -1, -1 };
-    static u_char      cached[2][sizeof("YYYY-MM-DDTHH:MM:SS.") - 1];
+    static time_t      cached_day[2] = { -1, -1 };
+    static u_char      cached[2][sizeof("YYYY-MM-DDT") - 1];
     static ngx_uint_t  cached_next;
 
     if (ms < 0) {
@@ -315,15 +316,17 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
     }
 
     sec = (time_t) (ms / 1000);
+    day = sec / 86400;
 
-    if (sec == cached_sec[0] || sec == cached_sec[1]) {
-        i = (sec == cached_sec[0]) ? 0 : 1;
-        goto done;
-    }
+    if (day == cached_day[0]) {
+        i = 0;
 
-    ngx_gmtime(sec, &tm);
+    } else if (day == cached_day[1]) {
+        i = 1;
 
-    if (tm.ngx_tm_year <= 9999) {
+    } else {
+        ngx_gmtime(sec, &tm);
+
         i = cached_next;
         cached_next ^= 1;
 
@@ -332,26 +335,21 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
         p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_mon, 2);
         *p++ = '-';
         p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_mday, 2);
-        *p++ = 'T';
-        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_hour, 2);
-        *p++ = ':';
-        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_min, 2);
-        *p++ = ':';
-        p = ngx_http_usage_digits_fixed(p, tm.ngx_tm_sec, 2);
-        *p = '.';
+        *p = 'T';
 
-        cached_sec[i] = sec;
-        goto done;
+        cached_day[i] = day;
     }
 
-    return ngx_sprintf(dst, "%4d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                       (int) (ms % 1000));
-
-done:
-
     dst = ngx_cpymem(dst, cached[i], sizeof(cached[0]));
+
+    t = (ngx_uint_t) (sec - day * 86400);
+
+    dst = ngx_http_usage_digits_fixed(dst, t / 3600, 2);
+    *dst++ = ':';
+    dst = ngx_http_usage_digits_fixed(dst, t / 60 % 60, 2);
+    *dst++ = ':';
+    dst = ngx_http_usage_digits_fixed(dst, t % 60, 2);
+    *dst++ = '.';
     dst = ngx_http_usage_digits_fixed(dst, ms % 1000, 3);
     *dst++ = 'Z';
 

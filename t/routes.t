@@ -12,6 +12,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes ();
 use Test::Usage qw(api_conf $ISO_RE);
 
 my $t = Test::Usage->new();
@@ -248,5 +249,49 @@ is($j->{environment}, 'staging', 'configured environment');
 $j = $t->get('/')->json;
 is($j->{service}, 'usage-metrics-api', 'configured service in /');
 is($j->{version}, '1.2.3', 'configured version in /');
+
+$t->finish();
+
+###############################################################################
+# the query is cut off where nginx saw it start, whatever the path holds:
+# %-escapes (an escaped '?' stays in the entity), dot segments, an empty
+# query; the self-tracking event records the path without it, and a probe
+# with a query is still not tracked
+
+$t = Test::Usage->new();
+$t->write_config(api_conf(track => 1))->run();
+
+for my $case (
+	['/v1/usage/a%2Fb?x=1', 'a/b', '/v1/usage/a%2Fb'],
+	['/v1/usage/a%3Fb?x=1', 'a?b', '/v1/usage/a%3Fb'],
+	['/v1/usage/a%3Fb', 'a?b', '/v1/usage/a%3Fb'],
+	['/v1/usage/a.b?since=2026-01-01T00:00:00Z', 'a.b', '/v1/usage/a.b'],
+	['/v1/usage/c?', 'c', '/v1/usage/c'],
+	['/V1/USAGE/d/History?interval=minute', 'd', '/V1/USAGE/d/History'],
+	['/v1/usage/e%20f?a=%3F', 'e f', '/v1/usage/e%20f'],
+)
+{
+	my ($uri, $entity, $path) = @$case;
+	my $r = $t->get($uri);
+	is($r->status, 200, "$uri: 200");
+	is($r->json->{data}{entityId}, $entity, "$uri: entity $entity");
+	# (recorded in the log phase, after the answer, maybe by the other
+	# worker; the list before may share its millisecond and come first)
+	my $ev;
+	Test::Usage::wait_until(sub {
+		my $l = $t->get('/v1/events?entityId=api-self&limit=2')->json;
+		($ev) = grep { $_->{metadata}{path} ne '/v1/events' }
+			@{ $l->{data}{events} };
+		$ev && $ev->{metadata}{path} eq $path;
+	}, 2);
+	is($ev && $ev->{metadata}{path}, $path, "$uri: tracked as $path");
+}
+
+my $before = $t->get('/v1/usage/api-self')->json->{data}{totalEvents};
+is($t->get('/health?x=1')->status, 200, '/health?x=1');
+is($t->get('/ready?')->status, 200, '/ready?');
+Time::HiRes::sleep(0.3);    # the log phases of the requests above
+is($t->get('/v1/usage/api-self')->json->{data}{totalEvents}, $before + 1,
+	'probes with a query are not tracked (only the summary before this)');
 
 $t->done_testing();
