@@ -283,6 +283,27 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
     int       k, n, i, prec;
     char      buf[32], digits[24], *e;
     u_char   *p;
+    int64_t   v;
+
+    /*
+     * The common case first, an integer a double holds exactly (a count,
+     * the default value 1, -0 as "0"): written as JavaScript would,
+     * without the search for the shortest round-trip form below.  The
+     * range test is false for NaN and the infinities, so the conversion
+     * is always defined.
+     */
+    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
+        v = (int64_t) d;
+
+        if ((double) v == d) {
+            p = ngx_http_usage_out_room(out, NGX_INT64_LEN);
+            if (p != NULL) {
+                out->pos = ngx_http_usage_write_int(p, v);
+            }
+
+            return;
+        }
+    }
 
     if (!isfinite(d)) {
         /* JSON.stringify(NaN) is null; the parser never produces one */
@@ -290,23 +311,8 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
         return;
     }
 
-    if (d == 0) {
-        ngx_http_usage_out_lit(out, "0");
-        return;
-    }
-
     p = ngx_http_usage_out_room(out, 32);
     if (p == NULL) {
-        return;
-    }
-
-    /* the common case, an integer a double holds exactly (a count, the
-     * default value 1): written as JavaScript would, without the search
-     * for the shortest round-trip form below */
-    if (d > -9007199254740992.0 && d < 9007199254740992.0
-        && d == (double) (int64_t) d)
-    {
-        out->pos = ngx_http_usage_write_int(p, (int64_t) d);
         return;
     }
 

@@ -583,14 +583,26 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
     sh = zone->sh;
     oldest = now - zone->retention;
 
-    while (ngx_http_usage_raw_pop_locked(zone, oldest, 0)) { /* void */ }
-    while (ngx_http_usage_raw_expire_backdated_locked(zone, oldest)) {
-        /* void */
-    }
-
     /* a reload may have lowered max_events: every operation applies it */
     while (zone->max_events && sh->raw_count > zone->max_events) {
         (void) ngx_http_usage_raw_pop_locked(zone, oldest, 1);
+    }
+
+    /*
+     * Nothing ages within a millisecond: the rest is done once for each
+     * value of the clock, whatever the request rate (inserts apply
+     * max_events and max_ids themselves).  Equality, not order: a clock
+     * set back must not stop expiry.
+     */
+    if (now == sh->expired_at) {
+        return;
+    }
+
+    sh->expired_at = now;
+
+    while (ngx_http_usage_raw_pop_locked(zone, oldest, 0)) { /* void */ }
+    while (ngx_http_usage_raw_expire_backdated_locked(zone, oldest)) {
+        /* void */
     }
 
     /*

@@ -291,6 +291,8 @@ typedef struct {
 
     int64_t                      start_time;   /* of the data set, ms */
     int64_t                      last_created; /* keeps createdAt monotonic */
+    int64_t                      expired_at;   /* the clock of the last
+                                                  retention pass */
 
     uint64_t                     recorded;
     uint64_t                     duplicates;

@@ -225,6 +225,18 @@ ngx_http_usage_digits_fixed(u_char *dst, ngx_uint_t n, ngx_uint_t width)
 }
 
 
+/* "00" to "99": numbers are written two digits per division */
+static const u_char  ngx_http_usage_pairs[] =
+    "00010203040506070809101112131415161718192021222324"
+    "25262728293031323334353637383940414243444546474849"
+    "50515253545556575859606162636465666768697071727374"
+    "75767778798081828384858687888990919293949596979899";
+
+#define ngx_http_usage_two_digits(p, n)                                      \
+    *(p)++ = ngx_http_usage_pairs[(n) * 2];                                  \
+    *(p)++ = ngx_http_usage_pairs[(n) * 2 + 1]
+
+
 /* "%uL" without a format string: JSON answers are full of counts */
 
 u_char *
@@ -243,12 +255,6 @@ ngx_http_usage_write_uint(u_char *dst, uint64_t n)
         10000000000000000000ULL
     };
 
-    static const u_char  pairs[] =
-        "00010203040506070809101112131415161718192021222324"
-        "25262728293031323334353637383940414243444546474849"
-        "50515253545556575859606162636465666768697071727374"
-        "75767778798081828384858687888990919293949596979899";
-
     /* the length first, then two digits per division, from the end */
     for (len = 1; len < 20 && n >= pow10[len - 1]; len++) {
         /* void */
@@ -259,13 +265,13 @@ ngx_http_usage_write_uint(u_char *dst, uint64_t n)
     while (n >= 100) {
         d = (n % 100) * 2;
         n /= 100;
-        *--p = pairs[d + 1];
-        *--p = pairs[d];
+        *--p = ngx_http_usage_pairs[d + 1];
+        *--p = ngx_http_usage_pairs[d];
     }
 
     if (n >= 10) {
-        *--p = pairs[n * 2 + 1];
-        *--p = pairs[n * 2];
+        *--p = ngx_http_usage_pairs[n * 2 + 1];
+        *--p = ngx_http_usage_pairs[n * 2];
 
     } else {
         *--p = (u_char) ('0' + n);
@@ -344,13 +350,16 @@ ngx_http_usage_iso_time(u_char *dst, int64_t ms)
 
     t = (ngx_uint_t) (sec - day * 86400);
 
-    dst = ngx_http_usage_digits_fixed(dst, t / 3600, 2);
+    ngx_http_usage_two_digits(dst, t / 3600);
     *dst++ = ':';
-    dst = ngx_http_usage_digits_fixed(dst, t / 60 % 60, 2);
+    ngx_http_usage_two_digits(dst, t / 60 % 60);
     *dst++ = ':';
-    dst = ngx_http_usage_digits_fixed(dst, t % 60, 2);
+    ngx_http_usage_two_digits(dst, t % 60);
     *dst++ = '.';
-    dst = ngx_http_usage_digits_fixed(dst, ms % 1000, 3);
+
+    t = (ngx_uint_t) (ms % 1000);
+    *dst++ = (u_char) ('0' + t / 100);
+    ngx_http_usage_two_digits(dst, t % 100);
     *dst++ = 'Z';
 
     return dst;
