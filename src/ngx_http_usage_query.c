@@ -418,7 +418,7 @@ ngx_http_usage_range_begin(ngx_http_usage_zone_t *zone,
 
     entity = ngx_http_usage_entity_lookup(zone->sh, &q->entity);
 
-    if (entity) {
+    if (entity && ngx_http_usage_compact_due(zone, entity, now)) {
         ngx_http_usage_compact_locked(zone, entity, now);
     }
 

@@ -380,8 +380,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     series = NULL;
     b = NULL;
 
-    if (entity->compacted != ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE))
-    {
+    if (ngx_http_usage_compact_due(zone, entity, now)) {
         ngx_http_usage_compact_locked(zone, entity, now);
     }
 
@@ -1044,6 +1043,40 @@ ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
     }
 
     entity->compacted = ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE);
+
+    /* what is left, newest minutes included, for compact_due() */
+    entity->min_end = INT64_MAX;
+
+    for (sq = ngx_queue_head(&entity->series);
+         sq != ngx_queue_sentinel(&entity->series);
+         sq = ngx_queue_next(sq))
+    {
+        series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+        for (q = ngx_queue_head(&series->buckets);
+             q != ngx_queue_sentinel(&series->buckets);
+             q = ngx_queue_next(q))
+        {
+            b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+            entity->min_end = ngx_min(entity->min_end, b->start + b->span);
+        }
+    }
+}
+
+
+/*
+ * Whether compact_locked() has work: once a minute the minute buckets
+ * past "minutes" roll up into hours; at any time a bucket that the window
+ * passed must leave before a total is read.  Otherwise a read or an insert
+ * skips the walk over the entity's buckets.
+ */
+
+ngx_uint_t
+ngx_http_usage_compact_due(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, int64_t now)
+{
+    return entity->compacted != ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
+           || entity->min_end <= now - zone->retention;
 }
 
 
@@ -1069,8 +1102,17 @@ ngx_http_usage_bucket_t *
 ngx_http_usage_bucket_get_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_series_t *series, int64_t start, uint32_t span)
 {
-    return ngx_http_usage_bucket_in_locked(zone, &series->buckets, start,
-                                           span, 1, series->entity);
+    ngx_http_usage_bucket_t  *b;
+
+    b = ngx_http_usage_bucket_in_locked(zone, &series->buckets, start, span,
+                                        1, series->entity);
+
+    if (b) {
+        series->entity->min_end = ngx_min(series->entity->min_end,
+                                          b->start + b->span);
+    }
+
+    return b;
 }
 
 
@@ -1576,6 +1618,7 @@ ngx_http_usage_entity_get_locked(ngx_http_usage_zone_t *zone,
     /* eviction inside the allocation never adds names: no re-lookup */
 
     ngx_memzero(e, offsetof(ngx_http_usage_entity_t, data));
+    e->min_end = INT64_MAX;
     e->node.key = hash;
     ngx_queue_init(&e->series);
     ngx_queue_init(&e->raw);

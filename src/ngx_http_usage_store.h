@@ -156,6 +156,10 @@ struct ngx_http_usage_entity_s {
     ngx_uint_t                   raw_count;
     int64_t                      updated;      /* receipt of its last event */
     int64_t                      compacted;    /* minute of last compaction */
+    int64_t                      min_end;      /* the earliest end of its
+                                                  buckets (or earlier): once
+                                                  the window passes it, one
+                                                  has to leave */
     ngx_uint_t                   mark;         /* scratch: state file index */
     u_short                      len;
     u_char                       data[1];
@@ -455,6 +459,8 @@ ngx_http_usage_entity_t *ngx_http_usage_entity_lookup(
     ngx_http_usage_shctx_t *sh, ngx_str_t *name);
 ngx_http_usage_type_t *ngx_http_usage_type_lookup(
     ngx_http_usage_shctx_t *sh, ngx_str_t *name);
+ngx_uint_t ngx_http_usage_compact_due(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, int64_t now);
 void ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity, int64_t now);
 ngx_int_t ngx_http_usage_copy_raw(ngx_pool_t *pool,

@@ -757,20 +757,29 @@ static ngx_int_t
 ngx_http_usage_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst,
     ngx_uint_t query)
 {
-    u_char     *p, *d, *end;
+    u_char     *p, *d, *end, high;
     ngx_int_t   hi, lo;
 
     end = src->data + src->len;
+    high = 0;
 
     for (p = src->data; p < end; p++) {
         if (*p == '%' || (query && *p == '+')) {
             break;
         }
+
+        high |= *p;
     }
 
     if (p == end) {
-        /* nothing to decode, the usual case: the bytes as they are */
+        /* nothing to decode, the usual case: the bytes as they are, and
+         * plain ASCII is valid UTF-8 */
         *dst = *src;
+
+        if (high < 0x80) {
+            return NGX_OK;
+        }
+
         goto done;
     }
 
