@@ -45,8 +45,11 @@ static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
 static ngx_int_t ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_http_usage_tally_t *tally, int64_t now);
-static ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time,
-    uint64_t count, double value, int64_t interval);
+static ngx_int_t ngx_http_usage_series_points(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, ngx_array_t *pieces, int64_t interval,
+    int64_t oldest);
+static ngx_inline ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces,
+    int64_t time, uint64_t count, double value, int64_t interval);
 static int ngx_libc_cdecl ngx_http_usage_piece_cmp(const void *a,
     const void *b);
 static ngx_int_t ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
@@ -501,6 +504,75 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
 
 
 /*
+ * A history of a whole series (as for series_sum_locked()): every bucket
+ * counts whole, folded into its point in local sums, one piece per point.
+ * The resolution is range_locked()'s: a bucket coarser than the interval,
+ * or one reaching past the window with some of its events already out of
+ * the log.
+ */
+
+static ngx_int_t
+ngx_http_usage_series_points(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, ngx_array_t *pieces, int64_t interval,
+    int64_t oldest)
+{
+    double                    value;
+    int64_t                   point;
+    uint64_t                  count;
+    ngx_uint_t                res;
+    ngx_queue_t              *bq;
+    ngx_http_usage_bucket_t  *b;
+
+    point = 0;
+    count = 0;
+    value = 0;
+
+    for (bq = ngx_queue_head(&series->buckets);
+         bq != ngx_queue_sentinel(&series->buckets);
+         bq = ngx_queue_next(bq))
+    {
+        b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+
+        if (b->count == 0) {
+            continue;
+        }
+
+        if (b->span > interval
+            || (b->start < oldest && b->count != b->raw_count))
+        {
+            res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
+                                                   : NGX_HTTP_USAGE_BY_MINUTE;
+            q->resolution = ngx_max(q->resolution, res);
+        }
+
+        if (count && b->start >= point && b->start - point < interval) {
+            count += b->count;
+            value += b->value;
+            continue;
+        }
+
+        if (count
+            && ngx_http_usage_piece_add(pieces, point, count, value, interval)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        point = b->start - ((b->start % interval) + interval) % interval;
+        count = b->count;
+        value = b->value;
+    }
+
+    if (count) {
+        return ngx_http_usage_piece_add(pieces, point, count, value,
+                                        interval);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * The pieces of one series inside q's range: whole buckets, and for a
  * bucket the range cuts, its raw events when the log still holds all of
  * them.  With an interval, each piece is put at its point's time; a
@@ -522,6 +594,16 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
      * query: events leave the aggregates when their time does */
     lo = (q->since > now - zone->retention) ? q->since : INT64_MIN;
     hi = q->until;
+
+    if (lo == INT64_MIN && interval && !ngx_queue_empty(&series->buckets)) {
+        b = ngx_queue_data(ngx_queue_last(&series->buckets),
+                           ngx_http_usage_bucket_t, queue);
+
+        if (hi >= b->start + b->span - 1) {
+            return ngx_http_usage_series_points(q, series, pieces, interval,
+                                                now - zone->retention);
+        }
+    }
 
     for (bq = ngx_queue_head(&series->buckets);
          bq != ngx_queue_sentinel(&series->buckets);
@@ -614,27 +696,33 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
 }
 
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time, uint64_t count,
     double value, int64_t interval)
 {
     ngx_http_usage_piece_t  *pc, *last;
 
-    if (interval) {
-        time -= ((time % interval) + interval) % interval;
-    }
-
-    /* a summary keeps one piece per series, at its earliest time; in a
-     * history, consecutive pieces of one point fold into one */
+    /*
+     * A summary keeps one piece per series, at its earliest time; in a
+     * history, consecutive pieces of one point fold into one.  A series'
+     * buckets come in order: most fall into the point before them, which a
+     * comparison finds without a division.
+     */
     if (pieces->nelts) {
         last = (ngx_http_usage_piece_t *) pieces->elts + pieces->nelts - 1;
 
-        if (interval == 0 || last->time == time) {
+        if (interval == 0
+            || (time >= last->time && time - last->time < interval))
+        {
             last->time = ngx_min(last->time, time);
             last->count += count;
             last->value += value;
             return NGX_OK;
         }
+    }
+
+    if (interval) {
+        time -= ((time % interval) + interval) % interval;
     }
 
     pc = ngx_array_push(pieces);

@@ -51,6 +51,19 @@ sub check_entities {
 				< 1e-9, "$label $e $type: value");
 		}
 
+		for my $interval (qw(minute hour)) {
+			my %point;
+			for my $range ('', "&since=$since") {
+				my $h = $t->get("/v1/usage/$e/history?interval=$interval"
+					. $range)->data;
+				$point{$range} = { map { $_->{timestamp} =>
+					$_->{count} . ' ' . sprintf('%.9f', $_->{value}) }
+					@{ $h->{dataPoints} } };
+			}
+			is_deeply($point{''}, $point{"&since=$since"},
+				"$label $e: history by $interval, as the bucket walk has it");
+		}
+
 		is($slow->{totalEvents}, $fast->{totalEvents},
 			"$label $e: the bucket walk counts the same");
 		is_deeply($slow->{byEventType}, $fast->{byEventType},
