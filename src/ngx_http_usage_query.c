@@ -521,7 +521,48 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
     uint64_t                  count;
     ngx_uint_t                res;
     ngx_queue_t              *bq;
-    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_bucket_t  *b, *tail;
+
+    /*
+     * All of the series in one point (a day's history, or an hour's of a
+     * recent entity): the series' sums, after a look at the buckets that
+     * reach past the window.  Nothing else has to be read: buckets are
+     * scattered in the zone, and each one read is a likely cache miss.
+     */
+    b = ngx_queue_data(ngx_queue_head(&series->buckets),
+                       ngx_http_usage_bucket_t, queue);
+    point = b->start - ((b->start % interval) + interval) % interval;
+
+    tail = ngx_queue_data(ngx_queue_last(&series->buckets),
+                          ngx_http_usage_bucket_t, queue);
+
+    if (series->count != NGX_HTTP_USAGE_SUMS_LOST
+        && tail->start + tail->span - 1 - point < interval)
+    {
+        for (bq = ngx_queue_head(&series->buckets);
+             bq != ngx_queue_sentinel(&series->buckets);
+             bq = ngx_queue_next(bq))
+        {
+            b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+
+            if (b->start >= oldest) {
+                break;
+            }
+
+            if (b->count && b->count != b->raw_count) {
+                res = (b->span == NGX_HTTP_USAGE_HOUR)
+                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
+                q->resolution = ngx_max(q->resolution, res);
+            }
+        }
+
+        if (series->count == 0) {
+            return NGX_OK;
+        }
+
+        return ngx_http_usage_piece_add(pieces, point, series->count,
+                                        series->value, interval);
+    }
 
     point = 0;
     count = 0;

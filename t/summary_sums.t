@@ -51,7 +51,7 @@ sub check_entities {
 				< 1e-9, "$label $e $type: value");
 		}
 
-		for my $interval (qw(minute hour)) {
+		for my $interval (qw(minute hour day)) {
 			my %point;
 			for my $range ('', "&since=$since") {
 				my $h = $t->get("/v1/usage/$e/history?interval=$interval"
