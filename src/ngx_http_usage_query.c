@@ -190,6 +190,8 @@ ngx_int_t
 ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_range_t *q, int64_t now)
 {
+    size_t                    len;
+    u_char                   *p;
     ngx_uint_t                i, j, n;
     ngx_queue_t              *sq;
     ngx_array_t               pieces;
@@ -294,19 +296,28 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         tally[j] = tmp;
     }
 
-    for (i = 0; i < n; i++) {
-        c = ngx_array_push(&q->counts);
-        if (c == NULL
-            || ngx_http_usage_copy_name(pool, &c->name, tally[i].type->data,
-                                        tally[i].type->len)
-               != NGX_OK)
-        {
-            goto failed;
-        }
+    /* the names copied out in one piece of the pool */
+    len = 0;
 
-        c->count = tally[i].count;
-        c->value = tally[i].value;
-        c->plain = tally[i].type->plain;
+    for (i = 0; i < n; i++) {
+        len += tally[i].type->len;
+    }
+
+    c = n ? ngx_array_push_n(&q->counts, n) : NULL;
+    p = len ? ngx_pnalloc(pool, len) : NULL;
+
+    if ((n && c == NULL) || (len && p == NULL)) {
+        goto failed;
+    }
+
+    for (i = 0; i < n; i++) {
+        c[i].name.data = p;
+        c[i].name.len = tally[i].type->len;
+        p = ngx_cpymem(p, tally[i].type->data, tally[i].type->len);
+
+        c[i].count = tally[i].count;
+        c[i].value = tally[i].value;
+        c[i].plain = tally[i].type->plain;
         q->total += tally[i].count;
         q->value += tally[i].value;
     }

@@ -162,12 +162,20 @@ ngx_http_usage_uuid_v4(u_char id[16])
 u_char *
 ngx_http_usage_uuid_format(u_char *dst, const u_char id[16])
 {
+    u_char  v[16];
+
     static u_char  hex[] = "0123456789abcdef";
 
-    /* every request has one: unrolled, the dashes in place */
+    /*
+     * Every request has one: unrolled, the dashes in place, from a local
+     * copy of the bytes (a store through dst might alias id, which would
+     * be read again after each one).
+     */
+    ngx_memcpy(v, id, 16);
+
 #define ngx_http_usage_hex2(i)                                               \
-    *dst++ = hex[id[i] >> 4];                                                \
-    *dst++ = hex[id[i] & 0x0f]
+    *dst++ = hex[v[i] >> 4];                                                 \
+    *dst++ = hex[v[i] & 0x0f]
 
     ngx_http_usage_hex2(0);
     ngx_http_usage_hex2(1);
