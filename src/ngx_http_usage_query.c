@@ -340,11 +340,11 @@ ngx_int_t
 ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_range_t *q, int64_t now)
 {
-    ngx_uint_t                i;
+    ngx_uint_t                i, j;
     ngx_queue_t              *sq;
     ngx_array_t               pieces;
     ngx_http_usage_point_t   *pt;
-    ngx_http_usage_piece_t   *pc;
+    ngx_http_usage_piece_t   *pc, tmp;
     ngx_http_usage_entity_t  *entity;
     ngx_http_usage_series_t  *series;
 
@@ -379,8 +379,25 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     /* outside the lock: order the pieces and add up equal points */
 
-    ngx_qsort(pieces.elts, pieces.nelts, sizeof(ngx_http_usage_piece_t),
-              ngx_http_usage_piece_cmp);
+    if (pieces.nelts <= 32) {
+        /* a few points per series, each series in order: an insertion
+         * sort, where qsort() would call its comparator for each pair */
+        pc = pieces.elts;
+
+        for (i = 1; i < pieces.nelts; i++) {
+            tmp = pc[i];
+
+            for (j = i; j > 0 && pc[j - 1].time > tmp.time; j--) {
+                pc[j] = pc[j - 1];
+            }
+
+            pc[j] = tmp;
+        }
+
+    } else {
+        ngx_qsort(pieces.elts, pieces.nelts, sizeof(ngx_http_usage_piece_t),
+                  ngx_http_usage_piece_cmp);
+    }
 
     pc = pieces.elts;
     pt = NULL;
