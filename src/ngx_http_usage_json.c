@@ -19,6 +19,24 @@ static u_char *ngx_http_usage_out_escaped(u_char *p, u_char *s,
     u_char *end);
 
 
+/*
+ * Whether d is an integer a double holds exactly (|d| < 2^53), and which.
+ * The range test is false for NaN and the infinities, so the conversion
+ * is always defined.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_usage_exact_int(double d, int64_t *v)
+{
+    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
+        *v = (int64_t) d;
+        return (double) *v == d;
+    }
+
+    return 0;
+}
+
+
 /* room for n more bytes: checked in place, grown by a call when short
  * (after a failed growth, what still fits lands in the old buffer, and
  * out->failed reports the failure all the same) */
@@ -288,21 +306,15 @@ ngx_http_usage_out_double(ngx_http_usage_out_t *out, double d)
     /*
      * The common case first, an integer a double holds exactly (a count,
      * the default value 1, -0 as "0"): written as JavaScript would,
-     * without the search for the shortest round-trip form below.  The
-     * range test is false for NaN and the infinities, so the conversion
-     * is always defined.
+     * without the search for the shortest round-trip form below.
      */
-    if (d > -9007199254740992.0 && d < 9007199254740992.0) {
-        v = (int64_t) d;
-
-        if ((double) v == d) {
-            p = ngx_http_usage_out_room(out, NGX_INT64_LEN);
-            if (p != NULL) {
-                out->pos = ngx_http_usage_write_int(p, v);
-            }
-
-            return;
+    if (ngx_http_usage_exact_int(d, &v)) {
+        p = ngx_http_usage_out_room(out, NGX_INT64_LEN);
+        if (p != NULL) {
+            out->pos = ngx_http_usage_write_int(p, v);
         }
+
+        return;
     }
 
     if (!isfinite(d)) {
@@ -404,6 +416,7 @@ ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts,
     ngx_uint_t values)
 {
     u_char                  *p;
+    int64_t                  v;
     ngx_uint_t               i;
     ngx_http_usage_count_t  *c;
 
@@ -411,10 +424,12 @@ ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts,
 
     c = counts->elts;
     for (i = 0; i < counts->nelts; i++) {
-        p = c[i].plain ? ngx_http_usage_out_room(out, c[i].name.len + 4)
+        p = c[i].plain ? ngx_http_usage_out_room(out, c[i].name.len + 4
+                                                      + NGX_INT64_LEN)
                        : NULL;
 
         if (p) {
+            /* the name and, mostly, the number in place */
             if (i) {
                 *p++ = ',';
             }
@@ -423,16 +438,30 @@ ngx_http_usage_out_counts(ngx_http_usage_out_t *out, ngx_array_t *counts,
             p = ngx_cpymem(p, c[i].name.data, c[i].name.len);
             *p++ = '"';
             *p++ = ':';
-            out->pos = p;
 
-        } else {
-            if (i) {
-                ngx_http_usage_out_lit(out, ",");
+            if (!values) {
+                out->pos = ngx_http_usage_write_uint(p, c[i].count);
+                continue;
             }
 
-            ngx_http_usage_out_string(out, c[i].name.data, c[i].name.len);
-            ngx_http_usage_out_lit(out, ":");
+            if (ngx_http_usage_exact_int(c[i].value, &v)) {
+                out->pos = ngx_http_usage_write_int(p, v);
+                continue;
+            }
+
+            out->pos = p;
+            ngx_http_usage_out_double(out, c[i].value);
+            continue;
         }
+
+        /* a name that needs escapes */
+
+        if (i) {
+            ngx_http_usage_out_lit(out, ",");
+        }
+
+        ngx_http_usage_out_string(out, c[i].name.data, c[i].name.len);
+        ngx_http_usage_out_lit(out, ":");
 
         if (values) {
             ngx_http_usage_out_double(out, c[i].value);

@@ -225,4 +225,21 @@ $t->post_event('stats', 'x');
 $r = $t->get('/v1/usage/stats');
 ok(!exists $r->data->{byEventType}, 'still stats with an entity "stats"');
 
+# type names that need a JSON escape, beside plain ones, in both maps and
+# in stats (answers copy the plain ones as they are)
+my %esc = ('q"t' => 1.5, 'b\\s' => 2, 'é' => 1, 'plain' => 0.25);
+for my $type (sort keys %esc) {
+	is($t->post_json('/v1/events', { entityId => 'esc', eventType => $type,
+		value => $esc{$type} })->status, 201, "type $type stored");
+}
+$r = $t->get('/v1/usage/esc');
+is_deeply($r->data->{byEventType}, { map { $_ => 1 } keys %esc },
+	'escaped and plain names: byEventType');
+is_deeply($r->data->{valueByEventType}, \%esc,
+	'escaped and plain names: valueByEventType');
+like($r->body, qr/"byEventType":\{"b\\\\s":1,"plain":1,"q\\"t":1,"\x{c3}\x{a9}":1\}/,
+	'written as JSON.stringify would, in the order first seen');
+my $types = $t->get('/v1/usage/stats')->data->{eventTypes};
+is($types->{$_}, 1, "stats: $_") for sort keys %esc;
+
 $t->done_testing();
