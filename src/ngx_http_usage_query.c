@@ -37,6 +37,14 @@ typedef struct {
 } ngx_http_usage_tally_t;
 
 
+/* a bucket counted whole: the answer is no finer than its span */
+#define ngx_http_usage_coarse(q, b)                                          \
+    (q)->resolution = ngx_max((q)->resolution,                               \
+                              (((b)->span == NGX_HTTP_USAGE_HOUR)            \
+                               ? NGX_HTTP_USAGE_BY_HOUR                      \
+                               : NGX_HTTP_USAGE_BY_MINUTE))
+
+
 static ngx_http_usage_entity_t *ngx_http_usage_range_begin(
     ngx_http_usage_zone_t *zone, ngx_http_usage_range_t *q, int64_t now);
 static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
@@ -48,6 +56,8 @@ static ngx_int_t ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
 static ngx_int_t ngx_http_usage_series_points(ngx_http_usage_range_t *q,
     ngx_http_usage_series_t *series, ngx_array_t *pieces, int64_t interval,
     int64_t oldest);
+static int64_t ngx_http_usage_window_edge(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, int64_t oldest);
 static ngx_inline ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces,
     int64_t time, uint64_t count, double value, int64_t interval);
 static int ngx_libc_cdecl ngx_http_usage_piece_cmp(const void *a,
@@ -472,8 +482,6 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_tally_t *tally, int64_t now)
 {
     int64_t                   oldest;
-    ngx_uint_t                res;
-    ngx_queue_t              *bq;
     ngx_http_usage_bucket_t  *b;
 
     oldest = now - zone->retention;
@@ -498,9 +506,30 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     }
 
     tally->type = series->type;
-    tally->first = INT64_MAX;
+    tally->first = ngx_http_usage_window_edge(q, series, oldest);
     tally->count = series->count;
     tally->value = series->value;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The oldest buckets of a series, those reaching past the window: one
+ * whose events are not all in the log any more counts whole, and lowers
+ * the answer's resolution.  Returns the start of the first bucket that
+ * counts anything (INT64_MAX: none).
+ */
+
+static int64_t
+ngx_http_usage_window_edge(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, int64_t oldest)
+{
+    int64_t                   first;
+    ngx_queue_t              *bq;
+    ngx_http_usage_bucket_t  *b;
+
+    first = INT64_MAX;
 
     for (bq = ngx_queue_head(&series->buckets);
          bq != ngx_queue_sentinel(&series->buckets);
@@ -512,8 +541,8 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
             continue;
         }
 
-        if (tally->first == INT64_MAX) {
-            tally->first = b->start;
+        if (first == INT64_MAX) {
+            first = b->start;
         }
 
         if (b->start >= oldest) {
@@ -521,13 +550,11 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
         }
 
         if (b->count != b->raw_count) {
-            res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
-                                                   : NGX_HTTP_USAGE_BY_MINUTE;
-            q->resolution = ngx_max(q->resolution, res);
+            ngx_http_usage_coarse(q, b);
         }
     }
 
-    return NGX_OK;
+    return first;
 }
 
 
@@ -547,7 +574,6 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
     double                    value;
     int64_t                   point;
     uint64_t                  count;
-    ngx_uint_t                res;
     ngx_queue_t              *bq;
     ngx_http_usage_bucket_t  *b, *tail;
 
@@ -567,22 +593,7 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
     if (series->count != NGX_HTTP_USAGE_SUMS_LOST
         && tail->start + tail->span - 1 - point < interval)
     {
-        for (bq = ngx_queue_head(&series->buckets);
-             bq != ngx_queue_sentinel(&series->buckets);
-             bq = ngx_queue_next(bq))
-        {
-            b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
-
-            if (b->start >= oldest) {
-                break;
-            }
-
-            if (b->count && b->count != b->raw_count) {
-                res = (b->span == NGX_HTTP_USAGE_HOUR)
-                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
-                q->resolution = ngx_max(q->resolution, res);
-            }
-        }
+        (void) ngx_http_usage_window_edge(q, series, oldest);
 
         if (series->count == 0) {
             return NGX_OK;
@@ -609,9 +620,7 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
         if (b->span > interval
             || (b->start < oldest && b->count != b->raw_count))
         {
-            res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
-                                                   : NGX_HTTP_USAGE_BY_MINUTE;
-            q->resolution = ngx_max(q->resolution, res);
+            ngx_http_usage_coarse(q, b);
         }
 
         if (count && b->start >= point && b->start - point < interval) {
@@ -654,7 +663,6 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
     ngx_array_t *pieces, int64_t interval, int64_t now)
 {
     int64_t                   lo, hi, end;
-    ngx_uint_t                res;
     ngx_queue_t              *bq, *rq;
     ngx_http_usage_raw_t     *raw;
     ngx_http_usage_bucket_t  *b;
@@ -702,15 +710,11 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
                  * its events left the log before their time did: they
                  * are counted until the whole bucket leaves.
                  */
-                res = (b->span == NGX_HTTP_USAGE_HOUR)
-                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
-                q->resolution = ngx_max(q->resolution, res);
+                ngx_http_usage_coarse(q, b);
             }
 
             if (interval && b->span > interval) {
-                res = (b->span == NGX_HTTP_USAGE_HOUR)
-                      ? NGX_HTTP_USAGE_BY_HOUR : NGX_HTTP_USAGE_BY_MINUTE;
-                q->resolution = ngx_max(q->resolution, res);
+                ngx_http_usage_coarse(q, b);
             }
 
             if (ngx_http_usage_piece_add(pieces, b->start, b->count,
@@ -749,9 +753,7 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
 
         /* some were evicted from the log: the whole bucket, flagged */
 
-        res = (b->span == NGX_HTTP_USAGE_HOUR) ? NGX_HTTP_USAGE_BY_HOUR
-                                               : NGX_HTTP_USAGE_BY_MINUTE;
-        q->resolution = ngx_max(q->resolution, res);
+        ngx_http_usage_coarse(q, b);
 
         if (ngx_http_usage_piece_add(pieces, b->start, b->count, b->value,
                                      interval)
