@@ -322,7 +322,12 @@ ngx_http_usage_track_handler(ngx_http_request_t *r)
     rec.metadata.data = p;
 
     p = ngx_cpymem(p, "{\"method\":\"", sizeof("{\"method\":\"") - 1);
-    p = ngx_cpymem(p, r->method_name.data, r->method_name.len);
+
+    if (r->method_name.len) {
+        /* a bad request line has none, and no pointer either */
+        p = ngx_cpymem(p, r->method_name.data, r->method_name.len);
+    }
+
     p = ngx_cpymem(p, "\",\"path\":", sizeof("\",\"path\":") - 1);
     p = ngx_http_usage_json_string(p, path.data, path.len);
     p = ngx_cpymem(p, ",\"statusCode\":", sizeof(",\"statusCode\":") - 1);
