@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_usage_swap_error(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_usage_closing(ngx_http_request_t *r,
     ngx_http_usage_loc_conf_t *ulcf);
 static ngx_uint_t ngx_http_usage_drain_check(ngx_http_usage_drain_t *drain);
+static ngx_int_t ngx_http_usage_template_add(ngx_array_t *headers,
+    ngx_str_t *key, ngx_str_t *value);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -71,7 +73,8 @@ static ngx_keyval_t  ngx_http_usage_vary_origin = {
     ngx_string("Vary"), ngx_string("Origin")
 };
 
-static ngx_str_t  ngx_http_usage_acao = ngx_string("Access-Control-Allow-Origin");
+static ngx_str_t  ngx_http_usage_acao =
+    ngx_string("Access-Control-Allow-Origin");
 static ngx_str_t  ngx_http_usage_aceh =
     ngx_string("Access-Control-Expose-Headers");
 static ngx_str_t  ngx_http_usage_empty_value = ngx_null_string;
@@ -126,8 +129,7 @@ ngx_int_t
 ngx_http_usage_headers_init(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
     ngx_http_usage_loc_conf_t *prev)
 {
-    ngx_keyval_t     *kv;
-    ngx_table_elt_t  *h;
+    ngx_keyval_t  *kv;
 
     if (prev->headers
         && conf->trace_header_lc.len == prev->trace_header_lc.len
@@ -146,25 +148,64 @@ ngx_http_usage_headers_init(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
         return NGX_ERROR;
     }
 
-#define ngx_http_usage_template_add(k, v)                                        h = ngx_array_push(conf->headers);                                           if (h == NULL) {                                                                 return NGX_ERROR;                                                        }                                                                            ngx_memzero(h, sizeof(ngx_table_elt_t));                                     h->hash = 1;                                                                 h->key = k;                                                                  h->value = v
 
-    ngx_http_usage_template_add(conf->trace_header_lc,
-                                ngx_http_usage_empty_value);
+    if (ngx_http_usage_template_add(conf->headers, &conf->trace_header_lc,
+                                    &ngx_http_usage_empty_value)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     for (kv = ngx_http_usage_security_headers; kv->key.len; kv++) {
-        ngx_http_usage_template_add(kv->key, kv->value);
+        if (ngx_http_usage_template_add(conf->headers, &kv->key, &kv->value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
-    ngx_http_usage_template_add(ngx_http_usage_acao, conf->cors_origin);
-
-    if (conf->cors_origin.len != 1 || conf->cors_origin.data[0] != '*') {
-        ngx_http_usage_template_add(ngx_http_usage_vary_origin.key,
-                                    ngx_http_usage_vary_origin.value);
+    if (ngx_http_usage_template_add(conf->headers, &ngx_http_usage_acao,
+                                    &conf->cors_origin)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    ngx_http_usage_template_add(ngx_http_usage_aceh, conf->trace_header_lc);
+    if ((conf->cors_origin.len != 1 || conf->cors_origin.data[0] != '*')
+        && ngx_http_usage_template_add(conf->headers,
+                                       &ngx_http_usage_vary_origin.key,
+                                       &ngx_http_usage_vary_origin.value)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-#undef ngx_http_usage_template_add
+    if (ngx_http_usage_template_add(conf->headers, &ngx_http_usage_aceh,
+                                    &conf->trace_header_lc)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_template_add(ngx_array_t *headers, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_array_push(headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(h, sizeof(ngx_table_elt_t));
+    h->hash = 1;
+    h->key = *key;
+    h->value = *value;
 
     return NGX_OK;
 }
