@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
 static ngx_int_t ngx_http_usage_series_points(ngx_http_usage_range_t *q,
     ngx_http_usage_series_t *series, ngx_array_t *pieces, int64_t interval,
     int64_t oldest);
+static ngx_uint_t ngx_http_usage_range_whole(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, int64_t oldest);
 static int64_t ngx_http_usage_window_edge(ngx_http_usage_range_t *q,
     ngx_http_usage_series_t *series, int64_t oldest);
 static ngx_inline ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces,
@@ -481,28 +483,18 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_http_usage_tally_t *tally, int64_t now)
 {
-    int64_t                   oldest;
-    ngx_http_usage_bucket_t  *b;
+    int64_t  oldest;
 
     oldest = now - zone->retention;
 
-    if (q->since > oldest) {
-        return NGX_DECLINED;
-    }
-
-    if (series->count == NGX_HTTP_USAGE_SUMS_LOST) {
+    if (series->count == NGX_HTTP_USAGE_SUMS_LOST
+        || !ngx_http_usage_range_whole(q, series, oldest))
+    {
         return NGX_DECLINED;
     }
 
     if (series->count == 0) {
         return NGX_DONE;
-    }
-
-    b = ngx_queue_data(ngx_queue_last(&series->buckets),
-                       ngx_http_usage_bucket_t, queue);
-
-    if (q->until < b->start + b->span - 1) {
-        return NGX_DECLINED;
     }
 
     tally->type = series->type;
@@ -511,6 +503,33 @@ ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     tally->value = series->value;
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether q's range holds the whole series: no since inside the window
+ * (the window's own edge is retention's business), and no until before
+ * its last bucket ends.  A series without buckets is held whole.
+ */
+
+static ngx_uint_t
+ngx_http_usage_range_whole(ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, int64_t oldest)
+{
+    ngx_http_usage_bucket_t  *b;
+
+    if (q->since > oldest) {
+        return 0;
+    }
+
+    if (ngx_queue_empty(&series->buckets)) {
+        return 1;
+    }
+
+    b = ngx_queue_data(ngx_queue_last(&series->buckets),
+                       ngx_http_usage_bucket_t, queue);
+
+    return q->until >= b->start + b->span - 1;
 }
 
 
@@ -585,7 +604,7 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
      */
     b = ngx_queue_data(ngx_queue_head(&series->buckets),
                        ngx_http_usage_bucket_t, queue);
-    point = b->start - ((b->start % interval) + interval) % interval;
+    point = ngx_http_usage_floor(b->start, interval);
 
     tail = ngx_queue_data(ngx_queue_last(&series->buckets),
                           ngx_http_usage_bucket_t, queue);
@@ -636,7 +655,7 @@ ngx_http_usage_series_points(ngx_http_usage_range_t *q,
             return NGX_ERROR;
         }
 
-        point = b->start - ((b->start % interval) + interval) % interval;
+        point = ngx_http_usage_floor(b->start, interval);
         count = b->count;
         value = b->value;
     }
@@ -672,14 +691,11 @@ ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
     lo = (q->since > now - zone->retention) ? q->since : INT64_MIN;
     hi = q->until;
 
-    if (lo == INT64_MIN && interval && !ngx_queue_empty(&series->buckets)) {
-        b = ngx_queue_data(ngx_queue_last(&series->buckets),
-                           ngx_http_usage_bucket_t, queue);
-
-        if (hi >= b->start + b->span - 1) {
-            return ngx_http_usage_series_points(q, series, pieces, interval,
-                                                now - zone->retention);
-        }
+    if (interval && !ngx_queue_empty(&series->buckets)
+        && ngx_http_usage_range_whole(q, series, now - zone->retention))
+    {
+        return ngx_http_usage_series_points(q, series, pieces, interval,
+                                            now - zone->retention);
     }
 
     for (bq = ngx_queue_head(&series->buckets);
@@ -793,7 +809,7 @@ ngx_http_usage_piece_add(ngx_array_t *pieces, int64_t time, uint64_t count,
     }
 
     if (interval) {
-        time -= ((time % interval) + interval) % interval;
+        time = ngx_http_usage_floor(time, interval);
     }
 
     pc = ngx_array_push(pieces);

@@ -29,9 +29,6 @@
 #include "ngx_http_usage_util.h"
 
 
-#define ngx_http_usage_floor(t, span)                                        \
-    ((t) - (((t) % (span) + (span)) % (span)))
-
 /* how many least recently updated entities an allocation looks at for a
  * bucket to give up */
 #define NGX_HTTP_USAGE_EVICT_SCAN       64

@@ -51,6 +51,10 @@
  */
 #define ngx_http_usage_name_hash(p, len)  ngx_crc32_long(p, len)
 
+/* the start of the span-long period that holds t (times may be negative) */
+#define ngx_http_usage_floor(t, span)                                        \
+    ((t) - (((t) % (span) + (span)) % (span)))
+
 /* resolution of a range answer */
 #define NGX_HTTP_USAGE_EXACT             0
 #define NGX_HTTP_USAGE_BY_MINUTE         1
