@@ -5,25 +5,28 @@
 #   scripts/build.sh              -> build/nginx/ngx_http_usage_module.so
 #   SANITIZE=1 scripts/build.sh   -> build/asan/ngx_http_usage_module.so
 #                                    (AddressSanitizer + UndefinedBehaviorSanitizer)
+#   BUILD_DIR=/tmp/b scripts/build.sh   the same under another directory
+#                                    (two builds of one tree at once)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
 "$root/scripts/deps.sh"
 
 src=/usr/share/nginx/src
 if [ "${SANITIZE:-0}" = 1 ]; then
-    out="$root/build/asan"
+    out="$build/asan"
     extra_cc="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
     extra_ld="-fsanitize=address,undefined"
 else
-    out="$root/build/nginx"
+    out="$build/nginx"
     extra_cc=""
     extra_ld=""
 fi
 
 # nginx's configure writes a Makefile into its current directory, so run it
 # in a private copy of the nginx-dev tree rather than in /usr/share.
-tree="$root/build/nginx-src"
+tree="$build/nginx-src"
 stamp="$(dpkg-query -W -f='${Version}' nginx-dev)"
 if [ ! -f "$tree/.stamp" ] || [ "$(cat "$tree/.stamp")" != "$stamp" ]; then
     rm -rf "$tree"

@@ -8,6 +8,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+export BUILD_DIR="$build"
 cd "$root"
 
 [ "${LEAKS:-0}" = 1 ] && export SANITIZE=1
@@ -23,16 +25,16 @@ cd "$root"
 optional() {
     local what="$1"
     shift
-    if ! "$@" > "$root/build/test-install.log" 2>&1; then
+    if ! "$@" > "$build/test-install.log" 2>&1; then
         echo "test.sh: could not install $what (tests that need it skip):" >&2
-        tail -5 "$root/build/test-install.log" >&2
+        tail -5 "$build/test-install.log" >&2
     fi
 }
 optional "a Dockerfile linter" "$root/scripts/lint-docker" --install
 optional curl "$root/scripts/deps.sh" curl
 
 if [ "${SANITIZE:-0}" = 1 ]; then
-    export USAGE_MODULE="$root/build/asan/ngx_http_usage_module.so"
+    export USAGE_MODULE="$build/asan/ngx_http_usage_module.so"
     # the stock nginx binary is not instrumented: the ASan runtime must be
     # loaded first, into nginx only (the harness sets it for nginx alone)
     USAGE_NGINX_PRELOAD="$(gcc -print-file-name=libasan.so)"
@@ -42,7 +44,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1"
     export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1"
 else
-    export USAGE_MODULE="$root/build/nginx/ngx_http_usage_module.so"
+    export USAGE_MODULE="$build/nginx/ngx_http_usage_module.so"
 fi
 
 # LEAKS=1: LeakSanitizer runs when each nginx process exits, and its
@@ -51,7 +53,7 @@ fi
 # cycle's pools: the kernel takes them back at exit), so only a leak with a
 # frame in this module counts; any other sanitizer report fails too.
 if [ "${LEAKS:-0}" = 1 ]; then
-    lsan="$root/build/lsan"
+    lsan="$build/lsan"
     rm -rf "$lsan"
     mkdir -p "$lsan"
     chmod 1777 "$lsan"      # workers run as nobody when the master is root

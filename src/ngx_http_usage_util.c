@@ -57,10 +57,10 @@ ngx_http_usage_rotl(uint64_t x, int k)
 }
 
 
-/* seed bytes from the kernel: getrandom() where it exists, else urandom */
+/* bytes from the kernel: getrandom() where it exists, else urandom */
 
-static ngx_int_t
-ngx_http_usage_random_seed(void *buf, size_t len)
+ngx_int_t
+ngx_http_usage_random_bytes(void *buf, size_t len)
 {
     ssize_t   n;
     ngx_fd_t  fd;
@@ -93,7 +93,7 @@ ngx_http_usage_random_init(void)
     ngx_time_t      *tp;
     uint64_t         z;
 
-    if (ngx_http_usage_random_seed(ngx_http_usage_rng,
+    if (ngx_http_usage_random_bytes(ngx_http_usage_rng,
                                    sizeof(ngx_http_usage_rng))
         != NGX_OK)
     {

@@ -25,6 +25,7 @@
 #define NGX_HTTP_USAGE_UTF8_INVALID  0xffffffff
 
 
+ngx_int_t ngx_http_usage_random_bytes(void *buf, size_t len);
 void ngx_http_usage_random_init(void);
 uint64_t ngx_http_usage_random(void);
 void ngx_http_usage_uuid_v4(u_char id[16]);
