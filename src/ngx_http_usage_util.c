@@ -578,20 +578,67 @@ ngx_http_usage_parse_iso(u_char *s, size_t len, int64_t *ms)
 
 /*
  * One code point of a multi-byte sequence at *p (advanced past it), or
- * NGX_HTTP_USAGE_UTF8_INVALID for overlongs, truncation, surrogates and
- * code points past U+10FFFF.
+ * NGX_HTTP_USAGE_UTF8_INVALID (*p advanced by one byte at least) for
+ * anything RFC 3629 refuses: a continuation or impossible byte first, a
+ * continuation byte outside 0x80-0xBF, an overlong form, a surrogate, a
+ * code point past U+10FFFF, a truncated sequence.
+ *
+ * nginx's ngx_utf8_decode() is not used: it takes any byte from 0x80 on
+ * as a continuation byte, so "\xc3\xc3" passed it and later broke every
+ * answer that held it.  The ranges are those of Unicode's table 3-7: the
+ * second byte's range depends on the first, the others are 0x80-0xBF.
  */
 
 uint32_t
 ngx_http_usage_utf8_decode(u_char **p, u_char *end)
 {
-    uint32_t  c;
+    u_char    *s, lo, hi;
+    uint32_t   c;
+    ngx_uint_t n;
 
-    c = ngx_utf8_decode(p, end - *p);
+    s = *p;
+    c = *s;
+    lo = 0x80;
+    hi = 0xbf;
 
-    if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 1;
+        c &= 0x1f;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 2;
+        lo = (c == 0xe0) ? 0xa0 : 0x80;     /* no overlong */
+        hi = (c == 0xed) ? 0x9f : 0xbf;     /* no surrogate */
+        c &= 0x0f;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 3;
+        lo = (c == 0xf0) ? 0x90 : 0x80;     /* no overlong */
+        hi = (c == 0xf4) ? 0x8f : 0xbf;     /* not past U+10FFFF */
+        c &= 0x07;
+
+    } else {
+        *p = s + 1;
         return NGX_HTTP_USAGE_UTF8_INVALID;
     }
+
+    if ((size_t) (end - s) <= n || s[1] < lo || s[1] > hi) {
+        *p = s + 1;
+        return NGX_HTTP_USAGE_UTF8_INVALID;
+    }
+
+    c = (c << 6) | (s[1] & 0x3f);
+
+    for (s += 2; --n; s++) {
+        if (*s < 0x80 || *s > 0xbf) {
+            *p = s;
+            return NGX_HTTP_USAGE_UTF8_INVALID;
+        }
+
+        c = (c << 6) | (*s & 0x3f);
+    }
+
+    *p = s;
 
     return c;
 }
@@ -660,7 +707,7 @@ ngx_http_usage_js_trim(ngx_str_t *s)
 
     while (p < end) {
         q = p;
-        c = (*p < 0x80) ? *p++ : ngx_utf8_decode(&p, end - p);
+        c = (*p < 0x80) ? *p++ : ngx_http_usage_utf8_decode(&p, end);
 
         if (!ngx_http_usage_js_space(c)) {
             p = q;
@@ -676,7 +723,7 @@ ngx_http_usage_js_trim(ngx_str_t *s)
         }
 
         r = q;
-        c = (*r < 0x80) ? *r : ngx_utf8_decode(&r, end - r);
+        c = (*r < 0x80) ? *r : ngx_http_usage_utf8_decode(&r, end);
 
         if (!ngx_http_usage_js_space(c)) {
             break;
