@@ -5,6 +5,10 @@
 #   scripts/build.sh              -> build/nginx/ngx_http_usage_module.so
 #   SANITIZE=1 scripts/build.sh   -> build/asan/ngx_http_usage_module.so
 #                                    (AddressSanitizer + UndefinedBehaviorSanitizer)
+#   ID_HASH_BITS=4 scripts/build.sh -> build/collide/ (build/asan-collide/
+#                                    with SANITIZE=1): client ids keep 4
+#                                    bits of their hash, for the tests that
+#                                    need colliding ids
 #   BUILD_DIR=/tmp/b scripts/build.sh   the same under another directory
 #                                    (two builds of one tree at once)
 set -euo pipefail
@@ -24,6 +28,11 @@ else
     extra_ld=""
 fi
 
+if [ -n "${ID_HASH_BITS:-}" ]; then
+    [ "${SANITIZE:-0}" = 1 ] && out="$build/asan-collide" || out="$build/collide"
+    extra_cc="$extra_cc -DNGX_HTTP_USAGE_ID_HASH_BITS=$ID_HASH_BITS"
+fi
+
 # nginx's configure writes a Makefile into its current directory, so run it
 # in a private copy of the nginx-dev tree rather than in /usr/share.
 tree="$build/nginx-src"
@@ -36,7 +45,7 @@ if [ ! -f "$tree/.stamp" ] || [ "$(cat "$tree/.stamp")" != "$stamp" ]; then
 fi
 
 # Reconfigure only when the addon's inputs changed: configure takes seconds.
-sig="$(cat "$root/config" "$0" | md5sum | cut -d' ' -f1)-${SANITIZE:-0}"
+sig="$(cat "$root/config" "$0" | md5sum | cut -d' ' -f1)-${SANITIZE:-0}-${ID_HASH_BITS:-}"
 if [ ! -f "$out/Makefile" ] || [ "$(cat "$out/.sig" 2>/dev/null)" != "$sig" ]; then
     rm -rf "$out"
     mkdir -p "$out"

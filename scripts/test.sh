@@ -17,6 +17,8 @@ cd "$root"
 # promtool (Debian's prometheus package) checks the metrics exposition
 "$root/scripts/deps.sh" prometheus
 "$root/scripts/build.sh"
+# the same with 4-bit client id hashes: t/client_id_collisions.t
+ID_HASH_BITS=4 "$root/scripts/build.sh"
 
 # Tools that only some tests use; a failed install makes only those skip
 # (or check less): a Dockerfile linter for t/dockerfile.t (see
@@ -35,6 +37,7 @@ optional curl "$root/scripts/deps.sh" curl
 
 if [ "${SANITIZE:-0}" = 1 ]; then
     export USAGE_MODULE="$build/asan/ngx_http_usage_module.so"
+    export USAGE_MODULE_COLLIDE="$build/asan-collide/ngx_http_usage_module.so"
     # the stock nginx binary is not instrumented: the ASan runtime must be
     # loaded first, into nginx only (the harness sets it for nginx alone)
     USAGE_NGINX_PRELOAD="$(gcc -print-file-name=libasan.so)"
@@ -45,6 +48,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1"
 else
     export USAGE_MODULE="$build/nginx/ngx_http_usage_module.so"
+    export USAGE_MODULE_COLLIDE="$build/collide/ngx_http_usage_module.so"
 fi
 
 # LEAKS=1: LeakSanitizer runs when each nginx process exits, and its

@@ -28,7 +28,12 @@
 
 
 #define NGX_HTTP_USAGE_STATE_MAGIC    "NGXUSAGE"
-#define NGX_HTTP_USAGE_STATE_VERSION  1
+/*
+ * 2: client ids are saved with their entity and id (1 had a hash only);
+ * a file of version 1 is still read, and its ids that no longer had their
+ * event in the log are left out
+ */
+#define NGX_HTTP_USAGE_STATE_VERSION  2
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
 #define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
 
@@ -64,6 +69,7 @@ typedef struct {
     u_char                      *pos;
     u_char                      *end;
     ngx_uint_t                   failed;
+    uint32_t                     version;     /* of the snapshot */
 } ngx_http_usage_rbuf_t;
 
 
@@ -76,6 +82,15 @@ static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
+static void ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static ngx_int_t ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_http_usage_raw_t **raws,
+    uint32_t nraw, ngx_uint_t first);
+static ngx_int_t ngx_http_usage_state_id_entry(ngx_http_usage_rbuf_t *r,
+    ngx_http_usage_raw_t **raws, uint32_t nraw, ngx_uint_t first,
+    ngx_str_t *entity, ngx_str_t *id, ngx_http_usage_raw_t **raw);
+
 static void ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t **types, ngx_uint_t ntypes,
     ngx_http_usage_entity_t **entities, ngx_uint_t nentities);
@@ -459,7 +474,6 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     ngx_uint_t                      i;
     ngx_queue_t                    *q, *sq, *bq;
     ngx_http_usage_raw_t           *raw;
-    ngx_http_usage_idx_t           *idx;
     ngx_http_usage_type_t          *type;
     ngx_http_usage_wbuf_t           w;
     ngx_http_usage_entity_t        *entity;
@@ -476,7 +490,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
      */
     size = sizeof(ngx_http_usage_state_header_t) + 65536 + sh->ring_used
            + sh->bucket_count * 32 + sh->entity_count * 64
-           + sh->type_count * 512 + sh->id_count * 24;
+           + sh->type_count * 512 + sh->id_count * 64;
     size += size / 4;
 
     w.start = ngx_alloc(size, ngx_cycle->log);
@@ -652,20 +666,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         w.pos = p;
     }
 
-    n = (uint32_t) sh->id_count;
-    ngx_http_usage_wval(&w, n);
-
-    for (q = ngx_queue_head(&sh->ids_order);
-         q != ngx_queue_sentinel(&sh->ids_order);
-         q = ngx_queue_next(q))
-    {
-        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
-
-        ei = idx->raw ? idx->raw->reserved : NGX_HTTP_USAGE_STATE_NONE;
-        ngx_http_usage_wval(&w, idx->hash);
-        ngx_http_usage_wval(&w, idx->time);
-        ngx_http_usage_wval(&w, ei);
-    }
+    ngx_http_usage_state_dump_ids(&w, sh);
 
     h = (ngx_http_usage_state_header_t *) w.start;
 
@@ -774,11 +775,11 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
         return NGX_DECLINED;
     }
 
-    if (h->version != NGX_HTTP_USAGE_STATE_VERSION) {
+    if (h->version != NGX_HTTP_USAGE_STATE_VERSION && h->version != 1) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage zone \"%V\": \"%s\" has format version %uD, "
-                      "this module reads version %d; ignored: the store "
-                      "starts empty", &zone->name, from, h->version,
+                      "this module reads versions 1 and %d; ignored: the "
+                      "store starts empty", &zone->name, from, h->version,
                       NGX_HTTP_USAGE_STATE_VERSION);
         return NGX_DECLINED;
     }
@@ -798,6 +799,7 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     r.pos = data + sizeof(ngx_http_usage_state_header_t);
     r.end = data + len;
     r.failed = 0;
+    r.version = h->version;
 
     if (ngx_http_usage_state_walk(zone, &r, 0) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -859,11 +861,11 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     uint8_t                   attached;
     uint16_t                  nlen, idl;
     uint32_t                  ntypes, nentities, nseries, nbuckets, nraw;
-    uint32_t                  nids, i, j, k, ti, ei, span, ml;
-    uint64_t                  count, hash, v;
+    uint32_t                  i, j, k, ti, ei, span, ml;
+    uint64_t                  count, v;
     ngx_str_t                 name;
     ngx_uint_t                first;
-    ngx_http_usage_raw_t     *raw, **raws;
+    ngx_http_usage_raw_t    **raws;
     ngx_http_usage_type_t   **types, *type;
     ngx_http_usage_entity_t **entities, *entity;
     ngx_http_usage_series_t  *series;
@@ -1090,6 +1092,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
             continue;
         }
 
+
         name.len = types[ti]->len;
         name.data = types[ti]->data;
 
@@ -1119,29 +1122,10 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         first = nraw - ngx_min(nraw, sh->raw_count);
     }
 
-    ngx_http_usage_rval(r, nids);
-
-    if (r->failed || nids > (size_t) (r->end - r->pos) / 20) {
+    if (ngx_http_usage_state_walk_ids(zone, r, apply, raws, nraw, first)
+        != NGX_OK)
+    {
         goto failed;
-    }
-
-    for (i = 0; i < nids; i++) {
-        ngx_http_usage_rval(r, hash);
-        ngx_http_usage_rval(r, start);
-        ngx_http_usage_rval(r, ei);
-
-        if (r->failed || (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= nraw)
-            || !ngx_http_usage_state_time(start))
-        {
-            goto failed;
-        }
-
-        if (apply) {
-            raw = (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= first)
-                  ? raws[ei] : NULL;
-
-            (void) ngx_http_usage_idx_add_locked(zone, hash, start, raw);
-        }
     }
 
     if (r->pos != r->end) {
@@ -1164,6 +1148,167 @@ failed:
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The client ids, oldest first: time, the index of their event in the raw
+ * log (or NONE), and their entity and id.  Every entry holds its bytes,
+ * also where its event does: an id outlives its event in the log.
+ */
+
+static void
+ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint16_t               len;
+    uint32_t               n, ei;
+    ngx_queue_t           *q;
+    ngx_http_usage_idx_t  *idx;
+
+    n = (uint32_t) sh->id_count;
+    ngx_http_usage_wval(w, n);
+
+    for (q = ngx_queue_head(&sh->ids_order);
+         q != ngx_queue_sentinel(&sh->ids_order);
+         q = ngx_queue_next(q))
+    {
+        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
+
+        ei = idx->raw ? idx->raw->reserved : NGX_HTTP_USAGE_STATE_NONE;
+        ngx_http_usage_wval(w, idx->time);
+        ngx_http_usage_wval(w, ei);
+        len = idx->entity_len;
+        ngx_http_usage_wval(w, len);
+        len = idx->id_len;
+        ngx_http_usage_wval(w, len);
+        ngx_http_usage_wput(w, idx->data, idx->entity_len + idx->id_len);
+    }
+}
+
+
+/*
+ * Every entry is hashed anew under the new zone's key.  An entry of a
+ * version 1 file had only a hash under no key: its entity and id are
+ * those of its event, and an entry whose event was gone is left out.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_http_usage_raw_t **raws,
+    uint32_t nraw, ngx_uint_t first)
+{
+    int64_t                time;
+    uint32_t               nids, i;
+    ngx_str_t              entity, id;
+    ngx_http_usage_raw_t  *raw;
+
+    ngx_http_usage_rval(r, nids);
+
+    /* the smallest entry: 8 + 4 + 2 + 2 + two bytes of names (v2), or
+     * 8 + 8 + 4 (v1) */
+    if (r->failed || nids > (size_t) (r->end - r->pos) / 18) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < nids; i++) {
+        if (r->version == 1) {
+            (void) ngx_http_usage_rskip(r, sizeof(uint64_t));
+        }
+
+        ngx_http_usage_rval(r, time);
+
+        if (ngx_http_usage_state_id_entry(r, raws, nraw, first, &entity, &id,
+                                          &raw)
+            != NGX_OK
+            || !ngx_http_usage_state_time(time))
+        {
+            return NGX_ERROR;
+        }
+
+        if (!apply || entity.len == 0) {
+            continue;
+        }
+
+        (void) ngx_http_usage_idx_add_locked(zone,
+                               ngx_http_usage_idx_hash(zone->sh, &entity, &id),
+                               &entity, &id, time, raw);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One entry's event, entity and id.  Its event is taken only if it is in
+ * the part of the log that was loaded and has that very entity and id;
+ * entity->len is 0 for an entry that cannot be loaded (version 1 with no
+ * event, or before a full load).
+ */
+
+static ngx_int_t
+ngx_http_usage_state_id_entry(ngx_http_usage_rbuf_t *r,
+    ngx_http_usage_raw_t **raws, uint32_t nraw, ngx_uint_t first,
+    ngx_str_t *entity, ngx_str_t *id, ngx_http_usage_raw_t **raw)
+{
+    uint16_t                  elen, ilen;
+    uint32_t                  ei;
+    ngx_http_usage_raw_t     *ev;
+    ngx_http_usage_entity_t  *owner;
+
+    ngx_http_usage_rval(r, ei);
+
+    if (r->failed || (ei != NGX_HTTP_USAGE_STATE_NONE && ei >= nraw)) {
+        return NGX_ERROR;
+    }
+
+    ev = (raws && ei != NGX_HTTP_USAGE_STATE_NONE && ei >= first)
+         ? raws[ei] : NULL;
+
+    *raw = NULL;
+    entity->len = 0;
+    id->len = 0;
+
+    if (r->version == 1) {
+        if (ev && ev->id_len) {
+            owner = ev->series->entity;
+            entity->len = owner->len;
+            entity->data = owner->data;
+            id->len = ev->id_len;
+            id->data = ngx_http_usage_raw_id(ev);
+            *raw = ev;
+        }
+
+        return NGX_OK;
+    }
+
+    ngx_http_usage_rval(r, elen);
+    ngx_http_usage_rval(r, ilen);
+    entity->data = ngx_http_usage_rskip(r, elen);
+    id->data = ngx_http_usage_rskip(r, ilen);
+
+    if (r->failed || elen == 0 || elen > NGX_HTTP_USAGE_ENTITY_MAX_BYTES
+        || ilen == 0 || ilen > NGX_HTTP_USAGE_ID_MAX_BYTES)
+    {
+        return NGX_ERROR;
+    }
+
+    if (raws == NULL) {
+        return NGX_OK;          /* only checked, not loaded */
+    }
+
+    entity->len = elen;
+    id->len = ilen;
+
+    if (ev && ev->id_len == ilen
+        && ev->series->entity->len == elen
+        && ngx_memcmp(ngx_http_usage_raw_id(ev), id->data, ilen) == 0
+        && ngx_memcmp(ev->series->entity->data, entity->data, elen) == 0)
+    {
+        *raw = ev;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -86,7 +86,10 @@ static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
 static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx);
 static ngx_http_usage_idx_t *ngx_http_usage_idx_lookup(
-    ngx_http_usage_shctx_t *sh, uint64_t hash);
+    ngx_http_usage_shctx_t *sh, uint64_t hash, ngx_str_t *entity,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_usage_idx_cmp(uint64_t hash, ngx_str_t *entity,
+    ngx_str_t *id, ngx_http_usage_idx_t *idx);
 static void ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
@@ -198,6 +201,14 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
     sh->dataset = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
                   ^ (uint64_t) ngx_pid ^ (uint64_t) sh->start_time;
 
+    /* nobody outside may know it: colliding ids cannot be made offline */
+    if (ngx_http_usage_sipkey_random(&sh->id_key) != NGX_OK) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, ngx_errno,
+                      "usage zone \"%V\": no random key for client ids",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
     zone->sh = sh;
     zone->shpool->data = sh;
 
@@ -306,8 +317,9 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     type_hash = rec->type_hash
                 ? rec->type_hash
                 : ngx_http_usage_name_hash(rec->type.data, rec->type.len);
-    id_hash = rec->id.len ? ngx_http_usage_idx_hash(&rec->entity, &rec->id)
-                          : 0;
+    id_hash = rec->id.len
+              ? ngx_http_usage_idx_hash(zone->sh, &rec->entity, &rec->id)
+              : 0;
     size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
                      + ngx_http_usage_raw_extra(1, rec->id.len)
                      + rec->id.len + rec->metadata.len, 8);
@@ -326,7 +338,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_expire_locked(zone, now);
 
     if (rec->id.len) {
-        idx = ngx_http_usage_idx_lookup(sh, id_hash);
+        idx = ngx_http_usage_idx_lookup(sh, id_hash, &rec->entity,
+                                        &rec->id);
 
         if (idx && idx->time >= now - zone->retention) {
             sh->duplicates++;
@@ -446,7 +459,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         full |= NGX_HTTP_USAGE_FULL_RAW;
 
     } else if (rec->id.len) {
-        if (ngx_http_usage_idx_add_locked(zone, id_hash, rec->time, raw)
+        if (ngx_http_usage_idx_add_locked(zone, id_hash, &rec->entity,
+                                          &rec->id, rec->time, raw)
             != NGX_OK)
         {
             full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
@@ -1799,41 +1813,77 @@ ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
 
 
 /*
- * Client ids: a tree keyed by a 64-bit hash of entity and id, and a queue
- * in the order they came, which bounds them (max_ids) and ages them out.
- * Only the hash is kept: a false duplicate needs two ids of one entity
- * with equal 64-bit hashes.
+ * Client ids: a tree keyed by a hash of entity and id, and a queue in the
+ * order they came, which bounds them (max_ids) and ages them out.  The
+ * hash is SipHash under the zone's secret key, so that a client cannot
+ * choose ids that share one; and an entry is found only by its entity and
+ * id, compared byte for byte: equal hashes of distinct ids are two
+ * entries, ordered by their bytes.
  */
 
 uint64_t
-ngx_http_usage_idx_hash(ngx_str_t *entity, ngx_str_t *id)
+ngx_http_usage_idx_hash(ngx_http_usage_shctx_t *sh, ngx_str_t *entity,
+    ngx_str_t *id)
 {
-    size_t    i;
-    uint64_t  h;
+    u_char                    len[2];
+    uint64_t                  h;
+    ngx_http_usage_siphash_t  sip;
 
-    /* FNV-1a, 64 bits, over entity, a zero byte, and id */
-    h = 0xcbf29ce484222325ULL;
+    /* the entity's length first: no two pairs give one message */
+    len[0] = (u_char) (entity->len & 0xff);
+    len[1] = (u_char) (entity->len >> 8);
 
-    for (i = 0; i < entity->len; i++) {
-        h = (h ^ entity->data[i]) * 0x100000001b3ULL;
-    }
+    ngx_http_usage_siphash_init(&sip, &sh->id_key);
+    ngx_http_usage_siphash_update(&sip, len, 2);
+    ngx_http_usage_siphash_update(&sip, entity->data, entity->len);
+    ngx_http_usage_siphash_update(&sip, id->data, id->len);
 
-    h *= 0x100000001b3ULL;
+    h = ngx_http_usage_siphash_final(&sip);
 
-    for (i = 0; i < id->len; i++) {
-        h = (h ^ id->data[i]) * 0x100000001b3ULL;
-    }
+#if (NGX_HTTP_USAGE_ID_HASH_BITS < 64)
+    h &= ((uint64_t) 1 << NGX_HTTP_USAGE_ID_HASH_BITS) - 1;
+#endif
 
     return h;
 }
 
 
-static ngx_http_usage_idx_t *
-ngx_http_usage_idx_lookup(ngx_http_usage_shctx_t *sh, uint64_t hash)
+/* the order of the tree: hash, then entity, then id */
+
+static ngx_int_t
+ngx_http_usage_idx_cmp(uint64_t hash, ngx_str_t *entity, ngx_str_t *id,
+    ngx_http_usage_idx_t *idx)
 {
+    ngx_int_t  rc;
+
+    if (hash != idx->hash) {
+        return (hash < idx->hash) ? -1 : 1;
+    }
+
+    if (entity->len != idx->entity_len) {
+        return (entity->len < idx->entity_len) ? -1 : 1;
+    }
+
+    rc = ngx_memcmp(entity->data, idx->data, entity->len);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (id->len != idx->id_len) {
+        return (id->len < idx->id_len) ? -1 : 1;
+    }
+
+    return ngx_memcmp(id->data, idx->data + idx->entity_len, id->len);
+}
+
+
+static ngx_http_usage_idx_t *
+ngx_http_usage_idx_lookup(ngx_http_usage_shctx_t *sh, uint64_t hash,
+    ngx_str_t *entity, ngx_str_t *id)
+{
+    ngx_int_t              rc;
     ngx_rbtree_key_t       key;
     ngx_rbtree_node_t     *node, *sentinel;
-    ngx_http_usage_idx_t  *idx;
 
     key = (ngx_rbtree_key_t) hash;
     node = sh->ids.root;
@@ -1846,13 +1896,14 @@ ngx_http_usage_idx_lookup(ngx_http_usage_shctx_t *sh, uint64_t hash)
             continue;
         }
 
-        idx = (ngx_http_usage_idx_t *) node;
+        rc = ngx_http_usage_idx_cmp(hash, entity, id,
+                                    (ngx_http_usage_idx_t *) node);
 
-        if (idx->hash == hash) {
-            return idx;
+        if (rc == 0) {
+            return (ngx_http_usage_idx_t *) node;
         }
 
-        node = (hash < idx->hash) ? node->left : node->right;
+        node = (rc < 0) ? node->left : node->right;
     }
 
     return NULL;
@@ -1863,7 +1914,16 @@ static void
 ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel)
 {
-    ngx_rbtree_node_t  **p;
+    ngx_str_t              entity, id;
+    ngx_rbtree_node_t    **p;
+    ngx_http_usage_idx_t  *idx;
+
+    idx = (ngx_http_usage_idx_t *) node;
+
+    entity.len = idx->entity_len;
+    entity.data = idx->data;
+    id.len = idx->id_len;
+    id.data = idx->data + idx->entity_len;
 
     for ( ;; ) {
 
@@ -1871,8 +1931,9 @@ ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
             p = (node->key < temp->key) ? &temp->left : &temp->right;
 
         } else {
-            p = (((ngx_http_usage_idx_t *) node)->hash
-                 < ((ngx_http_usage_idx_t *) temp)->hash)
+            p = (ngx_http_usage_idx_cmp(idx->hash, &entity, &id,
+                                        (ngx_http_usage_idx_t *) temp)
+                 < 0)
                 ? &temp->left : &temp->right;
         }
 
@@ -1891,9 +1952,12 @@ ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
 }
 
 
+/* hash: ngx_http_usage_idx_hash() of entity and id */
+
 ngx_int_t
 ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
-    int64_t time, ngx_http_usage_raw_t *raw)
+    ngx_str_t *entity, ngx_str_t *id, int64_t time,
+    ngx_http_usage_raw_t *raw)
 {
     ngx_queue_t             *q;
     ngx_http_usage_idx_t    *idx;
@@ -1901,7 +1965,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
 
     sh = zone->sh;
 
-    if (ngx_http_usage_idx_lookup(sh, hash)) {
+    if (ngx_http_usage_idx_lookup(sh, hash, entity, id)) {
         return NGX_OK;
     }
 
@@ -1922,7 +1986,8 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     /* room from aggregates only: evicting raw events could take "raw" */
     for ( ;; ) {
         idx = ngx_slab_alloc_locked(zone->shpool,
-                                    sizeof(ngx_http_usage_idx_t));
+                                    offsetof(ngx_http_usage_idx_t, data)
+                                    + entity->len + id->len);
         if (idx) {
             break;
         }
@@ -1938,6 +2003,10 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     idx->hash = hash;
     idx->time = time;
     idx->raw = raw;
+    idx->entity_len = (u_short) entity->len;
+    idx->id_len = (u_short) id->len;
+    ngx_memcpy(ngx_cpymem(idx->data, entity->data, entity->len),
+               id->data, id->len);
 
     if (raw) {
         *ngx_http_usage_raw_idx(raw) = idx;

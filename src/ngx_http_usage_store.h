@@ -32,6 +32,8 @@
 #include <ngx_thread_pool.h>
 #endif
 
+#include "ngx_http_usage_siphash.h"
+
 
 #define NGX_HTTP_USAGE_ENTITY_MAX_BYTES  (255 * 4)
 #define NGX_HTTP_USAGE_TYPE_MAX_BYTES    (100 * 4)
@@ -238,14 +240,30 @@ typedef struct {
               + (rec)->id.len + (rec)->metadata.len, 8)
 
 
-/* a client id recorded for an entity: idempotent ingestion */
+/*
+ * A client id recorded for an entity: idempotent ingestion.  The entity
+ * and the id themselves follow the entry: a hit is a hit only if they are
+ * equal, whatever the hash says.
+ */
 struct ngx_http_usage_idx_s {
     ngx_rbtree_node_t            node;         /* key: the hash, truncated */
     ngx_queue_t                  queue;        /* oldest first */
-    uint64_t                     hash;         /* of entity and id */
+    uint64_t                     hash;         /* keyed, of entity and id */
     int64_t                      time;         /* event time: retention */
     ngx_http_usage_raw_t        *raw;          /* NULL once out of the log */
+    u_short                      entity_len;
+    u_short                      id_len;
+    u_char                       data[1];      /* entity, then id */
 };
+
+
+/*
+ * A build for the tests (-DNGX_HTTP_USAGE_ID_HASH_BITS=4) keeps only a few
+ * bits of the hash, so that distinct ids collide all the time.
+ */
+#ifndef NGX_HTTP_USAGE_ID_HASH_BITS
+#define NGX_HTTP_USAGE_ID_HASH_BITS      64
+#endif
 
 
 /*
@@ -317,6 +335,9 @@ typedef struct {
     int64_t                      saved_at;
     uint64_t                     saves;
     uint64_t                     dataset;      /* random, kept by copies */
+    ngx_http_usage_sipkey_t      id_key;       /* of the ids' hash: random,
+                                                  never saved (a copy
+                                                  hashes anew) */
     uint32_t                     generation;   /* copies since it began */
     ngx_atomic_t                 saver;        /* pid saving now, or 0 */
 
@@ -497,8 +518,10 @@ ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
     ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
 ngx_int_t ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone,
-    uint64_t hash, int64_t time, ngx_http_usage_raw_t *raw);
-uint64_t ngx_http_usage_idx_hash(ngx_str_t *entity, ngx_str_t *id);
+    uint64_t hash, ngx_str_t *entity, ngx_str_t *id, int64_t time,
+    ngx_http_usage_raw_t *raw);
+uint64_t ngx_http_usage_idx_hash(ngx_http_usage_shctx_t *sh,
+    ngx_str_t *entity, ngx_str_t *id);
 
 /* ngx_http_usage_query.c: reads */
 ngx_int_t ngx_http_usage_store_list(ngx_http_usage_zone_t *zone,

@@ -81,7 +81,7 @@ sub check_file {
 	my ($magic, $version, $order, $len, $crc) =
 		unpack('a8 V V Q< V', $bytes);
 	return "magic $magic" unless $magic eq 'NGXUSAGE';
-	return "version $version" unless $version == 1;
+	return "version $version" unless $version == 2;
 	return sprintf('order %08x', $order) unless $order == 0x01020304;
 	return "length $len" unless $len == length($bytes) - $HEADER;
 	return 'crc' unless $crc == crc32(substr($bytes, $HEADER));
@@ -281,8 +281,8 @@ my $extra = $payload . "\0\0\0";
 my $bad_record = substr($valid, 0, 16) . pack('Q<', length $extra)
 	. pack('V', crc32($extra)) . substr($valid, 28, $HEADER - 28) . $extra;
 
-my $v2 = $valid;
-substr($v2, 8, 4) = pack('V', 2);
+my $v3 = $valid;
+substr($v3, 8, 4) = pack('V', 3);
 
 my $swapped = $valid;
 substr($swapped, 12, 4) = pack('V', 0x04030201);
@@ -296,8 +296,8 @@ my @cases = (
 	['a truncated file', substr($valid, 0, length($valid) - 10),
 		qr/is truncated or corrupted \(length or checksum mismatch\), ignored: the store starts empty/],
 	['a flipped payload byte', $flipped, qr/is truncated or corrupted/],
-	['format version 2', $v2,
-		qr/has format version 2, this module reads version 1; ignored: the store starts empty/],
+	['format version 3', $v3,
+		qr/has format version 3, this module reads versions 1 and 2; ignored: the store starts empty/],
 	['another byte order', $swapped, qr/written on a machine of another byte order/],
 	['a bad record with a right checksum', $bad_record,
 		qr/has an invalid record, ignored: the store starts empty/],
