@@ -23,8 +23,10 @@
 #include <ngx_event.h>
 
 #include <math.h>
+#include <jansson.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_util.h"
 
 
 #define NGX_HTTP_USAGE_STATE_MAGIC    "NGXUSAGE"
@@ -70,6 +72,9 @@ typedef struct {
     u_char                      *end;
     ngx_uint_t                   failed;
     uint32_t                     version;     /* of the snapshot */
+    ngx_uint_t                   skipped;     /* records left out: names
+                                                 or metadata that the API
+                                                 would have refused */
 } ngx_http_usage_rbuf_t;
 
 
@@ -90,7 +95,8 @@ static ngx_int_t ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
 static ngx_int_t ngx_http_usage_state_id_entry(ngx_http_usage_rbuf_t *r,
     ngx_http_usage_raw_t **raws, uint32_t nraw, ngx_uint_t first,
     ngx_str_t *entity, ngx_str_t *id, ngx_http_usage_raw_t **raw);
-
+static ngx_uint_t ngx_http_usage_state_name_ok(ngx_str_t *name);
+static ngx_uint_t ngx_http_usage_state_metadata_ok(ngx_str_t *metadata);
 static void ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t **types, ngx_uint_t ntypes,
     ngx_http_usage_entity_t **entities, ngx_uint_t nentities);
@@ -800,6 +806,7 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     r.end = data + len;
     r.failed = 0;
     r.version = h->version;
+    r.skipped = 0;
 
     if (ngx_http_usage_state_walk(zone, &r, 0) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -834,6 +841,13 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (r.skipped) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "usage zone \"%V\": %s: %ui records left out, their "
+                      "names or metadata are not valid UTF-8 or JSON",
+                      &zone->name, from, r.skipped);
+    }
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "usage zone \"%V\": loaded from %s: %uL events in the "
@@ -927,7 +941,12 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
 
         type = NULL;
 
-        if (apply) {
+        if (apply && !ngx_http_usage_state_name_ok(&name)) {
+            /* from a module that let invalid UTF-8 in: left out */
+            types[i] = NULL;
+            r->skipped++;
+
+        } else if (apply) {
             /* every name is pinned while the snapshot loads: making room
              * must not free what a later record refers to */
             type = ngx_http_usage_type_get_locked(zone, &name, NULL);
@@ -984,7 +1003,11 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
 
         entity = NULL;
 
-        if (apply) {
+        if (apply && !ngx_http_usage_state_name_ok(&name)) {
+            entities[i] = NULL;
+            r->skipped++;
+
+        } else if (apply) {
             entity = ngx_http_usage_entity_hold_locked(zone, &name, updated);
             entities[i] = entity;
 
@@ -1092,6 +1115,12 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
             continue;
         }
 
+        if ((idl && ngx_http_usage_utf8_valid(rec.id.data, idl) != NGX_OK)
+            || !ngx_http_usage_state_metadata_ok(&rec.metadata))
+        {
+            r->skipped++;
+            continue;
+        }
 
         name.len = types[ti]->len;
         name.data = types[ti]->data;
@@ -1230,6 +1259,13 @@ ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
             continue;
         }
 
+        if (ngx_http_usage_utf8_valid(entity.data, entity.len) != NGX_OK
+            || ngx_http_usage_utf8_valid(id.data, id.len) != NGX_OK)
+        {
+            r->skipped++;
+            continue;
+        }
+
         (void) ngx_http_usage_idx_add_locked(zone,
                                ngx_http_usage_idx_hash(zone->sh, &entity, &id),
                                &entity, &id, time, raw);
@@ -1309,6 +1345,53 @@ ngx_http_usage_state_id_entry(ngx_http_usage_rbuf_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/* a name as the API accepts it: valid UTF-8, no control character */
+
+static ngx_uint_t
+ngx_http_usage_state_name_ok(ngx_str_t *name)
+{
+    size_t  i;
+
+    for (i = 0; i < name->len; i++) {
+        if (name->data[i] < 0x20 || name->data[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    return ngx_http_usage_utf8_valid(name->data, name->len) == NGX_OK;
+}
+
+
+/*
+ * Metadata is copied into answers as it is stored: what a snapshot holds
+ * must be a JSON object of valid UTF-8 (jansson checks both strictly), or
+ * an answer that shows it would not be JSON.
+ */
+
+static ngx_uint_t
+ngx_http_usage_state_metadata_ok(ngx_str_t *metadata)
+{
+    json_t        *root;
+    ngx_uint_t     ok;
+    json_error_t   err;
+
+    if (metadata->len == 0) {
+        return 1;
+    }
+
+    root = json_loadb((char *) metadata->data, metadata->len,
+                      JSON_ALLOW_NUL|JSON_DECODE_INT_AS_REAL, &err);
+    if (root == NULL) {
+        return 0;
+    }
+
+    ok = json_is_object(root);
+    json_decref(root);
+
+    return ok;
 }
 
 
