@@ -820,7 +820,7 @@ static ngx_int_t
 ngx_http_usage_list_events(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 errors[2], entity, type, scope;
+    ngx_str_t                 errors[4], entity, type, scope;
     ngx_uint_t                n, i;
     ngx_http_usage_out_t      out;
     ngx_http_usage_list_t     q;
@@ -845,10 +845,6 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         n++;
     }
 
-    if (n) {
-        return ngx_http_usage_bad_request(r, errors, n);
-    }
-
     /* an empty filter is no filter, as in the old service */
 
     rc = ngx_http_usage_arg(r->pool, &r->args, "entityId", &entity);
@@ -858,6 +854,29 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
 
     if (rc == NGX_OK && entity.len) {
         q.entity = &entity;
+
+        if (ngx_http_usage_utf8_valid(entity.data, entity.len) != NGX_OK) {
+            ngx_str_set(&errors[n], "entityId must be valid UTF-8");
+            n++;
+        }
+    }
+
+    rc = ngx_http_usage_arg(r->pool, &r->args, "eventType", &type);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK && type.len) {
+        q.type = &type;
+
+        if (ngx_http_usage_utf8_valid(type.data, type.len) != NGX_OK) {
+            ngx_str_set(&errors[n], "eventType must be valid UTF-8");
+            n++;
+        }
+    }
+
+    if (n) {
+        return ngx_http_usage_bad_request(r, errors, n);
     }
 
     /* a scoped key lists its own entity's events: no filter is its filter */
@@ -877,15 +896,6 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         }
 
         q.entity = &scope;
-    }
-
-    rc = ngx_http_usage_arg(r->pool, &r->args, "eventType", &type);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_OK && type.len) {
-        q.type = &type;
     }
 
     if (ngx_http_usage_store_list(ngx_http_usage_zone_of(r), r->pool, &q,
