@@ -34,13 +34,15 @@ typedef struct {
     ngx_str_t                    path;       /* as routed */
     ngx_str_t                    entity;     /* {entityId} segment */
     unsigned                     raw:1;      /* path is still %-encoded */
+    unsigned                     dots:1;     /* a "." or ".." segment */
 } ngx_http_usage_route_t;
 
 
 static ngx_uint_t ngx_http_usage_route_path(ngx_http_request_t *r,
-    ngx_str_t *path);
+    ngx_str_t *path, ngx_uint_t *raw);
 static void ngx_http_usage_route(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt);
+static ngx_int_t ngx_http_usage_invalid_path(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
@@ -148,6 +150,10 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
     ctx->untracked = (rt.route == NGX_HTTP_USAGE_ROUTE_HEALTH
                       || rt.route == NGX_HTTP_USAGE_ROUTE_READY);
 
+    if (rt.dots) {
+        return ngx_http_usage_invalid_path(r);
+    }
+
     if (r->method == NGX_HTTP_OPTIONS) {
         return ngx_http_usage_preflight(r);
     }
@@ -212,6 +218,7 @@ ngx_uint_t
 ngx_http_usage_untracked_route(ngx_http_request_t *r)
 {
     ngx_str_t              path;
+    ngx_uint_t             raw;
     ngx_http_usage_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
@@ -220,8 +227,12 @@ ngx_http_usage_untracked_route(ngx_http_request_t *r)
         return ctx->untracked;
     }
 
-    /* not routed (refused before the content phase): the two words */
-    (void) ngx_http_usage_route_path(r, &path);
+    /* not routed (refused before the content phase): the two words, on
+     * a path that would be routed */
+    if (ngx_http_usage_route_path(r, &path, &raw) != NGX_HTTP_USAGE_PATH_SAME)
+    {
+        return 0;
+    }
 
     if (path.len > 1 && path.data[path.len - 1] == '/') {
         path.len--;
@@ -243,12 +254,26 @@ ngx_http_usage_untracked_route(ngx_http_request_t *r)
 static void
 ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
 {
-    u_char     *slash;
-    ngx_str_t   path, rest, tail;
+    u_char      *slash;
+    ngx_str_t    path, rest, tail;
+    ngx_uint_t   raw;
 
     ngx_memzero(rt, sizeof(ngx_http_usage_route_t));
 
-    rt->raw = ngx_http_usage_route_path(r, &rt->path);
+    switch (ngx_http_usage_route_path(r, &rt->path, &raw)) {
+
+    case NGX_HTTP_USAGE_PATH_SAME:
+        break;
+
+    case NGX_HTTP_USAGE_PATH_DOTS:
+        rt->dots = 1;
+        return;
+
+    default: /* NGX_HTTP_USAGE_PATH_OTHER */
+        return;     /* an unknown route */
+    }
+
+    rt->raw = raw;
 
     path = rt->path;
 
@@ -303,21 +328,57 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
 }
 
 
-/* the path as sent, without the query (1), or the current URI (0) */
+/*
+ * The path as sent, without the query (*raw = 1), or the current URI.
+ * nginx chose the location by the path it decoded and normalised (dot
+ * segments removed, slashes merged): a path it had to change is routed
+ * only if it is that same path, or "/v1/usage/..%2F..%2Fhealth" would be
+ * answered as a summary from "location = /health", which may have no key.
+ * NGX_HTTP_USAGE_PATH_DOTS or _OTHER: it must not be routed.  A plain
+ * path (no '%', no "/." nor "//") is r->uri as it is: nothing to check.
+ */
 
 static ngx_uint_t
-ngx_http_usage_route_path(ngx_http_request_t *r, ngx_str_t *path)
+ngx_http_usage_route_path(ngx_http_request_t *r, ngx_str_t *path,
+    ngx_uint_t *raw)
 {
-    if (r->valid_unparsed_uri && r->unparsed_uri.len) {
-        *path = r->unparsed_uri;
-        ngx_http_usage_cut_query(r, path);
+    u_char  *q;
 
-        return 1;
+    if (!r->valid_unparsed_uri || r->unparsed_uri.len == 0) {
+        *path = r->uri;
+        *raw = 0;
+
+        return NGX_HTTP_USAGE_PATH_SAME;
     }
 
-    *path = r->uri;
+    *path = r->unparsed_uri;
+    *raw = 1;
+    ngx_http_usage_cut_query(r, path);
 
-    return 0;
+    if (!r->main->complex_uri && !r->main->quoted_uri) {
+        return NGX_HTTP_USAGE_PATH_SAME;
+    }
+
+    /* nginx forgets where the query started when a '#' follows it; an
+     * escaped '?' is "%3F", so the first one is the query's */
+    q = ngx_strlchr(path->data, path->data + path->len, '?');
+    if (q) {
+        path->len = q - path->data;
+    }
+
+    return ngx_http_usage_path_check(path, &r->uri);
+}
+
+
+static ngx_int_t
+ngx_http_usage_invalid_path(ngx_http_request_t *r)
+{
+    ngx_str_t  msg;
+
+    ngx_str_set(&msg, "Path segments \".\" and \"..\" are not allowed");
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST, "INVALID_PATH",
+                                     &msg);
 }
 
 

@@ -893,6 +893,77 @@ ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
 
 
 /*
+ * A request path %-decoded whole, %2F as a slash (nginx decodes it so
+ * before it removes dot segments and merges slashes), and compared with
+ * uri, the path nginx chose the location by, byte by byte as it is
+ * decoded: nothing is allocated.  NGX_HTTP_USAGE_PATH_DOTS: a segment is
+ * "." or ".." (whatever the comparison); NGX_HTTP_USAGE_PATH_OTHER: the
+ * decoded path is not uri.  A malformed escape, which nginx lets through
+ * only after a '#', is taken as it is.
+ */
+
+ngx_uint_t
+ngx_http_usage_path_check(ngx_str_t *path, ngx_str_t *uri)
+{
+    u_char      c, *p, *end, *u, *last;
+    ngx_int_t   hi, lo;
+    ngx_uint_t  same, len, dots;
+
+    p = path->data;
+    end = p + path->len;
+    u = uri->data;
+    last = u + uri->len;
+
+    same = 1;
+    len = 0;            /* the current segment's bytes, decoded */
+    dots = 0;           /* how many of them are dots */
+
+    while (p < end) {
+        c = *p++;
+
+        if (c == '%' && end - p >= 2) {
+            hi = ngx_http_usage_hex(p[0]);
+            lo = ngx_http_usage_hex(p[1]);
+
+            if (hi >= 0 && lo >= 0) {
+                c = (u_char) (hi << 4 | lo);
+                p += 2;
+            }
+        }
+
+        if (c == '/') {
+            if (len && len <= 2 && dots == len) {
+                return NGX_HTTP_USAGE_PATH_DOTS;
+            }
+
+            len = 0;
+            dots = 0;
+
+        } else {
+            len++;
+            dots += (c == '.');
+        }
+
+        if (same) {
+            if (u < last && *u == c) {
+                u++;
+
+            } else {
+                same = 0;
+            }
+        }
+    }
+
+    if (len && len <= 2 && dots == len) {
+        return NGX_HTTP_USAGE_PATH_DOTS;
+    }
+
+    return (same && u == last) ? NGX_HTTP_USAGE_PATH_SAME
+                               : NGX_HTTP_USAGE_PATH_OTHER;
+}
+
+
+/*
  * The first value of a query argument, %-decoded as Express's qs does;
  * names are case-sensitive and compared decoded too.  NGX_DECLINED: the
  * argument is absent.

@@ -24,6 +24,11 @@
 
 #define NGX_HTTP_USAGE_UTF8_INVALID  0xffffffff
 
+/* ngx_http_usage_path_check() results */
+#define NGX_HTTP_USAGE_PATH_SAME     0
+#define NGX_HTTP_USAGE_PATH_OTHER    1
+#define NGX_HTTP_USAGE_PATH_DOTS     2
+
 
 ngx_int_t ngx_http_usage_random_bytes(void *buf, size_t len);
 void ngx_http_usage_random_init(void);
@@ -77,6 +82,7 @@ ngx_uint_t ngx_http_usage_check_name(ngx_str_t *s, size_t max_chars);
 
 ngx_int_t ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
     ngx_str_t *dst);
+ngx_uint_t ngx_http_usage_path_check(ngx_str_t *path, ngx_str_t *uri);
 ngx_int_t ngx_http_usage_arg(ngx_pool_t *pool, ngx_str_t *args,
     const char *name, ngx_str_t *value);
 ngx_int_t ngx_http_usage_parse_decimal(ngx_str_t *s, ngx_uint_t max,
