@@ -1282,7 +1282,7 @@ ngx_http_usage_store_wide(ngx_http_request_t *r, ngx_uint_t stats)
 {
     ngx_str_t  scope;
 
-    switch (ngx_http_usage_scope(r, &scope)) {
+    switch (ngx_http_usage_scope_store(r, &scope)) {
 
     case NGX_DECLINED:
         return stats ? ngx_http_usage_stats(r) : ngx_http_usage_info(r);

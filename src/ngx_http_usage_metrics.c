@@ -131,7 +131,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
     }
 
     /* the whole store's figures: not for a key scoped to one entity */
-    switch (ngx_http_usage_scope(r, &scope)) {
+    switch (ngx_http_usage_scope_store(r, &scope)) {
     case NGX_DECLINED:
         break;
     case NGX_OK:

@@ -10,6 +10,7 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_util.h"
 
 
@@ -162,6 +163,20 @@ static ngx_command_t  ngx_http_usage_commands[] = {
       offsetof(ngx_http_usage_loc_conf_t, entity_scope),
       NULL },
 
+    { ngx_string("usage_api_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_usage_api_keys,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_api_key_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_usage_loc_conf_t, api_key_header),
+      &ngx_http_usage_token_post },
+
       ngx_null_command
 };
 
@@ -237,7 +252,7 @@ ngx_http_usage_add_variables(ngx_conf_t *cf)
 
     var->get_handler = ngx_http_usage_trace_id_variable;
 
-    return NGX_OK;
+    return ngx_http_usage_keys_add_variables(cf);
 }
 
 
@@ -295,6 +310,11 @@ ngx_http_usage_init(ngx_conf_t *cf)
         }
 
         *h = ngx_http_usage_trace_handler;
+    }
+
+    /* usage_api_keys: the access phase, where used */
+    if (ngx_http_usage_keys_init(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_usage_filter_init(cf);
@@ -440,6 +460,7 @@ ngx_http_usage_create_loc_conf(ngx_conf_t *cf)
     conf->drain = NGX_CONF_UNSET_PTR;
     conf->retry_after = NGX_CONF_UNSET;
     conf->entity_scope = NGX_CONF_UNSET_PTR;
+    conf->api_keys = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -496,6 +517,11 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->drain, prev->drain, NULL);
     ngx_conf_merge_ptr_value(conf->entity_scope, prev->entity_scope, NULL);
+
+    if (ngx_http_usage_keys_merge(cf, conf, prev) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 1);
 
     /* the header's value, written once rather than on every 429 */

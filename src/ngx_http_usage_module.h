@@ -33,6 +33,11 @@
 #define NGX_HTTP_USAGE_BODY_CEILING     (1024 * 1024)
 
 
+/* usage_api_keys (ngx_http_usage_keys.h) */
+typedef struct ngx_http_usage_key_s   ngx_http_usage_key_t;
+typedef struct ngx_http_usage_keys_s  ngx_http_usage_keys_t;
+
+
 typedef struct {
     ngx_shm_zone_t              *zone;
     ngx_str_t                    file;             /* where it is named */
@@ -53,6 +58,7 @@ typedef struct {
     ngx_array_t                  zone_refs;        /* zone_ref_t */
     ngx_array_t                  zones;            /* zone_ref_t, declared */
     ngx_array_t                  drains;           /* drain_t * */
+    ngx_array_t                 *api_keys;         /* keys_t *, or NULL */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
 } ngx_http_usage_main_conf_t;
@@ -97,6 +103,11 @@ typedef struct {
     /* usage_entity_scope: the only entity a request may see, or NULL */
     ngx_http_complex_value_t    *entity_scope;
 
+    /* usage_api_keys: NULL when not in effect here */
+    ngx_http_usage_keys_t       *api_keys;
+    ngx_str_t                    api_key_header;
+    ngx_str_t                    api_key_challenge; /* WWW-Authenticate */
+
     /* the headers every answer of the API carries, ready to be copied
      * into a response at once; the first is the trace id's (shared with
      * the parent location's when nothing they depend on differs) */
@@ -117,6 +128,11 @@ typedef struct {
     unsigned                     untracked:1;
 
     ngx_str_t                    swap;
+
+    /* the request's API key, looked up in api_keys_seen (a location
+     * with another file looks again) */
+    ngx_http_usage_keys_t       *api_keys_seen;
+    ngx_http_usage_key_t        *api_key;
 } ngx_http_usage_ctx_t;
 
 
@@ -205,6 +221,8 @@ void ngx_http_usage_metrics_count(ngx_http_usage_zone_t *zone,
 #define NGX_HTTP_USAGE_SCOPE_STORE      2
 
 ngx_int_t ngx_http_usage_scope(ngx_http_request_t *r, ngx_str_t *scope);
+ngx_int_t ngx_http_usage_scope_store(ngx_http_request_t *r,
+    ngx_str_t *scope);
 ngx_int_t ngx_http_usage_scope_forbidden(ngx_http_request_t *r,
     ngx_str_t *scope, ngx_uint_t what);
 

@@ -1,9 +1,10 @@
 
 /*
  * usage_entity_scope: a request whose scope evaluates to an entity id
- * (typically from a map of API keys) may only read and record that
- * entity's usage.  The API's handlers ask here, with the ids as they
- * decoded and trimmed them.
+ * may only read and record that entity's usage.  The API's handlers ask
+ * here, with the ids as they decoded and trimmed them.  Where
+ * usage_api_keys is in effect, the request's key decides instead: its
+ * entity ("*": any) and its role (admin: store-wide data too).
  */
 
 
@@ -12,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_util.h"
 
 
@@ -27,6 +29,10 @@ ngx_http_usage_scope(ngx_http_request_t *r, ngx_str_t *scope)
     ngx_http_usage_loc_conf_t  *ulcf;
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->api_keys) {
+        return ngx_http_usage_keys_scope(r, scope, 0);
+    }
 
     if (ulcf->entity_scope == NULL) {
         return NGX_DECLINED;
@@ -46,14 +52,55 @@ ngx_http_usage_scope(ngx_http_request_t *r, ngx_str_t *scope)
 }
 
 
+/*
+ * The same for store-wide data (/v1/usage/stats, /info, usage_metrics):
+ * NGX_DECLINED allows it.  A key needs role admin; without keys, no
+ * scope is needed.
+ */
+
+ngx_int_t
+ngx_http_usage_scope_store(ngx_http_request_t *r, ngx_str_t *scope)
+{
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->api_keys) {
+        return ngx_http_usage_keys_scope(r, scope, 1);
+    }
+
+    return ngx_http_usage_scope(r, scope);
+}
+
+
 /* 403 FORBIDDEN, with the entity the key is for */
 
 ngx_int_t
 ngx_http_usage_scope_forbidden(ngx_http_request_t *r, ngx_str_t *scope,
     ngx_uint_t what)
 {
-    u_char     *p;
-    ngx_str_t   msg;
+    u_char                     *p;
+    ngx_str_t                   msg;
+    ngx_http_usage_key_t       *key;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (ulcf->api_keys) {
+        key = ngx_http_usage_keys_request(r);
+
+        if (key == NULL) {
+            ngx_str_set(&msg, "This request has no API key: it may not "
+                        "read or record usage");
+            goto send;
+        }
+
+        if (key->any) {     /* only store-wide data is refused to it */
+            ngx_str_set(&msg, "This API key may read any entity, not "
+                        "store-wide statistics (role admin only)");
+            goto send;
+        }
+    }
 
     p = ngx_pnalloc(r->pool, scope->len + 128);
     if (p == NULL) {
@@ -80,6 +127,8 @@ ngx_http_usage_scope_forbidden(ngx_http_request_t *r, ngx_str_t *scope,
     }
 
     msg.len = p - msg.data;
+
+send:
 
     return ngx_http_usage_send_error(r, NGX_HTTP_FORBIDDEN, "FORBIDDEN", &msg);
 }
