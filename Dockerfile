@@ -4,7 +4,7 @@
 #   docker build -t usage-api .
 #   docker build --build-arg RUN_TESTS=1 -t usage-api .   # + the test suite
 #   docker run -p 8080:8080 -v usage-state:/var/lib/nginx-usage \
-#       -v "$PWD/api-keys.map:/etc/nginx-usage/api-keys.map:ro" usage-api
+#       -v "$PWD/api-keys:/etc/nginx-usage/api-keys:ro" usage-api
 #
 # The module is built by the README's and CI's own script, scripts/build.sh,
 # against the nginx-dev of the same Debian release the runtime stage
@@ -65,7 +65,7 @@ RUN set -eu; \
 COPY --from=build /src/build/nginx/ngx_http_usage_module.so \
      /usr/lib/nginx/modules/ngx_http_usage_module.so
 COPY conf/nginx.prod.conf /etc/nginx-usage/nginx.conf
-COPY conf/api-keys.map /etc/nginx-usage/api-keys.map
+COPY conf/api-keys /etc/nginx-usage/api-keys
 
 USER 10001:10001
 

@@ -3,7 +3,7 @@
 # The image's runtime stage, as far as a machine without a Docker engine can
 # run it: the Dockerfile's own CMD, HEALTHCHECK, STOPSIGNAL and build-time
 # "nginx -t", with the image's files (conf/nginx.prod.conf and the shipped
-# conf/api-keys.map) under a test root instead of /etc, /run, /var (the
+# conf/api-keys) under a test root instead of /etc, /run, /var (the
 # substitutions of t/lib/Test/UsageProd.pm) and the test's port for 8080,
 # run as a non-root user ("nobody" stands for the image's uid 10001 when
 # the test runs as root; otherwise as the test's own user).
@@ -69,8 +69,8 @@ diag('running as ' . ($as_user // getpwuid($>) . ' (not root: no user switch)'))
 # the image's files, under the test root
 my $conf = prod_conf(root => $root, port => $port, module => $t->module);
 $t->write_file("$root/etc/nginx.conf", $conf);
-$t->write_file("$root/etc/api-keys.map",
-	$t->read_file("$repo/conf/api-keys.map"));
+$t->write_file("$root/etc/api-keys",
+	$t->read_file("$repo/conf/api-keys"));
 for my $f ("$dir/stdout.log", "$dir/stderr.log") {
 	$t->write_file($f, '');
 	chown $uid, -1, $f;    # nginx reopens /dev/stdout as the user (run_as)
@@ -182,15 +182,17 @@ $r = $t->get('/v1/usage/stats', headers => ['X-Api-Key' => 'anything']);
 is($r->status, 401, 'the image\'s empty key file: 401');
 is($r->err->{code}, 'UNAUTHORIZED', 'JSON error');
 
-# keys mounted over api-keys.map, then a reload (README, "Deploying")
-$t->write_file("$root/etc/api-keys.map", qq{"k-docker-1" docker-client;\n});
+# keys mounted over api-keys, then a reload (README, "Deploying")
+my $key = 'k-docker-1-5a8d1f03c7e9b4a2';
+$t->write_file("$root/etc/api-keys",
+	"$key  docker-client  docker-client  client\n");
 kill 'HUP', $master;
 ok(wait_until(sub {
-	$t->get('/v1/usage/docker-client', headers => ['X-Api-Key' => 'k-docker-1'])
+	$t->get('/v1/usage/docker-client', headers => ['X-Api-Key' => $key])
 		->status == 200;
 }, 10), 'keys mounted and reloaded: accepted');
 $r = $t->post_json('/v1/events', { entityId => 'docker-client', eventType => 'run',
-	id => 'd-1' }, headers => ['X-Api-Key' => 'k-docker-1',
+	id => 'd-1' }, headers => ['X-Api-Key' => $key,
 	'X-Trace-Id' => 'docker-1']);
 is($r->status, 201, 'a POST is stored') or diag $r->describe;
 
@@ -207,7 +209,7 @@ unlike($t->read_file("$dir/stderr.log"), qr/^\{/m, 'no access log on stderr');
 ###############################################################################
 # stopping for a rolling deploy (README, "Reloads and rolling deploys")
 
-my %KEY = (headers => ['X-Api-Key' => 'k-docker-1']);
+my %KEY = (headers => ['X-Api-Key' => $key]);
 my $drain = "$root/run/drain";    # /run/nginx-usage/drain in the image
 
 # does the server close the connection after a response?
@@ -248,7 +250,7 @@ is($r->status, 201, 'draining: a POST is stored');
 my $body = '{"entityId":"docker-client","eventType":"run","id":"d-3"}';
 my $inflight = $t->connect();
 $inflight->send_raw("POST /v1/events HTTP/1.1\r\nHost: localhost\r\n"
-	. "X-Api-Key: k-docker-1\r\nContent-Type: application/json\r\n"
+	. "X-Api-Key: $key\r\nContent-Type: application/json\r\n"
 	. 'Content-Length: ' . length($body) . "\r\n\r\n");
 sleep 0.3;
 kill $stopsignal, $master;

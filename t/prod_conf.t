@@ -3,14 +3,17 @@
 # conf/nginx.prod.conf, the image's configuration, with only its port,
 # module path and directories replaced (t/lib/Test/UsageProd.pm): nginx -t
 # passes; usage_drain_file, usage_retry_after, usage_metrics (with
-# usage_track off) and usage_entity_scope $api_entity are on, where the
-# README says; the API needs a known X-Api-Key (401 JSON with
-# WWW-Authenticate otherwise, also for an unknown key; a CORS preflight
-# needs none); /health and /ready need no key and are not tracked; a key
-# reads and records only its client's entity (403 FORBIDDEN JSON for
-# another one's summary, history, list filter and POST, nothing stored;
-# the list without a filter is its own; stats and /info refused), an admin
-# key reads every entity; a burst of one client gets 429 RATE_LIMITED JSON
+# usage_track off) and usage_api_keys (the key file, no map of keys) are
+# on, where the README says; the API needs a known X-Api-Key, compared byte
+# for byte (401 JSON with WWW-Authenticate otherwise, also for an unknown
+# key, a longer one or one in another case; a CORS preflight needs none);
+# /health and /ready need no key and are not tracked; a key reads and
+# records only its entity (403 FORBIDDEN JSON for another one's summary,
+# history, list filter and POST, nothing stored; the list without a filter
+# is its own; stats and /info refused, also to a client named "Admin" with
+# role client), a role-admin key for "*" reads every entity and the
+# stats; a burst of one client (limit_req on $usage_api_client) gets 429
+# RATE_LIMITED JSON
 # with Retry-After while another client is still served; bodies over 16k
 # are 413 JSON; JSON is gzipped; /metrics answers loopback with an
 # exposition promtool accepts, holding every metric the README's alarms
@@ -40,19 +43,21 @@ my $t = Test::Usage->new();
 my $root = $t->dir;
 
 my %KEY = (
-	client => 'k-client-7f3a9c',    # client-1: entity "client-1"
-	client2 => 'k-client2-9d41e7',  # client-2: entity "client-2"
-	burst => 'k-burst-52be01',      # burster
-	admin => 'k-admin-c0ffee',      # admin: every entity
+	client => 'k-client-7f3a9c0e6b8d2a41',    # client-1, role client
+	client2 => 'k-client2-9d41e7b6d07c51a9',  # client-2, role client
+	burst => 'k-burst-52be01e5d9f2c4a8',      # burster, role client
+	admin => 'k-admin-c0ffee3c6b0a17e5',      # ops: "*", role admin
+	Admin => 'k-Admin-5a8d1f03c7e9b4a2',      # Admin: its entity, client
 );
 
 my $conf = prod_conf(root => $root, port => $t->port, module => $t->module,
 	workers => 2);
-$t->write_file("$root/etc/api-keys.map", join '',
-	"\"$KEY{client}\" client-1;\n",
-	"\"$KEY{client2}\" client-2;\n",
-	"\"$KEY{burst}\"  burster;\n",
-	"\"$KEY{admin}\"  admin;\n");
+$t->write_file("$root/etc/api-keys", join '',
+	"$KEY{client}  client-1  client-1  client\n",
+	"$KEY{client2}  client-2  client-2  client\n",
+	"$KEY{burst}  burster  burster  client\n",
+	"$KEY{admin}  ops  *  admin\n",
+	"$KEY{Admin}  Admin  Admin  client\n");
 
 ###############################################################################
 # static: what the shipped file promises
@@ -86,10 +91,14 @@ like($metrics_loc // '', qr/^\s*usage_track off;$/m, 'scrapes are not tracked');
 like($metrics_loc // '', qr/^\s*allow 127\.0\.0\.1;.*^\s*deny all;$/ms,
 	'/metrics: loopback and the VPC ranges, nobody else');
 my ($api_loc) = $shipped =~ /^        location \/ \{\n(.*?)^        \}/ms;
-like($api_loc // '', qr/^\s*usage_entity_scope \$api_entity;$/m,
-	'usage_entity_scope $api_entity in the API location');
-like($shipped, qr/^\s*map \$api_client \$api_entity \{\s*default \$api_client;\s*admin\s+"";/m,
-	'$api_entity: the client\'s own name, "" for admin');
+like($api_loc // '', qr{^\s*usage_api_keys /etc/nginx-usage/api-keys;$}m,
+	'usage_api_keys /etc/nginx-usage/api-keys in the API location');
+unlike($shipped, qr/^\s*map\s+\$http_x_api_key\b/m,
+	'no map of keys (map compares ignoring case)');
+unlike($shipped, qr/^\s*usage_entity_scope\b|\$api_entity\b/m,
+	'no entity scope derived from a client\'s name');
+like($shipped, qr/^\s*limit_req_zone \$usage_api_client zone=per_client:/m,
+	'the rate limit counts per $usage_api_client');
 
 ###############################################################################
 # nginx -t
@@ -142,6 +151,13 @@ is_json_error($t->get('/v1/usage/stats', headers => ['X-Api-Key' => '']),
 	401, 'UNAUTHORIZED', 'empty key');
 is($t->get('/', headers => ['X-Api-Key' => "$KEY{client}x"])->status, 401,
 	'a longer key is another key');
+is($t->get('/', headers => ['X-Api-Key' => substr($KEY{client}, 0, -1)])
+	->status, 401, 'a shorter key is another key');
+is_json_error($t->get('/v1/usage/client-1',
+	headers => ['X-Api-Key' => uc $KEY{client}]), 401, 'UNAUTHORIZED',
+	'an upper-cased key');
+is($t->get('/v1/usage/stats', headers => ['X-Api-Key' => lc $KEY{Admin}])
+	->status, 401, 'a lower-cased key');
 $r = $t->options('/v1/events', headers => ['Origin' => 'https://app.example',
 	'Access-Control-Request-Method' => 'POST',
 	'Access-Control-Request-Headers' => 'x-api-key,content-type']);
@@ -227,6 +243,18 @@ is($r->data->{totalEvents}, 2, 'admin: client-2 counted, nothing sneaked in');
 is(as('admin', 'GET', '/v1/events?entityId=client-2')->data->{pagination}{total},
 	2, 'admin: client-2\'s list');
 is(as('admin', 'GET', '/v1/usage/stats')->status, 200, 'admin: stats');
+is(as('admin', 'GET', '/info')->status, 200, 'admin: /info');
+
+# a client named "Admin" is a client: the role is the key file's column
+$r = as('Admin', 'GET', '/v1/usage/stats');
+is_json_error($r, 403, 'FORBIDDEN', 'client "Admin", role client: stats');
+is($r->err->{message}, 'This API key may only read entity "Admin", not '
+	. 'store-wide statistics', 'client "Admin": the message');
+is(as('Admin', 'GET', '/info')->status, 403, 'client "Admin": /info');
+is(as('Admin', 'GET', '/v1/usage/client-1')->status, 403,
+	'client "Admin": another entity');
+is(as('Admin', 'GET', '/v1/usage/Admin')->status, 200,
+	'client "Admin": its own entity');
 
 # /health and /ready are not tracked: the summary requests are.  A request
 # is recorded in its log phase, after its answer: the k-th read counts the
