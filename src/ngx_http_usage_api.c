@@ -54,6 +54,8 @@ static ngx_int_t ngx_http_usage_too_large(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_entity_limited(ngx_http_request_t *r,
+    ngx_http_usage_zone_t *zone, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
     const char *name, ngx_uint_t max, ngx_uint_t *value);
 static ngx_int_t ngx_http_usage_summary(ngx_http_request_t *r,
@@ -638,6 +640,12 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
 
     rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
 
+    if (rc == NGX_HTTP_USAGE_LIMIT_TYPES || rc == NGX_HTTP_USAGE_LIMIT_SHARE) {
+        ngx_http_finalize_request(r,
+                                  ngx_http_usage_entity_limited(r, zone, rc));
+        return;
+    }
+
     if (rc == NGX_DECLINED) {
         ngx_str_set(&error, "The usage store cannot hold this event");
         ngx_http_finalize_request(r,
@@ -680,6 +688,44 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
                    ngx_http_usage_send(r, (rc == NGX_HTTP_USAGE_DUPLICATE)
                                           ? NGX_HTTP_OK : NGX_HTTP_CREATED,
                                        &out));
+}
+
+
+/*
+ * 429, as for an exhausted quota: the entity reached one of its bounds.
+ * Only this entity is refused; a bucket that leaves the window, or a type
+ * whose events all did, makes room again.
+ */
+
+static ngx_int_t
+ngx_http_usage_entity_limited(ngx_http_request_t *r,
+    ngx_http_usage_zone_t *zone, ngx_int_t rc)
+{
+    u_char     *p;
+    ngx_str_t   msg;
+
+    p = ngx_pnalloc(r->pool, 160);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+
+    if (rc == NGX_HTTP_USAGE_LIMIT_TYPES) {
+        msg.len = ngx_sprintf(p, "This entity already has %ui event types, "
+                              "the most one entity may have",
+                              zone->entity_types)
+                  - p;
+
+    } else {
+        msg.len = ngx_sprintf(p, "This entity holds its whole share (%ui%%) "
+                              "of the usage store",
+                              zone->entity_share)
+                  - p;
+    }
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                     "ENTITY_LIMIT", &msg);
 }
 
 
@@ -1340,6 +1386,7 @@ ngx_http_usage_stats(ngx_http_request_t *r)
     ngx_http_usage_out_pair(&out, ",\"evictions\":", st.raw_evicted);
     ngx_http_usage_out_pair(&out, ",\"expired\":", st.raw_expired);
     ngx_http_usage_out_pair(&out, ",\"drops\":", st.dropped);
+    ngx_http_usage_out_pair(&out, ",\"entityLimited\":", st.entity_limited);
     ngx_http_usage_out_pair(&out, ",\"buckets\":", st.buckets);
     ngx_http_usage_out_pair(&out, ",\"bucketEvictions\":",
                             st.buckets_evicted);

@@ -392,7 +392,11 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
     }
 #endif
 
-    if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS) {
+    /* nginx's limit_req: a retry soon succeeds (the module's own 429,
+     * ENTITY_LIMIT, would not: it has no Retry-After) */
+    if (r->headers_out.status == NGX_HTTP_TOO_MANY_REQUESTS
+        && !ctx->own_body)
+    {
         if (ngx_http_usage_add_header_lit(r, "Retry-After",
                                           &ulcf->retry_after_value)
             != NGX_OK)

@@ -182,6 +182,11 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
     ngx_http_usage_metric(&out, "usage_events_dropped_total", "counter",
                           "Events the store could not take.",
                           name, st.dropped);
+    ngx_http_usage_metric(&out, "usage_events_entity_limited_total",
+                          "counter",
+                          "Events refused because their entity reached "
+                          "its bounds (entity_types, entity_share).",
+                          name, st.entity_limited);
     ngx_http_usage_metric(&out, "usage_entities", "gauge",
                           "Entities with events in the window.",
                           name, st.entities);

@@ -27,6 +27,9 @@ static char *ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_usage_zone_number(ngx_conf_t *cf, ngx_str_t *value,
+    char *name, ngx_uint_t percent, ngx_int_t min, ngx_int_t max,
+    ngx_uint_t *n);
 static char *ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -578,9 +581,55 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
+ * "name=N" (N from 0 on) or "name=P%" (P from min to max) of usage_zone:
+ * NGX_DECLINED when value is not that parameter.
+ */
+
+static ngx_int_t
+ngx_http_usage_zone_number(ngx_conf_t *cf, ngx_str_t *value, char *name,
+    ngx_uint_t percent, ngx_int_t min, ngx_int_t max, ngx_uint_t *n)
+{
+    size_t     len;
+    ngx_int_t  v;
+
+    len = ngx_strlen(name);
+
+    if (value->len <= len || ngx_strncmp(value->data, name, len) != 0
+        || value->data[len] != '=')
+    {
+        return NGX_DECLINED;
+    }
+
+    len++;
+    v = NGX_ERROR;
+
+    if (!percent) {
+        v = ngx_atoi(value->data + len, value->len - len);
+
+    } else if (value->len > len + 1 && value->data[value->len - 1] == '%') {
+        v = ngx_atoi(value->data + len, value->len - len - 1);
+    }
+
+    if (v == NGX_ERROR || v < min || v > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s \"%V\": %s from %i%s to %i%s is "
+                           "expected", name, value,
+                           percent ? "a share of the zone" : "a number",
+                           min, percent ? "%" : "", max, percent ? "%" : "");
+        return NGX_ERROR;
+    }
+
+    *n = (ngx_uint_t) v;
+
+    return NGX_OK;
+}
+
+
+/*
  * usage_zone zone=name:size [max_events=number] [retention=time]
  *     [minutes=time] [raw=percent%] [max_ids=number] [state=file]
- *     [state_interval=time];
+ *     [state_interval=time] [entity_types=number]
+ *     [entity_share=percent%];
  */
 
 static char *
@@ -588,9 +637,10 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     u_char                 *p;
     ssize_t                 size;
-    ngx_int_t               n;
+    ngx_int_t               n, rc;
     ngx_str_t              *value, name, s, state;
     ngx_uint_t              i, max_events, max_ids, raw, minutes_set;
+    ngx_uint_t              entity_types, entity_share;
     ngx_msec_t              retention, minutes, interval;
     ngx_shm_zone_t              *shm_zone;
     ngx_http_usage_zone_t       *zone;
@@ -604,6 +654,8 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     max_events = 0;
     max_ids = 0;
     raw = 50;
+    entity_types = 100;
+    entity_share = 10;
     retention = 24 * 60 * 60 * 1000;
     minutes = 60 * 60 * 1000;
     minutes_set = 0;
@@ -680,6 +732,22 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             max_ids = n;
+            continue;
+        }
+
+        rc = ngx_http_usage_zone_number(cf, &value[i], "entity_types", 0,
+                                        0, NGX_MAX_INT32_VALUE,
+                                        &entity_types);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_usage_zone_number(cf, &value[i], "entity_share", 1,
+                                            1, 100, &entity_share);
+        }
+
+        if (rc != NGX_DECLINED) {
+            if (rc != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -817,9 +885,20 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 #endif
 
-    /* an id costs a 128-byte slab slot: an eighth of the zone at most */
+    /* an id costs a 128-byte slab slot or more: an eighth of the zone at
+     * most, in number and in bytes */
     zone->max_ids = max_ids ? max_ids
                             : ngx_max((ngx_uint_t) size / 1024, 64);
+    zone->max_id_bytes = size / 8;
+
+    /* one entity's share of the aggregates: what the ring leaves */
+    zone->entity_types = entity_types;
+    zone->entity_share = entity_share;
+    zone->entity_slots = (entity_share == 100) ? 0
+                         : ((size_t) size
+                            - ngx_http_usage_store_ring_size(size, raw))
+                           / 100 * entity_share
+                           / NGX_HTTP_USAGE_AGGREGATE_SLOT;
 
     shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_usage_module);
     if (shm_zone == NULL) {

@@ -892,6 +892,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     st->buckets_expired = sh->buckets_expired;
     st->ids_evicted = sh->ids_evicted;
     st->dropped = sh->dropped;
+    st->entity_limited = sh->entity_limited;
     st->raw_bytes = sh->ring_end - sh->ring;
     /* the bytes between head and tail: back-dated events that already
      * left by their time still occupy theirs until the head passes */

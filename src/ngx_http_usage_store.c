@@ -64,6 +64,9 @@ static ngx_http_usage_entity_t *ngx_http_usage_entity_get_locked(
     ngx_http_usage_zone_t *zone, ngx_str_t *name, uint32_t hash);
 static ngx_http_usage_series_t *ngx_http_usage_series_find(
     ngx_http_usage_entity_t *entity, ngx_http_usage_type_t *type);
+static ngx_int_t ngx_http_usage_entity_room(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, ngx_http_usage_series_t *series,
+    int64_t start, uint32_t span);
 static ngx_http_usage_series_t *ngx_http_usage_series_create_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity,
     ngx_str_t *type_name, uint32_t hash);
@@ -90,6 +93,7 @@ static ngx_http_usage_idx_t *ngx_http_usage_idx_lookup(
     ngx_str_t *id);
 static ngx_int_t ngx_http_usage_idx_cmp(uint64_t hash, ngx_str_t *entity,
     ngx_str_t *id, ngx_http_usage_idx_t *idx);
+static size_t ngx_http_usage_idx_slot(size_t size);
 static void ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
@@ -399,17 +403,6 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
                                       offsetof(ngx_http_usage_type_t, len));
     series = type ? ngx_http_usage_series_find(entity, type) : NULL;
 
-    if (series == NULL) {
-        series = ngx_http_usage_series_create_locked(zone, entity, &rec->type,
-                                                     type_hash);
-        if (series == NULL) {
-            goto failed;
-        }
-    }
-
-    series->raw_refs++;
-    type = series->type;
-
     if (rec->time >= ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
                      - zone->minute_span)
     {
@@ -420,6 +413,30 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     start = ngx_http_usage_floor(rec->time, (int64_t) span);
+
+    rc = ngx_http_usage_entity_room(zone, entity, series, start, span);
+
+    if (rc != NGX_OK) {
+        /* the entity's own bound: refused, nothing else is touched */
+        sh->entity_limited++;
+        entity->raw_count--;
+        (void) ngx_http_usage_entity_release_locked(zone, entity);
+
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        return rc;
+    }
+
+    if (series == NULL) {
+        series = ngx_http_usage_series_create_locked(zone, entity, &rec->type,
+                                                     type_hash);
+        if (series == NULL) {
+            goto failed;
+        }
+    }
+
+    series->raw_refs++;
+    type = series->type;
 
     b = ngx_http_usage_bucket_get_locked(zone, series, start, span);
     if (b == NULL) {
@@ -545,6 +562,45 @@ ngx_http_usage_store_full(ngx_http_usage_zone_t *zone, ngx_log_t *log)
                   "evicted: %uL, events dropped: %uL; totals stay right "
                   "while no aggregate is evicted", &zone->name, raw, buckets,
                   drops);
+}
+
+
+/*
+ * The bounds of one entity, so that one tenant cannot take the aggregate
+ * space all entities share (inventing event types would fill the zone,
+ * and then the least recently updated entities' totals are given up):
+ * at most entity_types event types, and at most its share of the series
+ * and buckets the zone can hold.  A bucket that exists costs nothing.
+ */
+
+static ngx_int_t
+ngx_http_usage_entity_room(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity, ngx_http_usage_series_t *series,
+    int64_t start, uint32_t span)
+{
+    ngx_uint_t  need;
+
+    need = 1;
+
+    if (series == NULL) {
+        if (zone->entity_types && entity->nseries >= zone->entity_types) {
+            return NGX_HTTP_USAGE_LIMIT_TYPES;
+        }
+
+        need = 2;
+    }
+
+    if (zone->entity_slots == 0
+        || entity->nseries + entity->nbuckets + need <= zone->entity_slots)
+    {
+        return NGX_OK;
+    }
+
+    if (series && ngx_http_usage_bucket_lookup(series, start, span)) {
+        return NGX_OK;
+    }
+
+    return NGX_HTTP_USAGE_LIMIT_SHARE;
 }
 
 
@@ -1115,10 +1171,16 @@ ngx_http_usage_bucket_get_locked(ngx_http_usage_zone_t *zone,
 {
     ngx_http_usage_bucket_t  *b;
 
+    b = ngx_http_usage_bucket_lookup(series, start, span);
+    if (b) {
+        return b;
+    }
+
     b = ngx_http_usage_bucket_in_locked(zone, &series->buckets, start, span,
                                         1, series->entity);
 
     if (b) {
+        series->entity->nbuckets++;
         series->entity->min_end = ngx_min(series->entity->min_end,
                                           b->start + b->span);
     }
@@ -1321,6 +1383,7 @@ ngx_http_usage_bucket_free_locked(ngx_http_usage_zone_t *zone,
     ngx_queue_remove(&b->queue);
     ngx_slab_free_locked(zone->shpool, b);
     zone->sh->bucket_count--;
+    series->entity->nbuckets--;
 
     if (ngx_queue_empty(&series->buckets)) {
         /* nothing left to count: exact again, even after lost sums */
@@ -1721,6 +1784,7 @@ ngx_http_usage_series_create_locked(ngx_http_usage_zone_t *zone,
     s->count = 0;
     s->value = 0;
     ngx_queue_insert_tail(&entity->series, &s->queue);
+    entity->nseries++;
 
     return s;
 }
@@ -1762,6 +1826,7 @@ ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
     type = series->type;
 
     ngx_queue_remove(&series->queue);
+    series->entity->nseries--;
     ngx_slab_free_locked(zone->shpool, series);
 
     type->refs--;
@@ -1952,6 +2017,23 @@ ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
 }
 
 
+/* what the slab takes for size bytes: a power of two, or whole pages */
+
+static size_t
+ngx_http_usage_idx_slot(size_t size)
+{
+    size_t  slot;
+
+    if (size > ngx_pagesize / 2) {
+        return ngx_align(size, ngx_pagesize);
+    }
+
+    for (slot = 8; slot < size; slot <<= 1) { /* void */ }
+
+    return slot;
+}
+
+
 /* hash: ngx_http_usage_idx_hash() of entity and id */
 
 ngx_int_t
@@ -1959,6 +2041,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     ngx_str_t *entity, ngx_str_t *id, int64_t time,
     ngx_http_usage_raw_t *raw)
 {
+    size_t                   size, slot;
     ngx_queue_t             *q;
     ngx_http_usage_idx_t    *idx;
     ngx_http_usage_shctx_t  *sh;
@@ -1969,7 +2052,16 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
         return NGX_OK;
     }
 
-    while (sh->id_count >= zone->max_ids && !ngx_queue_empty(&sh->ids_order))
+    size = offsetof(ngx_http_usage_idx_t, data) + entity->len + id->len;
+    slot = ngx_http_usage_idx_slot(size);
+
+    /*
+     * Bounded in number and in bytes: long ids make large entries, and the
+     * oldest ids go first, never other entities' totals.
+     */
+    while ((sh->id_count >= zone->max_ids
+            || sh->id_bytes + slot > zone->max_id_bytes)
+           && !ngx_queue_empty(&sh->ids_order))
     {
         q = ngx_queue_head(&sh->ids_order);
         ngx_http_usage_idx_free_locked(zone,
@@ -1985,9 +2077,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
 
     /* room from aggregates only: evicting raw events could take "raw" */
     for ( ;; ) {
-        idx = ngx_slab_alloc_locked(zone->shpool,
-                                    offsetof(ngx_http_usage_idx_t, data)
-                                    + entity->len + id->len);
+        idx = ngx_slab_alloc_locked(zone->shpool, size);
         if (idx) {
             break;
         }
@@ -2015,6 +2105,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     ngx_rbtree_insert(&sh->ids, &idx->node);
     ngx_queue_insert_tail(&sh->ids_order, &idx->queue);
     sh->id_count++;
+    sh->id_bytes += slot;
 
     return NGX_OK;
 }
@@ -2027,6 +2118,10 @@ ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     if (idx->raw) {
         *ngx_http_usage_raw_idx(idx->raw) = NULL;
     }
+
+    zone->sh->id_bytes -= ngx_http_usage_idx_slot(
+                              offsetof(ngx_http_usage_idx_t, data)
+                              + idx->entity_len + idx->id_len);
 
     ngx_rbtree_delete(&zone->sh->ids, &idx->node);
     ngx_queue_remove(&idx->queue);

@@ -72,6 +72,13 @@
 
 /* insert results beyond NGX_OK */
 #define NGX_HTTP_USAGE_DUPLICATE         1
+#define NGX_HTTP_USAGE_LIMIT_TYPES       2   /* the entity has entity_types
+                                                types already */
+#define NGX_HTTP_USAGE_LIMIT_SHARE       3   /* the entity holds its share
+                                                of the aggregates */
+
+/* what one series or bucket takes of the zone: a 64-byte slab slot */
+#define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
 
 
 typedef struct ngx_http_usage_entity_s  ngx_http_usage_entity_t;
@@ -167,6 +174,8 @@ struct ngx_http_usage_entity_s {
                                                   the window passes it, one
                                                   has to leave */
     ngx_uint_t                   mark;         /* scratch: state file index */
+    uint32_t                     nseries;      /* its event types */
+    uint32_t                     nbuckets;     /* of all its series */
     u_short                      len;
     u_char                       data[1];
 };
@@ -310,6 +319,7 @@ typedef struct {
     ngx_uint_t                   type_count;
     ngx_uint_t                   bucket_count;
     ngx_uint_t                   id_count;
+    size_t                       id_bytes;     /* slab slots of the ids */
 
     uint64_t                     total;        /* events in the window */
     int64_t                      minute_start[NGX_HTTP_USAGE_MINUTE_SLOTS];
@@ -328,6 +338,8 @@ typedef struct {
     uint64_t                     buckets_expired;
     uint64_t                     ids_evicted;
     ngx_atomic_t                 dropped;      /* also counted unlocked */
+    uint64_t                     entity_limited; /* refused by an entity's
+                                                    bounds (not saved) */
 
     /* the state file: what changed since it was saved, and who saves */
     uint64_t                     changes;
@@ -357,6 +369,11 @@ typedef struct {
     /* per cycle: a reload may change these on a live zone */
     ngx_uint_t                   max_events;   /* 0: as many as fit */
     ngx_uint_t                   max_ids;
+    size_t                       max_id_bytes; /* what the ids may take */
+    ngx_uint_t                   entity_types; /* per entity; 0: no bound */
+    ngx_uint_t                   entity_slots; /* series and buckets per
+                                                  entity; 0: no bound */
+    ngx_uint_t                   entity_share; /* percent, for messages */
     int64_t                      retention;    /* ms */
     int64_t                      minute_span;  /* ms */
 
@@ -451,6 +468,7 @@ typedef struct {
     uint64_t                     buckets_expired;
     uint64_t                     ids_evicted;
     uint64_t                     dropped;
+    uint64_t                     entity_limited;
     size_t                       raw_bytes;
     size_t                       raw_bytes_used;
     size_t                       bytes_used;
