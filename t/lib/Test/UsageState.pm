@@ -114,7 +114,7 @@ sub to_v1 {
 	my $s = parse($bytes);
 	my $ids = pack('V', scalar @{ $s->{ids} });
 	for my $i (@{ $s->{ids} }) {
-		$ids .= pack('Q< q< V', 0x0123456789abcdef, $i->{time}, $i->{raw});
+		$ids .= pack('Q< q< V', 81985529216486895, $i->{time}, $i->{raw});
 	}
 	substr($bytes, $s->{ids_at}) = $ids;
 	substr($bytes, 8, 4) = pack('V', 1);
