@@ -345,6 +345,19 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
         r->keepalive = 0;
     }
 
+    if (ulcf->api_zone == NULL && ulcf->metrics_zone) {
+        /* a scrape's answers carry the trace id, not the API's other
+         * headers (CORS has nothing to do here) */
+        if (ngx_http_usage_trace_id(r, &trace) == NGX_OK
+            && ngx_http_usage_add_header(r, &ulcf->trace_header_lc, &trace)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
     if (ulcf->api_zone == NULL) {
         /*
          * An error of an API server that nginx answers before the request

@@ -302,12 +302,13 @@ ngx_http_usage_init(ngx_conf_t *cf)
     }
 
     /*
-     * The trace id is settled before the access phases run, so that
-     * every error-log line of a request in the module's locations
-     * (limit_req's, deny's, the module's own) can carry it.
+     * Every error-log line of a request in the module's locations
+     * (limit_req's, deny's, the module's own, the 413 nginx answers as it
+     * chooses the location) carries the trace id: the request's log
+     * context is wrapped from the first phase on.
      */
     if (umcf->zone_refs.nelts) {
-        h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
         if (h == NULL) {
             return NGX_ERROR;
         }

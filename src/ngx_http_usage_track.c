@@ -3,8 +3,9 @@
  * Trace ids, the $usage_trace_id variable, and self-tracking in the log
  * phase: one event per request, recorded after the response was sent, so
  * it never delays one; when the store cannot take it, it is dropped and
- * counted, never an error.  Once a request has its trace id, every line
- * that nginx logs for it ends with ", trace id: ...".
+ * counted, never an error.  Every line that nginx logs for a request in
+ * the module's locations ends with ", trace id: ...", as does every line
+ * of a request that already has its id.
  */
 
 
@@ -149,24 +150,18 @@ ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
 
 
 /*
- * Rewrite phase, in the module's locations: the trace id is taken before
- * the access phases, so that their lines (limit_req's "limiting
- * requests", deny's "access forbidden") already carry it.
+ * Post-read phase: the request's error-log lines go through the wrapper
+ * before nginx chooses a location, since nginx logs and refuses a body
+ * announced too large (413) as it chooses it, before any later phase.
+ * Whether a line carries the trace id is decided as it is logged, by the
+ * location the request is in then: nothing is done for a request that
+ * logs nothing.
  */
 
 ngx_int_t
 ngx_http_usage_trace_handler(ngx_http_request_t *r)
 {
-    ngx_str_t                   id;
-    ngx_http_usage_loc_conf_t  *ulcf;
-
-    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
-
-    if (r == r->main
-        && (ulcf->api_zone || ulcf->track_zone || ulcf->metrics_zone))
-    {
-        (void) ngx_http_usage_trace_id(r, &id);
-    }
+    ngx_http_usage_log_context(r);
 
     return NGX_DECLINED;
 }
@@ -203,13 +198,17 @@ ngx_http_usage_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
     u_char *buf, size_t len)
 {
     u_char                      *p;
+    ngx_str_t                    id;
     ngx_http_variable_value_t   *v;
+    ngx_http_usage_loc_conf_t   *ulcf;
     ngx_http_usage_main_conf_t  *umcf;
+
+    /* a line logged while the id is made (a debug line of the pool) */
+    static ngx_uint_t  making;
 
     p = ngx_http_usage_next_log_handler(r, sr, buf, len);
     len -= p - buf;
 
-    /* the cached value only: a log line never makes an id */
     umcf = ngx_http_get_module_main_conf(r, ngx_http_usage_module);
 
     if (r->variables == NULL || umcf == NULL
@@ -219,6 +218,23 @@ ngx_http_usage_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
     }
 
     v = &r->variables[umcf->trace_var_index];
+
+    if (!v->valid && !v->not_found && !making) {
+
+        /*
+         * In a module's location the line makes the id, as the variable
+         * does (from the trace header, or a new one): the value is kept
+         * in r->variables, so the answer's x-trace-id and error body carry
+         * the same.  r is the main request, whose id it is.
+         */
+        ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+        if (ulcf->api_zone || ulcf->track_zone || ulcf->metrics_zone) {
+            making = 1;
+            (void) ngx_http_usage_trace_id(r, &id);
+            making = 0;
+        }
+    }
 
     if (v->valid && !v->not_found && v->len) {
         p = ngx_snprintf(p, len, ", trace id: %*s", (size_t) v->len, v->data);

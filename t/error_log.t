@@ -3,8 +3,10 @@
 # Error-log context: every error-log line of a request in the module's
 # locations (API, tracked, metrics) ends with ", trace id: <id>", nginx's
 # own lines too: limit_req's "limiting requests", deny's "access forbidden",
-# the static module's "open() failed" in a tracked location; a generated id
-# is the one echoed in x-trace-id.  The module's own lines name the zone:
+# the static module's "open() failed" in a tracked location, and the "too
+# large body" of a 413 that nginx answers as it chooses the location, before
+# any of the module's handlers; a generated id is the one echoed in
+# x-trace-id and the error body.  The module's own lines name the zone:
 # the full-zone [warn] carries "usage zone "NAME"" and the trace id of the
 # request that found the zone full.  A location without the module has no
 # trace id in its lines.
@@ -40,6 +42,10 @@ http {
             alias %%TESTDIR%%/;
         }
         location /plain/ { alias %%TESTDIR%%/; }
+        location /limited/ {
+            usage_api small;
+            client_max_body_size 100;
+        }
     }
 }
 EOF
@@ -53,7 +59,7 @@ sub line_like {
 	my ($re, $name) = @_;
 	my @l = wait_until { [log_lines($re)]->[0] ? [log_lines($re)] : undef } 3;
 	ok(@l && $l[0], $name) or diag $t->read_file('error.log');
-	return @l ? @{ $l[0] } : ();
+	return $l[0] ? @{ $l[0] } : ();
 }
 
 ###############################################################################
@@ -83,6 +89,22 @@ is($t->get('/static/missing', headers => ['X-Trace-Id' => 'st-1'])->status,
 	404, 'tracked location: 404');
 line_like(qr/open\(\) ".*missing" failed.*, trace id: st-1$/,
 	'tracked location: the static module\'s line carries the trace id');
+
+# a 413 announced by Content-Length: refused in nginx's find-config phase
+for my $sent ('big-1', undef) {
+	my $name = defined $sent ? '413, id sent' : '413, id generated';
+	my $r = $t->request('POST', '/limited/v1/events', body => 'x' x 2000,
+		headers => ['Content-Type' => 'application/json',
+			defined $sent ? ('X-Trace-Id' => $sent) : ()]);
+	is($r->status, 413, "$name: status");
+	my $id = $r->trace_id // 'none';
+	like($id, defined $sent ? qr/^\Q$sent\E\z/ : $UUID4_RE,
+		"$name: x-trace-id");
+	is($r->err->{traceId}, $id, "$name: the body's traceId is x-trace-id");
+	my ($big) = line_like(qr/client intended to send too large body: 2000 bytes.*, trace id: \Q$id\E$/,
+		"$name: the log line carries the same id");
+	unlike($big // '', qr/trace id: .*trace id: /, "$name: once");
+}
 
 is($t->get('/plain/gone', headers => ['X-Trace-Id' => 'pl-1'])->status, 404,
 	'a location without the module: 404');

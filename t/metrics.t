@@ -3,7 +3,8 @@
 # usage_metrics: the Prometheus text exposition (0.0.4) of a zone.
 #   - GET and HEAD: 200, text/plain; version=0.0.4; charset=utf-8; every
 #     metric has # HELP and # TYPE; promtool check metrics accepts it;
-#     other methods: the JSON 405 envelope with Allow: GET, HEAD;
+#     other methods: the JSON 405 envelope with Allow: GET, HEAD; every
+#     answer carries x-trace-id, the 405's equal to its body's traceId;
 #   - the store's figures equal /v1/usage/stats' store object;
 #   - tracked traffic: after N tracked requests, usage_http_requests_total
 #     (by method, status class) and the duration histogram's count grow by
@@ -21,7 +22,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(api_conf wait_until);
+use Test::Usage qw(api_conf wait_until $UUID4_RE);
 use Time::HiRes qw(sleep);
 
 my $t = Test::Usage->new();
@@ -141,6 +142,10 @@ is($h->status, 200, 'HEAD /metrics 200');
 is($h->body, '', 'HEAD: no body');
 is($h->header('Content-Type'), 'text/plain; version=0.0.4; charset=utf-8',
 	'HEAD: content type');
+like($r->trace_id // '', $UUID4_RE, 'GET /metrics: x-trace-id');
+like($h->trace_id // '', $UUID4_RE, 'HEAD /metrics: x-trace-id');
+is($t->get('/metrics', headers => ['X-Trace-Id' => 'm-get'])->trace_id,
+	'm-get', 'GET /metrics: the x-trace-id sent');
 
 for my $method (qw(POST DELETE OPTIONS)) {
 	my $e = $t->request($method, '/metrics', headers => ['X-Trace-Id' => "m-$method"]);
@@ -152,7 +157,15 @@ for my $method (qw(POST DELETE OPTIONS)) {
 	like($e->err->{message} // '', qr{^Method $method is not allowed on /metrics},
 		"$method: message");
 	is($e->err->{traceId}, "m-$method", "$method: traceId");
+	is($e->trace_id, "m-$method", "$method: x-trace-id");
 }
+
+my $e = $t->request('POST', '/metrics', body => '{}',
+	headers => ['Content-Type' => 'application/json']);
+is($e->status, 405, 'POST /metrics without a trace id: 405');
+like($e->trace_id // '', $UUID4_RE, 'a generated x-trace-id');
+is($e->err->{traceId}, $e->trace_id, 'the body\'s traceId is the header\'s');
+is(scalar($e->headers('x-trace-id')), 1, 'one x-trace-id header');
 
 ###############################################################################
 # the store's figures are /v1/usage/stats' (read through an untracked
