@@ -39,7 +39,8 @@ use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
 
 our @EXPORT_OK = qw(json_encode json_decode iso_ms parse_iso
-	$UUID4_RE $ISO_RE wait_until api_conf pct alive);
+	$UUID4_RE $ISO_RE wait_until api_conf pct alive
+	utf8_error strict_json esc_bytes envelope_problem);
 
 our $UUID4_RE = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\z/;
 our $ISO_RE = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/;
@@ -126,6 +127,98 @@ http {
     }
 }
 END_CONF
+}
+
+###############################################################################
+# strict UTF-8 and strict JSON (answers must be both, whatever was sent)
+
+# undef when $bytes is well-formed UTF-8 as RFC 3629 and Unicode's table 3-7
+# define it (continuation bytes 0x80-0xBF only, no overlong form, no
+# surrogate, nothing past U+10FFFF); else where and what the first bad
+# sequence is.  Noncharacters (U+FFFF, U+10FFFF, U+FDD0) are well-formed:
+# Encode's strict "UTF-8" refuses them (Encode 3.17), so it is not the judge.
+sub utf8_error {
+	my ($bytes) = @_;
+	return 'undefined' unless defined $bytes;
+	return 'a character string, not bytes' if utf8::is_utf8($bytes)
+		&& $bytes =~ /[^\x00-\xff]/;
+	pos($bytes) = 0;
+	while ($bytes =~ /\G(?:[\x00-\x7f]++
+			|[\xc2-\xdf][\x80-\xbf]
+			|\xe0[\xa0-\xbf][\x80-\xbf]
+			|[\xe1-\xec\xee\xef][\x80-\xbf]{2}
+			|\xed[\x80-\x9f][\x80-\xbf]
+			|\xf0[\x90-\xbf][\x80-\xbf]{2}
+			|[\xf1-\xf3][\x80-\xbf]{3}
+			|\xf4[\x80-\x8f][\x80-\xbf]{2})/xgc)
+	{
+	}
+	my $at = pos($bytes) // 0;
+	return undef if $at == length $bytes;
+	return sprintf('invalid UTF-8 at byte %d: %s (in ...%s...)', $at,
+		esc_bytes(substr($bytes, $at, 4)),
+		esc_bytes(substr($bytes, $at > 40 ? $at - 40 : 0,
+			($at > 40 ? 40 : $at) + 40)));
+}
+
+my $STRICT = JSON::PP->new->allow_nonref;
+
+# A body as a strict client reads it: well-formed UTF-8 (utf8_error), then
+# JSON (RFC 8259, as JSON::PP reads characters: no trailing commas, no raw
+# control characters, no lone surrogate escape).  In list context (value,
+# error); error is undef when the body is strict JSON.  In scalar context
+# the value, undef when it is not.
+sub strict_json {
+	my ($bytes) = @_;
+	my ($v, $err);
+	$err = utf8_error($bytes);
+	unless (defined $err) {
+		my $chars = $bytes;
+		utf8::decode($chars) or $err = 'utf8::decode failed';
+		unless (defined $err) {
+			$v = eval { $STRICT->decode($chars) };
+			if ($@) {
+				($err = "not JSON: $@") =~ s/ at \S+ line \d+\.\n?\z//;
+				undef $v;
+			}
+		}
+	}
+	return wantarray ? ($v, $err) : $v;
+}
+
+# bytes shown printable: \xNN for anything outside 0x20-0x7e (and \\)
+sub esc_bytes {
+	my ($s) = @_;
+	return '(undef)' unless defined $s;
+	utf8::encode($s) if utf8::is_utf8($s);
+	$s =~ s/([^\x20-\x5b\x5d-\x7e])/sprintf('\\x%02x', ord $1)/ge;
+	return $s;
+}
+
+# undef when a response is the API's error envelope,
+#   {"error":{"code":"<CODE>","message":"<text>","traceId":"<id>"}}
+# (strict JSON, nothing else at the top, traceId that of x-trace-id);
+# else what is wrong with it
+sub envelope_problem {
+	my ($r) = @_;
+	my ($j, $err) = strict_json($r->body);
+	return $err if defined $err;
+	return 'not an object' unless ref $j eq 'HASH';
+	my @top = sort keys %$j;
+	return "top-level keys @top, not just error"
+		unless "@top" eq 'error' && ref $j->{error} eq 'HASH';
+	my $e = $j->{error};
+	for my $k (qw(code message traceId)) {
+		return "error.$k missing or not a non-empty string"
+			unless defined $e->{$k} && !ref $e->{$k} && length $e->{$k};
+	}
+	return "error.code '$e->{code}' is not an upper-case word"
+		unless $e->{code} =~ /^[A-Z][A-Z_]*\z/;
+	my $tid = $r->header('x-trace-id');
+	return 'no x-trace-id header' unless defined $tid;
+	return "traceId '$e->{traceId}' is not x-trace-id '$tid'"
+		unless $e->{traceId} eq $tid;
+	return undef;
 }
 
 ###############################################################################
@@ -1016,6 +1109,12 @@ sub err {
 }
 
 sub trace_id { $_[0]->header('x-trace-id') }
+
+# the body read as strict JSON (Test::Usage::strict_json): (value, error)
+sub strict_json {
+	my ($self) = @_;
+	return Test::Usage::strict_json($self->{body});
+}
 
 sub describe {
 	my ($self) = @_;
