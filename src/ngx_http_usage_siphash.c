@@ -59,9 +59,9 @@ void
 ngx_http_usage_siphash_update(ngx_http_usage_siphash_t *h, const u_char *p,
     size_t len)
 {
-    uint64_t     m;
-    ngx_uint_t   i, fill;
-    const u_char *end;
+    uint64_t       m;
+    ngx_uint_t     i, fill;
+    const u_char  *end;
 
     end = p + len;
     fill = h->len & 7;
