@@ -886,11 +886,17 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 #endif
 
-    /* an id costs a 128-byte slab slot or more: an eighth of the zone at
-     * most, in number and in bytes */
+    /*
+     * An id costs a 128- or 256-byte slab slot, more if it is long.  They
+     * are bounded in number and in bytes: by default a quarter of the
+     * zone, room for max_ids ids of 256 bytes; an explicit max_ids gets
+     * that room up to half the zone.
+     */
     zone->max_ids = max_ids ? max_ids
                             : ngx_max((ngx_uint_t) size / 1024, 64);
-    zone->max_id_bytes = size / 8;
+    zone->max_id_bytes = max_ids ? ngx_min((size_t) max_ids * 256,
+                                           (size_t) size / 2)
+                                 : (size_t) size / 4;
 
     /* one entity's share of the aggregates: what the ring leaves */
     zone->entity_types = entity_types;

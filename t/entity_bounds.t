@@ -136,6 +136,32 @@ for my $case (['default bounds', '', 3], ['no bounds',
 }
 
 ###############################################################################
+# long client ids are bounded in bytes (a quarter of the zone): past it the
+# oldest ids are forgotten, not other entities' totals
+
+$t = Test::Usage->new();
+$t->write_config(api_conf(zone => 'usage_zone zone=usage:256k;'))->run();
+
+is(post($t, 'victim', 'call')->status, 201, "ids: victim $_") for 1 .. 3;
+my $long = "\x{1F600}" x 128;      # 512 bytes: a 1k slab slot an id
+my $bad = 0;
+for my $i (1 .. 200) {
+	my $r = $t->post_json('/v1/events', { entityId => 'long-ids',
+		eventType => 'call', id => substr("$i-$long", 0, 128) });
+	$bad++ unless $r->status == 201;
+}
+is($bad, 0, 'ids: 200 events with 512-byte ids, all 201');
+my $ids = store($t);
+ok($ids->{ids} < 200 && $ids->{idEvictions} > 0,
+	"ids: the oldest forgotten for bytes ($ids->{ids} kept, "
+	. "$ids->{idEvictions} forgotten)");
+is($ids->{bucketEvictions}, 0, 'ids: no bucket given up for them');
+is($t->get('/v1/usage/victim')->data->{totalEvents}, 3,
+	'ids: the victim keeps its totals');
+
+$t->finish();
+
+###############################################################################
 # tracked traffic past a bound: the request is served, the event counted
 # as limited
 
