@@ -54,6 +54,8 @@ static ngx_int_t ngx_http_usage_too_large(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_filter_arg(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value, ngx_str_t **filter);
 static ngx_int_t ngx_http_usage_entity_limited(ngx_http_request_t *r,
     ngx_http_usage_zone_t *zone, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
@@ -954,32 +956,24 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
 
     /* an empty filter is no filter, as in the old service */
 
-    rc = ngx_http_usage_arg(r->pool, &r->args, "entityId", &entity);
+    rc = ngx_http_usage_filter_arg(r, "entityId", &entity, &q.entity);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rc == NGX_OK && entity.len) {
-        q.entity = &entity;
-
-        if (ngx_http_usage_utf8_valid(entity.data, entity.len) != NGX_OK) {
-            ngx_str_set(&errors[n], "entityId must be valid UTF-8");
-            n++;
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&errors[n], "entityId must be valid UTF-8");
+        n++;
     }
 
-    rc = ngx_http_usage_arg(r->pool, &r->args, "eventType", &type);
+    rc = ngx_http_usage_filter_arg(r, "eventType", &type, &q.type);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rc == NGX_OK && type.len) {
-        q.type = &type;
-
-        if (ngx_http_usage_utf8_valid(type.data, type.len) != NGX_OK) {
-            ngx_str_set(&errors[n], "eventType must be valid UTF-8");
-            n++;
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&errors[n], "eventType must be valid UTF-8");
+        n++;
     }
 
     if (n) {
@@ -1039,6 +1033,35 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
     }
 
     return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+}
+
+
+/*
+ * An entityId or eventType filter of the list: absent or empty is no
+ * filter (*filter stays NULL); NGX_DECLINED: present but not valid UTF-8,
+ * which no stored name can be.
+ */
+
+static ngx_int_t
+ngx_http_usage_filter_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value, ngx_str_t **filter)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_usage_arg(r->pool, &r->args, name, value);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK || value->len == 0) {
+        return NGX_OK;
+    }
+
+    *filter = value;
+
+    return (ngx_http_usage_utf8_valid(value->data, value->len) == NGX_OK)
+           ? NGX_OK : NGX_DECLINED;
 }
 
 
