@@ -79,11 +79,16 @@ ngx_http_usage_siphash_update(ngx_http_usage_siphash_t *h, const u_char *p,
     }
 
     while (end - p >= 8) {
+#if (NGX_HAVE_LITTLE_ENDIAN)
+        /* one load: the word as the reference reads it */
+        ngx_memcpy(&m, p, 8);
+#else
         m = 0;
 
         for (i = 0; i < 8; i++) {
             m |= (uint64_t) p[i] << (8 * i);
         }
+#endif
 
         ngx_http_usage_siphash_word(h, m);
         p += 8;
