@@ -11,7 +11,8 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_json.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
+#include "ngx_http_usage_time.h"
 
 
 #define NGX_HTTP_USAGE_ERRORS_MAX  12

@@ -10,7 +10,10 @@
 #include <math.h>
 
 #include "ngx_http_usage_json.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_id.h"
+#include "ngx_http_usage_number.h"
+#include "ngx_http_usage_text.h"
+#include "ngx_http_usage_time.h"
 
 
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,

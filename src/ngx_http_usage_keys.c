@@ -25,7 +25,7 @@
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_siphash.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
 
 
 /* a key file larger than this is refused, not read into memory */

@@ -17,7 +17,7 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_time.h"
 
 
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,

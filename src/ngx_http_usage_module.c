@@ -11,7 +11,7 @@
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_keys.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_id.h"
 
 
 static ngx_int_t ngx_http_usage_add_variables(ngx_conf_t *cf);

@@ -19,7 +19,7 @@
 #include <math.h>
 
 #include "ngx_http_usage_json.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
 
 
 /* containers open at once; deeper bodies go to jansson */

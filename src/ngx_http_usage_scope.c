@@ -14,7 +14,7 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_keys.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
 
 
 /*

@@ -10,7 +10,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_siphash.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_id.h"
 
 
 #define ngx_http_usage_rotl64(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))

@@ -26,7 +26,7 @@
 #include <jansson.h>
 
 #include "ngx_http_usage_store.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
 
 
 #define NGX_HTTP_USAGE_STATE_MAGIC    "NGXUSAGE"

@@ -26,7 +26,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_text.h"
 
 
 /* how many least recently updated entities an allocation looks at for a

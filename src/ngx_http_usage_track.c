@@ -15,7 +15,10 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
-#include "ngx_http_usage_util.h"
+#include "ngx_http_usage_id.h"
+#include "ngx_http_usage_number.h"
+#include "ngx_http_usage_text.h"
+#include "ngx_http_usage_time.h"
 
 
 /* a default name of self-tracking, and its hash once computed */
