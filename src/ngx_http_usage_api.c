@@ -12,6 +12,7 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_body.h"
 #include "ngx_http_usage_id.h"
 #include "ngx_http_usage_number.h"
 #include "ngx_http_usage_text.h"

@@ -10,7 +10,11 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <jansson.h>
+
+#include "ngx_http_usage_body.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_scan.h"
 #include "ngx_http_usage_text.h"
 #include "ngx_http_usage_time.h"
 

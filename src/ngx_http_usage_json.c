@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 
 #include <math.h>
+#include <jansson.h>
 
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_id.h"

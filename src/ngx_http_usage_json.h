@@ -1,9 +1,10 @@
 
 /*
- * JSON in and out.  jansson parses request bodies; responses are written
- * by a small append-only writer into the request pool, formatting numbers
- * and strings exactly as JavaScript's JSON.stringify() does, so answers
- * match the Express service byte for byte where it matters.
+ * The JSON response writer: a small append-only writer into the request
+ * pool, formatting numbers and strings exactly as JavaScript's
+ * JSON.stringify() does, so answers match the Express service byte for
+ * byte where it matters.  Request bodies are read elsewhere
+ * (ngx_http_usage_body.h).
  */
 
 
@@ -14,9 +15,12 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include <jansson.h>
-
 #include "ngx_http_usage_store.h"
+
+
+/* a jansson tree, written by ngx_http_usage_out_value(); only the files
+ * that walk one include <jansson.h> */
+struct json_t;
 
 
 typedef struct {
@@ -26,41 +30,6 @@ typedef struct {
     ngx_pool_t                  *pool;
     ngx_uint_t                   failed;
 } ngx_http_usage_out_t;
-
-
-typedef struct {
-    size_t                       metadata_max_size;
-    ngx_uint_t                   metadata_max_depth;
-    int64_t                      now;
-    int64_t                      retention;
-} ngx_http_usage_limits_t;
-
-
-/* a field of an event body as read, before the API's rules apply */
-#define NGX_HTTP_USAGE_FIELD_ABSENT   0
-#define NGX_HTTP_USAGE_FIELD_NULL     1
-#define NGX_HTTP_USAGE_FIELD_STRING   2
-#define NGX_HTTP_USAGE_FIELD_NUMBER   3
-#define NGX_HTTP_USAGE_FIELD_OBJECT   4
-#define NGX_HTTP_USAGE_FIELD_OTHER    5   /* an array, true or false */
-
-typedef struct {
-    ngx_uint_t                   type;
-    ngx_str_t                    str;    /* a string, decoded; metadata:
-                                            the object, serialized */
-    double                       num;
-} ngx_http_usage_field_t;
-
-
-typedef struct {
-    ngx_http_usage_field_t       entity;
-    ngx_http_usage_field_t       type;
-    ngx_http_usage_field_t       metadata;
-    ngx_http_usage_field_t       id;
-    ngx_http_usage_field_t       value;
-    ngx_http_usage_field_t       timestamp;
-    ngx_uint_t                   metadata_depth;
-} ngx_http_usage_fields_t;
 
 
 /* a literal: copied in place (its size is a constant, memcpy() is inlined)
@@ -95,14 +64,8 @@ void ngx_http_usage_out_counts(ngx_http_usage_out_t *out,
     ngx_array_t *counts, ngx_uint_t values);
 void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec);
-void ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v);
-
-void ngx_http_usage_json_init(void);
-ngx_int_t ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body,
-    size_t len, ngx_http_usage_fields_t *fields);
-ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
-    size_t len, ngx_http_usage_limits_t *limits,
-    ngx_http_usage_record_t *rec, ngx_str_t *error);
+void ngx_http_usage_out_value(ngx_http_usage_out_t *out,
+    struct json_t *v);
 
 
 #endif /* _NGX_HTTP_USAGE_JSON_H_INCLUDED_ */

@@ -9,7 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
-#include "ngx_http_usage_json.h"
+#include "ngx_http_usage_body.h"
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_id.h"
 

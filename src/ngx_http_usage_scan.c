@@ -18,7 +18,9 @@
 
 #include <math.h>
 
+#include "ngx_http_usage_body.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_scan.h"
 #include "ngx_http_usage_text.h"
 
 
