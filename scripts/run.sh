@@ -19,7 +19,7 @@ mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/modules" "$prefix/temp" \
 if [ "$(id -u)" = 0 ]; then
     chown nobody "$prefix/state"
 fi
-cp "$root/build/nginx/ngx_http_usage_module.so" "$prefix/modules/"
+cp "${BUILD_DIR:-$root/build}/nginx/ngx_http_usage_module.so" "$prefix/modules/"
 
 # the shipped file, with the port and worker count of this run
 sed -e "s/listen 127\.0\.0\.1:8080;/listen 127.0.0.1:$port;/" \
