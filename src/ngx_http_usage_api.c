@@ -1,8 +1,9 @@
 
 /*
- * The HTTP API: routing, request bodies, validation and responses.
- * Store access goes through ngx_http_usage_store.c, which copies results
- * out under the lock; everything here runs without it.
+ * The HTTP API's handlers: one per route, each validating its request,
+ * calling the store and rendering the answer.  Routes are matched by
+ * ngx_http_usage_route.c, answers sent by ngx_http_usage_reply.c.  The
+ * store copies results out under its lock; everything here runs without.
  */
 
 
@@ -11,6 +12,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_store.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_body.h"
 #include "ngx_http_usage_id.h"
@@ -18,35 +20,14 @@
 #include "ngx_http_usage_text.h"
 #include "ngx_http_usage_time.h"
 #include "ngx_http_usage_uri.h"
+#include "ngx_http_usage_request.h"
+#include "ngx_http_usage_route.h"
+#include "ngx_http_usage_reply.h"
+#include "ngx_http_usage_drain.h"
+#include "ngx_http_usage_scope.h"
+#include "ngx_http_usage_api.h"
 
 
-typedef enum {
-    NGX_HTTP_USAGE_ROUTE_NONE = 0,
-    NGX_HTTP_USAGE_ROUTE_ROOT,
-    NGX_HTTP_USAGE_ROUTE_DOCS,
-    NGX_HTTP_USAGE_ROUTE_HEALTH,
-    NGX_HTTP_USAGE_ROUTE_READY,
-    NGX_HTTP_USAGE_ROUTE_INFO,
-    NGX_HTTP_USAGE_ROUTE_EVENTS,
-    NGX_HTTP_USAGE_ROUTE_STATS,
-    NGX_HTTP_USAGE_ROUTE_SUMMARY,
-    NGX_HTTP_USAGE_ROUTE_HISTORY
-} ngx_http_usage_route_e;
-
-
-typedef struct {
-    ngx_http_usage_route_e       route;
-    ngx_str_t                    path;       /* as routed */
-    ngx_str_t                    entity;     /* {entityId} segment */
-    unsigned                     raw:1;      /* path is still %-encoded */
-    unsigned                     dots:1;     /* a "." or ".." segment */
-} ngx_http_usage_route_t;
-
-
-static ngx_uint_t ngx_http_usage_route_path(ngx_http_request_t *r,
-    ngx_str_t *path, ngx_uint_t *raw);
-static void ngx_http_usage_route(ngx_http_request_t *r,
-    ngx_http_usage_route_t *rt);
 static ngx_int_t ngx_http_usage_invalid_path(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r);
@@ -54,7 +35,6 @@ static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
-static off_t ngx_http_usage_body_limit(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_too_large(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
@@ -79,12 +59,8 @@ static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
     int64_t ms);
 static void ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
     ngx_http_usage_stats_t *st);
-static ngx_int_t ngx_http_usage_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_http_usage_out_t *out);
 static ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r,
     ngx_str_t *errors, ngx_uint_t n);
-static ngx_int_t ngx_http_usage_begin(ngx_http_request_t *r,
-    ngx_http_usage_out_t *out, ngx_uint_t envelope, size_t size);
 
 
 #define ngx_http_usage_zone_of(r)                                            \
@@ -92,41 +68,6 @@ static ngx_int_t ngx_http_usage_begin(ngx_http_request_t *r,
         ((ngx_http_usage_loc_conf_t *)                                       \
             ngx_http_get_module_loc_conf(r, ngx_http_usage_module))          \
         ->api_zone->data)
-
-
-/* route words match case-insensitively; each literal is in lower case */
-#define ngx_http_usage_is(s, lit)                                            \
-    ((s)->len == sizeof(lit) - 1                                             \
-     && ngx_http_usage_word((s)->data, lit, sizeof(lit) - 1))
-
-
-static ngx_inline ngx_uint_t
-ngx_http_usage_word(u_char *s, const char *lit, size_t n)
-{
-    u_char  c;
-    size_t  i;
-
-    /* inlined where the literal is known: a few instructions a byte,
-     * where ngx_strncasecmp() lowers both sides in a call */
-    for (i = 0; i < n; i++) {
-        c = s[i];
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-        }
-
-        if (c != (u_char) lit[i]) {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-static ngx_str_t  ngx_http_usage_allow_events =
-    ngx_string("GET, HEAD, POST, OPTIONS");
-static ngx_str_t  ngx_http_usage_allow_read = ngx_string("GET, HEAD, OPTIONS");
 
 
 ngx_int_t
@@ -221,164 +162,6 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 }
 
 
-/* /health and /ready are the balancer's probes: never self-tracked */
-
-ngx_uint_t
-ngx_http_usage_untracked_route(ngx_http_request_t *r)
-{
-    ngx_str_t              path;
-    ngx_uint_t             raw;
-    ngx_http_usage_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
-
-    if (ctx && ctx->routed) {
-        return ctx->untracked;
-    }
-
-    /* not routed (refused before the content phase): the two words, on
-     * a path that would be routed */
-    if (ngx_http_usage_route_path(r, &path, &raw) != NGX_HTTP_USAGE_PATH_SAME)
-    {
-        return 0;
-    }
-
-    if (path.len > 1 && path.data[path.len - 1] == '/') {
-        path.len--;
-    }
-
-    return ngx_http_usage_is(&path, "/health")
-           || ngx_http_usage_is(&path, "/ready");
-}
-
-
-/*
- * Routes are matched on the path as the client sent it, so that %2F in an
- * entity id stays inside its segment, as in Express; after a rewrite or an
- * internal redirect the (decoded) current URI is all there is.  Route words
- * match case-insensitively and one trailing slash is tolerated, as Express's
- * default router does.
- */
-
-static void
-ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
-{
-    u_char      *slash;
-    ngx_str_t    path, rest, tail;
-    ngx_uint_t   raw;
-
-    ngx_memzero(rt, sizeof(ngx_http_usage_route_t));
-
-    switch (ngx_http_usage_route_path(r, &rt->path, &raw)) {
-
-    case NGX_HTTP_USAGE_PATH_SAME:
-        break;
-
-    case NGX_HTTP_USAGE_PATH_DOTS:
-        rt->dots = 1;
-        return;
-
-    default: /* NGX_HTTP_USAGE_PATH_OTHER */
-        return;     /* an unknown route */
-    }
-
-    rt->raw = raw;
-
-    path = rt->path;
-
-    if (path.len > 1 && path.data[path.len - 1] == '/') {
-        path.len--;
-    }
-
-    if (ngx_http_usage_is(&path, "/")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_ROOT;
-
-    } else if (ngx_http_usage_is(&path, "/health")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_HEALTH;
-
-    } else if (ngx_http_usage_is(&path, "/ready")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_READY;
-
-    } else if (ngx_http_usage_is(&path, "/info")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_INFO;
-
-    } else if (ngx_http_usage_is(&path, "/docs")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_DOCS;
-
-    } else if (ngx_http_usage_is(&path, "/v1/events")) {
-        rt->route = NGX_HTTP_USAGE_ROUTE_EVENTS;
-
-    } else if (path.len > sizeof("/v1/usage/") - 1
-               && ngx_http_usage_word(path.data, "/v1/usage/",
-                                      sizeof("/v1/usage/") - 1))
-    {
-        rest.data = path.data + sizeof("/v1/usage/") - 1;
-        rest.len = path.len - (sizeof("/v1/usage/") - 1);
-
-        slash = ngx_strlchr(rest.data, rest.data + rest.len, '/');
-
-        if (slash == NULL) {
-            rt->route = ngx_http_usage_is(&rest, "stats")
-                        ? NGX_HTTP_USAGE_ROUTE_STATS
-                        : NGX_HTTP_USAGE_ROUTE_SUMMARY;
-            rt->entity = rest;
-
-        } else {
-            tail.data = slash + 1;
-            tail.len = rest.data + rest.len - tail.data;
-            rest.len = slash - rest.data;
-
-            if (rest.len && ngx_http_usage_is(&tail, "history")) {
-                rt->route = NGX_HTTP_USAGE_ROUTE_HISTORY;
-                rt->entity = rest;
-            }
-        }
-    }
-}
-
-
-/*
- * The path as sent, without the query (*raw = 1), or the current URI.
- * nginx chose the location by the path it decoded and normalised (dot
- * segments removed, slashes merged): a path it had to change is routed
- * only if it is that same path, or "/v1/usage/..%2F..%2Fhealth" would be
- * answered as a summary from "location = /health", which may have no key.
- * NGX_HTTP_USAGE_PATH_DOTS or _OTHER: it must not be routed.  A plain
- * path (no '%', no "/." nor "//") is r->uri as it is: nothing to check.
- */
-
-static ngx_uint_t
-ngx_http_usage_route_path(ngx_http_request_t *r, ngx_str_t *path,
-    ngx_uint_t *raw)
-{
-    u_char  *q;
-
-    if (!r->valid_unparsed_uri || r->unparsed_uri.len == 0) {
-        *path = r->uri;
-        *raw = 0;
-
-        return NGX_HTTP_USAGE_PATH_SAME;
-    }
-
-    *path = r->unparsed_uri;
-    *raw = 1;
-    ngx_http_usage_cut_query(r, path);
-
-    if (!r->main->complex_uri && !r->main->quoted_uri) {
-        return NGX_HTTP_USAGE_PATH_SAME;
-    }
-
-    /* nginx forgets where the query started when a '#' follows it; an
-     * escaped '?' is "%3F", so the first one is the query's */
-    q = ngx_strlchr(path->data, path->data + path->len, '?');
-    if (q) {
-        path->len = q - path->data;
-    }
-
-    return ngx_http_usage_path_check(path, &r->uri);
-}
-
-
 static ngx_int_t
 ngx_http_usage_invalid_path(ngx_http_request_t *r)
 {
@@ -464,46 +247,6 @@ ngx_http_usage_not_allowed(ngx_http_request_t *r)
 
     return ngx_http_usage_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                      "METHOD_NOT_ALLOWED", &msg);
-}
-
-
-/*
- * For a 405 on a known route, ours or nginx's own (TRACE is refused by
- * nginx before any handler): the Allow header and the message.
- * NGX_DECLINED: the path is not a route.
- */
-
-ngx_int_t
-ngx_http_usage_not_allowed_message(ngx_http_request_t *r, ngx_str_t *msg)
-{
-    u_char                  *p;
-    ngx_str_t               *allow;
-    ngx_http_usage_route_t   rt;
-
-    ngx_http_usage_route(r, &rt);
-
-    if (rt.route == NGX_HTTP_USAGE_ROUTE_NONE) {
-        return NGX_DECLINED;
-    }
-
-    allow = (rt.route == NGX_HTTP_USAGE_ROUTE_EVENTS)
-            ? &ngx_http_usage_allow_events : &ngx_http_usage_allow_read;
-
-    if (ngx_http_usage_add_header_lit(r, "Allow", allow) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_pnalloc(r->pool, r->method_name.len + rt.path.len + 64);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    msg->data = p;
-    msg->len = ngx_sprintf(p, "Method %V is not allowed on %V; allowed: %V",
-                           &r->method_name, &rt.path, allow)
-               - p;
-
-    return NGX_OK;
 }
 
 
@@ -666,7 +409,7 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1,
+    if (ngx_http_usage_reply_begin(r, &out, 1,
                              384 + rec.entity.len + rec.type.len
                              + rec.id.len + rec.metadata.len)
         != NGX_OK)
@@ -692,7 +435,7 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r,
-                   ngx_http_usage_send(r, (rc == NGX_HTTP_USAGE_DUPLICATE)
+                   ngx_http_usage_send_json(r, (rc == NGX_HTTP_USAGE_DUPLICATE)
                                           ? NGX_HTTP_OK : NGX_HTTP_CREATED,
                                        &out));
 }
@@ -810,23 +553,6 @@ ngx_http_usage_json_content_type(ngx_http_request_t *r)
 }
 
 
-/*
- * client_max_body_size, or, where it is 0 (unlimited), the module's own
- * ceiling: the body is read into memory, an event never needs more.
- */
-
-static off_t
-ngx_http_usage_body_limit(ngx_http_request_t *r)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    return clcf->client_max_body_size ? clcf->client_max_body_size
-                                      : NGX_HTTP_USAGE_BODY_CEILING;
-}
-
-
 static ngx_int_t
 ngx_http_usage_too_large(ngx_http_request_t *r)
 {
@@ -838,27 +564,6 @@ ngx_http_usage_too_large(ngx_http_request_t *r)
 
     return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                      "PAYLOAD_TOO_LARGE", &msg);
-}
-
-
-/* the 413 message, ours or nginx's own (client_max_body_size) */
-
-ngx_int_t
-ngx_http_usage_too_large_message(ngx_http_request_t *r, ngx_str_t *msg)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(r->pool, 64 + NGX_OFF_T_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    msg->data = p;
-    msg->len = ngx_sprintf(p, "Request body is larger than the limit of %O "
-                           "bytes", ngx_http_usage_body_limit(r))
-               - p;
-
-    return NGX_OK;
 }
 
 
@@ -1011,7 +716,7 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1, 1024) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 1, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1037,7 +742,7 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         ngx_http_usage_out_lit(&out, ",\"hasMore\":false}}}");
     }
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1269,7 +974,7 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
         }
     }
 
-    if (ngx_http_usage_begin(r, &out, 1, size) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 1, size) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1345,7 +1050,7 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
 
     ngx_http_usage_out_lit(&out, "}}}");
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1387,7 +1092,7 @@ ngx_http_usage_stats(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 1, 1024) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 1, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1437,7 +1142,7 @@ ngx_http_usage_stats(ngx_http_request_t *r)
 
     ngx_http_usage_out_lit(&out, "}}}");
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1451,7 +1156,7 @@ ngx_http_usage_health(ngx_http_request_t *r)
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
-    if (ngx_http_usage_begin(r, &out, 0, 256) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 0, 256) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1465,7 +1170,7 @@ ngx_http_usage_health(ngx_http_request_t *r)
                               ulcf->service_version.len);
     ngx_http_usage_out_lit(&out, "}");
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1486,9 +1191,9 @@ ngx_http_usage_ready(ngx_http_request_t *r)
 
     exiting = (ngx_exiting || ngx_quit || ngx_terminate);
     draining = !exiting && ngx_http_usage_draining(r);
-    store_ok = (zone->sh != NULL && zone->shpool != NULL);
+    store_ok = ngx_http_usage_store_ready(zone);
 
-    if (ngx_http_usage_begin(r, &out, 0, 256) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 0, 256) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1518,7 +1223,7 @@ ngx_http_usage_ready(ngx_http_request_t *r)
         ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"}}");
     }
 
-    return ngx_http_usage_send(r, (exiting || draining || !store_ok)
+    return ngx_http_usage_send_json(r, (exiting || draining || !store_ok)
                                   ? NGX_HTTP_SERVICE_UNAVAILABLE
                                   : NGX_HTTP_OK,
                                &out);
@@ -1543,7 +1248,7 @@ ngx_http_usage_info(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_usage_begin(r, &out, 0, 1024) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 0, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1562,7 +1267,7 @@ ngx_http_usage_info(ngx_http_request_t *r)
     ngx_http_usage_out_totals(&out, &st);
     ngx_http_usage_out_lit(&out, "}}");  /* closes stats, then the answer */
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1574,7 +1279,7 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
 
-    if (ngx_http_usage_begin(r, &out, 0, 1024) != NGX_OK) {
+    if (ngx_http_usage_reply_begin(r, &out, 0, 1024) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1614,7 +1319,7 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
             "\"api\":{\"events\":\"/v1/events\",\"usage\":\"/v1/usage\"}}");
     }
 
-    return ngx_http_usage_send(r, NGX_HTTP_OK, &out);
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
 }
 
 
@@ -1664,25 +1369,6 @@ ngx_http_usage_out_uptime(ngx_http_usage_out_t *out, int64_t ms)
 }
 
 
-/* size: what the answer is expected to take (the writer grows past it);
- * a close guess keeps small answers inside the request pool's block */
-
-static ngx_int_t
-ngx_http_usage_begin(ngx_http_request_t *r, ngx_http_usage_out_t *out,
-    ngx_uint_t envelope, size_t size)
-{
-    if (ngx_http_usage_out_init(out, r->pool, size) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (envelope) {
-        ngx_http_usage_out_lit(out, "{\"success\":true,\"data\":");
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
     ngx_uint_t n)
@@ -1717,129 +1403,4 @@ ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
 
     return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST,
                                      "VALIDATION_ERROR", &msg);
-}
-
-
-ngx_int_t
-ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, ngx_str_t *message)
-{
-    ngx_int_t              rc;
-    ngx_str_t              body;
-    ngx_http_usage_out_t   out;
-
-    /*
-     * An error may answer before the body was read (404, 405, 413, 415):
-     * it is discarded here, so that keep-alive goes on; a body already
-     * read or discarded makes this a no-op.
-     */
-    rc = ngx_http_discard_request_body(r);
-
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    if (ngx_http_usage_error_body(r, code, message, &body) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    out.start = body.data;
-    out.pos = body.data + body.len;
-    out.end = out.pos;
-    out.pool = r->pool;
-    out.failed = 0;
-
-    return ngx_http_usage_send(r, status, &out);
-}
-
-
-static ngx_int_t
-ngx_http_usage_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_usage_out_t *out)
-{
-    ngx_http_usage_ctx_t  *ctx;
-
-    static ngx_str_t  json = ngx_string("application/json; charset=utf-8");
-
-    if (out->failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx = ngx_http_usage_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->own_body = 1;
-
-    return ngx_http_usage_send_out(r, status, &json,
-                                   sizeof("application/json") - 1, out);
-}
-
-
-/* a whole answer from the writer: type_len is the MIME type's length
- * without its parameters, as nginx keeps it */
-
-ngx_int_t
-ngx_http_usage_send_out(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, size_t type_len, ngx_http_usage_out_t *out)
-{
-    u_char           *p;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       cl;
-    ngx_table_elt_t  *h;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = out->pos - out->start;
-
-    /*
-     * The length as a header of its own, as a proxied response has it:
-     * nginx's header filter then copies it instead of formatting it with
-     * ngx_sprintf() (gzip and the others remove it as they would any).
-     * Not for the statuses that must not carry one.
-     */
-    if (status != NGX_HTTP_NO_CONTENT && status != NGX_HTTP_NOT_MODIFIED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
-
-        if (h == NULL || p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(h, sizeof(ngx_table_elt_t));
-        h->hash = 1;
-        ngx_str_set(&h->key, "Content-Length");
-        h->value.data = p;
-        h->value.len = ngx_http_usage_write_uint(p,
-                                      r->headers_out.content_length_n) - p;
-
-        r->headers_out.content_length = h;
-    }
-
-    r->headers_out.content_type = *type;
-    r->headers_out.content_type_len = type_len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = out->start;
-    b->last = out->pos;
-    b->memory = (b->last > b->pos);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    cl.buf = b;
-    cl.next = NULL;
-
-    return ngx_http_output_filter(r, &cl);
 }

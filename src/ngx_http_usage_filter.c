@@ -21,6 +21,11 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_request.h"
+#include "ngx_http_usage_reply.h"
+#include "ngx_http_usage_trace.h"
+#include "ngx_http_usage_drain.h"
+#include "ngx_http_usage_filter.h"
 
 
 typedef struct {
@@ -37,7 +42,6 @@ static ngx_int_t ngx_http_usage_swap_error(ngx_http_request_t *r,
     ngx_http_usage_ctx_t *ctx);
 static ngx_uint_t ngx_http_usage_closing(ngx_http_request_t *r,
     ngx_http_usage_loc_conf_t *ulcf);
-static ngx_uint_t ngx_http_usage_drain_check(ngx_http_usage_drain_t *drain);
 static ngx_int_t ngx_http_usage_template_add(ngx_array_t *headers,
     ngx_str_t *key, ngx_str_t *value);
 
@@ -258,71 +262,6 @@ ngx_http_usage_push_headers(ngx_http_request_t *r, ngx_array_t *headers)
 }
 
 
-ngx_int_t
-ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_str_t *value)
-{
-    return ngx_http_usage_add_header_n(r, key->data, key->len, value);
-}
-
-
-ngx_int_t
-ngx_http_usage_add_header_n(ngx_http_request_t *r, u_char *key, size_t len,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = key;
-    h->key.len = len;
-    h->value = *value;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_usage_error_body(ngx_http_request_t *r, const char *code,
-    ngx_str_t *message, ngx_str_t *out)
-{
-    ngx_str_t             trace;
-    ngx_http_usage_out_t  o;
-
-    if (ngx_http_usage_trace_id(r, &trace) != NGX_OK) {
-        ngx_str_null(&trace);
-    }
-
-    if (ngx_http_usage_out_init(&o, r->pool, 128 + message->len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_usage_out_lit(&o, "{\"error\":{\"code\":");
-    ngx_http_usage_out_string(&o, (u_char *) code, ngx_strlen(code));
-    ngx_http_usage_out_lit(&o, ",\"message\":");
-    ngx_http_usage_out_string(&o, message->data, message->len);
-    ngx_http_usage_out_lit(&o, ",\"traceId\":");
-    ngx_http_usage_out_string(&o, trace.data, trace.len);
-    ngx_http_usage_out_lit(&o, "}}");
-
-    if (o.failed) {
-        return NGX_ERROR;
-    }
-
-    out->data = o.start;
-    out->len = o.pos - o.start;
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_usage_header_filter(ngx_http_request_t *r)
 {
@@ -446,80 +385,6 @@ ngx_http_usage_closing(ngx_http_request_t *r, ngx_http_usage_loc_conf_t *ulcf)
     }
 
     return ulcf->drain && ngx_http_usage_drain_check(ulcf->drain);
-}
-
-
-/* /ready: is the drain file of the request's location there? */
-
-ngx_uint_t
-ngx_http_usage_draining(ngx_http_request_t *r)
-{
-    ngx_http_usage_loc_conf_t  *ulcf;
-
-    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
-
-    return ulcf->drain && ngx_http_usage_drain_check(ulcf->drain);
-}
-
-
-/*
- * One stat() per file per second in each worker, whatever the request
- * rate: the answer is kept for the second of ngx_time() it was taken in.
- * A change is logged once per worker.
- */
-
-static ngx_uint_t
-ngx_http_usage_drain_check(ngx_http_usage_drain_t *drain)
-{
-    time_t           now;
-    ngx_err_t        err;
-    ngx_uint_t       exists;
-    ngx_file_info_t  fi;
-
-    now = ngx_time();
-
-    if (drain->checked == now) {
-        return drain->exists;
-    }
-
-    drain->checked = now;
-
-    if (ngx_file_info(drain->path.data, &fi) == NGX_FILE_ERROR) {
-        err = ngx_errno;
-        exists = 0;
-
-        if (err == NGX_ENOENT || err == NGX_ENOTDIR) {
-            err = 0;
-        }
-
-    } else {
-        err = 0;
-        exists = 1;
-    }
-
-    if (err && err != drain->err) {
-        /* not knowing is not draining: a broken check must not take
-         * every instance out of its balancer */
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
-                      ngx_file_info_n " \"%V\" of usage_drain_file failed, "
-                      "not draining", &drain->path);
-    }
-
-    drain->err = err;
-
-    if (exists != drain->exists) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      exists ? "usage drain file \"%V\" exists: /ready "
-                               "answers 503, responses close their "
-                               "connections"
-                             : "usage drain file \"%V\" is gone: ready "
-                               "again",
-                      &drain->path);
-
-        drain->exists = exists;
-    }
-
-    return exists;
 }
 
 

@@ -12,6 +12,10 @@
 #include <ngx_core.h>
 
 
+/* a UUID as text: 8-4-4-4-12 hex digits */
+#define NGX_HTTP_USAGE_UUID_LEN         36
+
+
 ngx_int_t ngx_http_usage_random_bytes(void *buf, size_t len);
 void ngx_http_usage_random_init(void);
 uint64_t ngx_http_usage_random(void);

@@ -26,6 +26,7 @@
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_siphash.h"
 #include "ngx_http_usage_text.h"
+#include "ngx_http_usage_request.h"
 
 
 /* a key file larger than this is refused, not read into memory */

@@ -16,8 +16,13 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_store.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_time.h"
+#include "ngx_http_usage_request.h"
+#include "ngx_http_usage_reply.h"
+#include "ngx_http_usage_scope.h"
+#include "ngx_http_usage_metrics.h"
 
 
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
@@ -94,7 +99,7 @@ ngx_http_usage_metrics_count(ngx_http_usage_zone_t *zone,
         }
     }
 
-    tr = &zone->sh->traffic;
+    tr = ngx_http_usage_store_traffic(zone);
 
     (void) ngx_atomic_fetch_add(&tr->requests[m][status / 100 - 1], 1);
     (void) ngx_atomic_fetch_add(&tr->latency[i], 1);
@@ -233,7 +238,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
      * buckets read, so that it always equals the +Inf bucket.
      */
 
-    tr = &zone->sh->traffic;
+    tr = ngx_http_usage_store_traffic(zone);
 
     ngx_http_usage_metric_head(&out, "usage_http_requests_total", "counter",
                                "Requests of tracked locations, by method and "

@@ -9,9 +9,17 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_store.h"
+#include "ngx_http_usage_state.h"
 #include "ngx_http_usage_body.h"
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_id.h"
+#include "ngx_http_usage_request.h"
+#include "ngx_http_usage_api.h"
+#include "ngx_http_usage_filter.h"
+#include "ngx_http_usage_trace.h"
+#include "ngx_http_usage_track.h"
+#include "ngx_http_usage_metrics.h"
 
 
 static ngx_int_t ngx_http_usage_add_variables(ngx_conf_t *cf);
@@ -216,26 +224,6 @@ ngx_module_t  ngx_http_usage_module = {
 
 
 static ngx_str_t  ngx_http_usage_trace_var = ngx_string("usage_trace_id");
-
-
-ngx_http_usage_ctx_t *
-ngx_http_usage_get_ctx(ngx_http_request_t *r)
-{
-    ngx_http_usage_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_usage_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_usage_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_usage_module);
-    }
-
-    return ctx;
-}
 
 
 static ngx_int_t
@@ -545,7 +533,7 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     zone = conf->api_zone ? conf->api_zone->data : NULL;
 
     if (zone && conf->api_zone->shm.size
-        && conf->metadata_max_size + NGX_HTTP_USAGE_EVENT_OVERHEAD
+        && conf->metadata_max_size + ngx_http_usage_store_event_overhead()
                                    + NGX_HTTP_USAGE_ID_MAX_BYTES
            > ngx_http_usage_store_ring_size(zone->size, zone->raw_percent) / 4)
     {
@@ -557,7 +545,7 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            &conf->api_zone->shm.name,
                            conf->api_zone->shm.size, conf->metadata_max_size,
                            (4 * (conf->metadata_max_size
-                                 + NGX_HTTP_USAGE_EVENT_OVERHEAD
+                                 + ngx_http_usage_store_event_overhead()
                                  + NGX_HTTP_USAGE_ID_MAX_BYTES)
                             + ngx_pagesize) / zone->raw_percent * 100);
     }
@@ -918,7 +906,7 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    shm_zone->init = ngx_http_usage_store_init_zone;
+    shm_zone->init = ngx_http_usage_state_init_zone;
     shm_zone->data = zone;
 
     umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_usage_module);

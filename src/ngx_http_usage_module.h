@@ -2,8 +2,9 @@
 /*
  * ngx_http_usage_module: usage metering built into nginx.
  *
- * Types shared by the module's files: configuration, per-request context,
- * and the entry points each file exports to the others.
+ * What every file of the module shares: its configuration, its
+ * per-request context, and the module itself (whose index finds them).
+ * Each file's functions are in a header of its own.
  */
 
 
@@ -15,15 +16,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_usage_store.h"
-#include "ngx_http_usage_json.h"
-
 
 #define NGX_HTTP_USAGE_VERSION          "0.1.0"
 #define NGX_HTTP_USAGE_NAME             "ngx_http_usage_module"
 
-#define NGX_HTTP_USAGE_TRACE_ID_MAX     128
-#define NGX_HTTP_USAGE_UUID_LEN         36
 #define NGX_HTTP_USAGE_CORS_MAX_AGE     "86400"
 
 /* a zone holds the store's context, the ring and some aggregates */
@@ -137,94 +133,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_usage_module;
-
-
-/* ngx_http_usage_module.c */
-ngx_http_usage_ctx_t *ngx_http_usage_get_ctx(ngx_http_request_t *r);
-
-/* ngx_http_usage_api.c */
-ngx_int_t ngx_http_usage_api_handler(ngx_http_request_t *r);
-ngx_uint_t ngx_http_usage_untracked_route(ngx_http_request_t *r);
-ngx_int_t ngx_http_usage_not_allowed_message(ngx_http_request_t *r,
-    ngx_str_t *msg);
-ngx_int_t ngx_http_usage_too_large_message(ngx_http_request_t *r,
-    ngx_str_t *msg);
-ngx_int_t ngx_http_usage_send_out(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, size_t type_len, ngx_http_usage_out_t *out);
-ngx_int_t ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, ngx_str_t *message);
-
-/* ngx_http_usage_track.c */
-ngx_int_t ngx_http_usage_track_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_usage_trace_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-ngx_int_t ngx_http_usage_trace_id(ngx_http_request_t *r, ngx_str_t *id);
-ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path);
-
-
-/*
- * The path of the request line, its query cut off.  nginx noted where the
- * arguments start as it parsed the line (or its %-escapes), so a client
- * request needs no search; a subrequest shares its parent's line but not
- * that note.
- */
-
-static ngx_inline void
-ngx_http_usage_cut_query(ngx_http_request_t *r, ngx_str_t *path)
-{
-    u_char  *q;
-
-    if (r->args_start > path->data
-        && r->args_start <= path->data + path->len
-        && r->args_start[-1] == '?')
-    {
-        path->len = r->args_start - 1 - path->data;
-        return;
-    }
-
-    if (r->args_start == NULL && r == r->main) {
-        return;     /* no '?' in the request line */
-    }
-
-    q = ngx_strlchr(path->data, path->data + path->len, '?');
-    if (q) {
-        path->len = q - path->data;
-    }
-}
-ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
-    u_char *name, size_t len);
-ngx_int_t ngx_http_usage_trace_handler(ngx_http_request_t *r);
-
-/* ngx_http_usage_filter.c */
-ngx_int_t ngx_http_usage_filter_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_usage_headers_init(ngx_conf_t *cf,
-    ngx_http_usage_loc_conf_t *conf, ngx_http_usage_loc_conf_t *prev);
-ngx_uint_t ngx_http_usage_draining(ngx_http_request_t *r);
-ngx_int_t ngx_http_usage_error_body(ngx_http_request_t *r,
-    const char *code, ngx_str_t *message, ngx_str_t *out);
-ngx_int_t ngx_http_usage_add_header(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_str_t *value);
-ngx_int_t ngx_http_usage_add_header_n(ngx_http_request_t *r, u_char *key,
-    size_t len, ngx_str_t *value);
-
-#define ngx_http_usage_add_header_lit(r, name, value)                        \
-    ngx_http_usage_add_header_n(r, (u_char *) name, sizeof(name) - 1, value)
-
-/* ngx_http_usage_metrics.c */
-ngx_int_t ngx_http_usage_metrics_handler(ngx_http_request_t *r);
-void ngx_http_usage_metrics_count(ngx_http_usage_zone_t *zone,
-    ngx_http_request_t *r, ngx_uint_t status, int64_t ms);
-
-/* ngx_http_usage_scope.c */
-#define NGX_HTTP_USAGE_SCOPE_READ       0
-#define NGX_HTTP_USAGE_SCOPE_RECORD     1
-#define NGX_HTTP_USAGE_SCOPE_STORE      2
-
-ngx_int_t ngx_http_usage_scope(ngx_http_request_t *r, ngx_str_t *scope);
-ngx_int_t ngx_http_usage_scope_store(ngx_http_request_t *r,
-    ngx_str_t *scope);
-ngx_int_t ngx_http_usage_scope_forbidden(ngx_http_request_t *r,
-    ngx_str_t *scope, ngx_uint_t what);
 
 
 #endif /* _NGX_HTTP_USAGE_MODULE_H_INCLUDED_ */

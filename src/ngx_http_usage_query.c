@@ -16,6 +16,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_store_internal.h"
 
 
 #define ngx_http_usage_raw_at(q, off)                                        \

@@ -15,6 +15,8 @@
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_text.h"
+#include "ngx_http_usage_reply.h"
+#include "ngx_http_usage_scope.h"
 
 
 /*

@@ -26,6 +26,8 @@
 #include <jansson.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_store_internal.h"
+#include "ngx_http_usage_state.h"
 #include "ngx_http_usage_text.h"
 
 
@@ -78,6 +80,8 @@ typedef struct {
 } ngx_http_usage_rbuf_t;
 
 
+static ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
+    ngx_http_usage_zone_t *old);
 static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
     int64_t now, size_t *len, ngx_msec_t *locked);
 static void ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data,
@@ -128,9 +132,32 @@ static ngx_msec_t ngx_http_usage_elapsed(struct timeval *from,
 #define ngx_http_usage_rval(r, v)  ngx_http_usage_rget(r, &(v), sizeof(v))
 
 
-/* called from init_zone for a fresh zone, in the master */
+/*
+ * The zone's init callback.  A zone taken over on reload keeps its store
+ * as it is; a fresh one (nginx maps a zone whose size changed anew) is
+ * filled from the old cycle's zone, which is still mapped while its
+ * workers serve, or else from the state file.
+ */
 
 ngx_int_t
+ngx_http_usage_state_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_usage_store_init_zone(shm_zone, data);
+
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    return ngx_http_usage_state_restore(shm_zone,
+                                       ngx_http_usage_store_old_zone(shm_zone));
+}
+
+
+/* called from init_zone for a fresh zone, in the master */
+
+static ngx_int_t
 ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_usage_zone_t *old)
 {

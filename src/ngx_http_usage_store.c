@@ -26,6 +26,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_store_internal.h"
 #include "ngx_http_usage_text.h"
 
 
@@ -46,8 +47,6 @@
 
 
 static ngx_int_t ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone);
-static ngx_http_usage_zone_t *ngx_http_usage_old_zone(
-    ngx_shm_zone_t *shm_zone);
 static void ngx_http_usage_name_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
 static void ngx_http_usage_entity_insert(ngx_rbtree_node_t *temp,
@@ -106,7 +105,7 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_usage_zone_t  *ozone = data;
 
     size_t                  ring;
-    ngx_http_usage_zone_t  *zone, *old;
+    ngx_http_usage_zone_t  *zone;
 
     zone = shm_zone->data;
 
@@ -146,14 +145,8 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    /*
-     * A fresh zone: nginx maps a zone whose size changed on reload anew.
-     * The old one is still mapped (its workers are still serving), so its
-     * store is carried over; without one, the state file is loaded.
-     */
-    old = ngx_http_usage_old_zone(shm_zone);
-
-    return ngx_http_usage_state_restore(shm_zone, old);
+    /* a fresh zone, empty: the state file's start-up fills it */
+    return NGX_DONE;
 }
 
 
@@ -236,8 +229,8 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
 
 /* the running cycle's zone of this name, if its size differs */
 
-static ngx_http_usage_zone_t *
-ngx_http_usage_old_zone(ngx_shm_zone_t *shm_zone)
+ngx_http_usage_zone_t *
+ngx_http_usage_store_old_zone(ngx_shm_zone_t *shm_zone)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
@@ -627,6 +620,32 @@ ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone)
     /* a metered location without its key header drops on every request:
      * no lock for that */
     (void) ngx_atomic_fetch_add(&zone->sh->dropped, 1);
+}
+
+
+/* the zone is mapped and holds a store: it can serve */
+
+ngx_uint_t
+ngx_http_usage_store_ready(ngx_http_usage_zone_t *zone)
+{
+    return zone->sh != NULL && zone->shpool != NULL;
+}
+
+
+/* counted by every worker with atomic operations, never under the lock */
+
+ngx_http_usage_traffic_t *
+ngx_http_usage_store_traffic(ngx_http_usage_zone_t *zone)
+{
+    return &zone->sh->traffic;
+}
+
+
+size_t
+ngx_http_usage_store_event_overhead(void)
+{
+    /* the record's header, its largest extras, and its padding */
+    return NGX_HTTP_USAGE_RAW_HEADER + ngx_http_usage_raw_extra(1, 1) + 8;
 }
 
 

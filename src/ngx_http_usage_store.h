@@ -18,6 +18,8 @@
  * Every public function takes the zone's slab mutex itself, does only
  * look-ups, links and copies under it, and returns copies allocated from
  * the caller's pool, so that parsing and rendering happen outside the lock.
+ * The zone's layout is ngx_http_usage_store_internal.h's, which only the
+ * store's own files (store, query, state) include.
  */
 
 
@@ -31,8 +33,6 @@
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
-
-#include "ngx_http_usage_siphash.h"
 
 
 #define NGX_HTTP_USAGE_ENTITY_MAX_BYTES  (255 * 4)
@@ -62,9 +62,6 @@
 #define NGX_HTTP_USAGE_BY_MINUTE         1
 #define NGX_HTTP_USAGE_BY_HOUR           2
 
-/* eventsLastHour: one counter per minute, in a circle */
-#define NGX_HTTP_USAGE_MINUTE_SLOTS      128
-
 /* tracked traffic: methods, status classes and latency buckets counted */
 #define NGX_HTTP_USAGE_METHODS           8
 #define NGX_HTTP_USAGE_STATUS_CLASSES    5
@@ -81,198 +78,8 @@
 #define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
 
 
-typedef struct ngx_http_usage_entity_s  ngx_http_usage_entity_t;
-typedef struct ngx_http_usage_type_s    ngx_http_usage_type_t;
-typedef struct ngx_http_usage_series_s  ngx_http_usage_series_t;
-typedef struct ngx_http_usage_idx_s     ngx_http_usage_idx_t;
-
-
-/* count and value sum of one series' events in one minute or hour */
-typedef struct {
-    ngx_queue_t                  queue;        /* series', by start */
-    ngx_queue_t                  raw;          /* raw events still stored */
-    int64_t                      start;        /* ms, aligned to span */
-    uint64_t                     count;
-    double                       value;
-    uint32_t                     raw_count;
-    uint32_t                     span;         /* MINUTE or HOUR, in ms */
-} ngx_http_usage_bucket_t;
-
-
-/* one event type of one entity */
-struct ngx_http_usage_series_s {
-    ngx_queue_t                  queue;        /* entity's series */
-    ngx_queue_t                  buckets;
-    ngx_http_usage_entity_t     *entity;
-    ngx_http_usage_type_t       *type;
-    uint32_t                     raw_refs;     /* raw events pointing here */
-    uint32_t                     count;        /* the sums of its buckets, */
-    double                       value;        /* kept by every change of
-                                                  one: a summary of the
-                                                  whole window reads them
-                                                  instead of the buckets */
-};
-
-
-/*
- * 32 bits of count keep a series in a 64-byte slab slot.  Past them (four
- * billion events of one type of one entity in the window) the sums are
- * given up, and summaries read the buckets, until the series has no
- * bucket left.
- */
-#define NGX_HTTP_USAGE_SUMS_LOST         NGX_MAX_UINT32_VALUE
-
-static ngx_inline void
-ngx_http_usage_series_add(ngx_http_usage_series_t *s, uint64_t count,
-    double value)
-{
-    if (s->count == NGX_HTTP_USAGE_SUMS_LOST) {
-        return;
-    }
-
-    if (count >= (uint64_t) (NGX_HTTP_USAGE_SUMS_LOST - s->count)) {
-        s->count = NGX_HTTP_USAGE_SUMS_LOST;
-        s->value = 0;
-        return;
-    }
-
-    s->count += count;
-    s->value += value;
-}
-
-
-static ngx_inline void
-ngx_http_usage_series_sub(ngx_http_usage_series_t *s, uint64_t count,
-    double value)
-{
-    if (s->count == NGX_HTTP_USAGE_SUMS_LOST) {
-        return;
-    }
-
-    s->count -= ngx_min(s->count, count);
-    s->value -= value;
-
-    if (s->count == 0) {
-        /* no rounding left over from the additions and subtractions */
-        s->value = 0;
-    }
-}
-
-
-struct ngx_http_usage_entity_s {
-    ngx_rbtree_node_t            node;         /* key: crc32 of the name */
-    ngx_queue_t                  lru;          /* least recently updated
-                                                  first */
-    ngx_queue_t                  series;       /* first seen first */
-    ngx_queue_t                  raw;          /* its raw events, oldest
-                                                  first */
-    ngx_uint_t                   raw_count;
-    int64_t                      updated;      /* receipt of its last event */
-    int64_t                      compacted;    /* minute of last compaction */
-    int64_t                      min_end;      /* the earliest end of its
-                                                  buckets (or earlier): once
-                                                  the window passes it, one
-                                                  has to leave */
-    ngx_uint_t                   mark;         /* scratch: state file index */
-    uint32_t                     nseries;      /* its event types */
-    uint32_t                     nbuckets;     /* of all its series */
-    u_short                      len;
-    u_char                       data[1];
-};
-
-
-struct ngx_http_usage_type_s {
-    ngx_rbtree_node_t            node;
-    ngx_queue_t                  order;        /* all types, first seen
-                                                  first */
-    ngx_queue_t                  buckets;      /* hour buckets: its total */
-    uint64_t                     count;        /* events in the window */
-    ngx_uint_t                   raw_count;    /* raw events stored */
-    ngx_uint_t                   refs;         /* series of this type */
-    ngx_uint_t                   mark;
-    u_char                       plain;        /* the name needs no JSON
-                                                  escape */
-    u_short                      len;          /* data follows len: see
-                                                  name_lookup() */
-    u_char                       data[1];
-};
-
-
-/*
- * A raw event in the ring: 120 bytes, then what only some events need
- * (a retention tree node if back-dated, a pointer to its id's index entry
- * if it has a client id), its client id and its metadata, the whole padded
- * to 8 bytes.
- */
-typedef struct {
-    uint32_t                     size;
-    uint16_t                     flags;
-    uint16_t                     id_len;
-    uint32_t                     metadata_len;
-    uint32_t                     reserved;
-    ngx_queue_t                  queue;        /* all, oldest first */
-    ngx_queue_t                  entity_queue;
-    ngx_queue_t                  bucket_queue;
-    ngx_http_usage_series_t     *series;
-    ngx_http_usage_bucket_t     *bucket;       /* NULL once detached */
-    int64_t                      time;         /* event time, ms */
-    int64_t                      created;      /* receipt, ms */
-    double                       value;
-    u_char                       uuid[16];
-    u_char                       data[1];
-} ngx_http_usage_raw_t;
-
-#define NGX_HTTP_USAGE_RAW_HEADER  offsetof(ngx_http_usage_raw_t, data)
-
-/*
- * An event whose client time is earlier than its receipt leaves the window
- * before the records ahead of it in the ring: it carries a tree node (at
- * the start of its data) that orders it by time for retention.
- */
-#define NGX_HTTP_USAGE_RAW_BACKDATED  0x0001
-
-#define ngx_http_usage_raw_extra(backdated, id_len)                          \
-    (((backdated) ? sizeof(ngx_rbtree_node_t) : 0)                           \
-     + ((id_len) ? sizeof(ngx_http_usage_idx_t *) : 0))
-#define ngx_http_usage_raw_idx(raw)                                          \
-    ((ngx_http_usage_idx_t **)                                               \
-     ((raw)->data + (((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED)           \
-                     ? sizeof(ngx_rbtree_node_t) : 0)))
-#define ngx_http_usage_raw_id(raw)                                           \
-    ((raw)->data                                                             \
-     + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED, \
-                                (raw)->id_len))
-#define ngx_http_usage_raw_size(rec)                                         \
-    ngx_align(NGX_HTTP_USAGE_RAW_HEADER                                      \
-              + ngx_http_usage_raw_extra((rec)->time < (rec)->created,       \
-                                         (rec)->id.len)                      \
-              + (rec)->id.len + (rec)->metadata.len, 8)
-
-
-/*
- * A client id recorded for an entity: idempotent ingestion.  The entity
- * and the id themselves follow the entry: a hit is a hit only if they are
- * equal, whatever the hash says.
- */
-struct ngx_http_usage_idx_s {
-    ngx_rbtree_node_t            node;         /* key: the hash, truncated */
-    ngx_queue_t                  queue;        /* oldest first */
-    uint64_t                     hash;         /* keyed, of entity and id */
-    int64_t                      time;         /* event time: retention */
-    ngx_http_usage_raw_t        *raw;          /* NULL once out of the log */
-    u_short                      entity_len;
-    u_short                      id_len;
-    u_char                       data[1];      /* entity, then id */
-};
-
-
-/*
- * A build for the tests (-DNGX_HTTP_USAGE_ID_HASH_BITS=4) keeps only a few
- * bits of the hash, so that distinct ids collide all the time.
- */
-#ifndef NGX_HTTP_USAGE_ID_HASH_BITS
-#define NGX_HTTP_USAGE_ID_HASH_BITS      64
-#endif
+/* the zone's store: ngx_http_usage_store_internal.h */
+typedef struct ngx_http_usage_shctx_s  ngx_http_usage_shctx_t;
 
 
 /*
@@ -287,77 +94,6 @@ typedef struct {
     ngx_atomic_t                 latency[NGX_HTTP_USAGE_LATENCY_BUCKETS];
     ngx_atomic_t                 latency_ms;   /* the sum */
 } ngx_http_usage_traffic_t;
-
-
-typedef struct {
-    ngx_rbtree_t                 entities;
-    ngx_rbtree_node_t            entities_sentinel;
-    ngx_rbtree_t                 types;
-    ngx_rbtree_node_t            types_sentinel;
-    ngx_rbtree_t                 ids;
-    ngx_rbtree_node_t            ids_sentinel;
-    ngx_rbtree_t                 backdated;    /* raw events, by time */
-    ngx_rbtree_node_t            backdated_sentinel;
-
-    ngx_queue_t                  types_order;
-    ngx_queue_t                 *type_cursor;  /* next type to expire */
-    ngx_queue_t                  lru;          /* entities */
-    ngx_queue_t                  raw;          /* the log, oldest first */
-    ngx_queue_t                  ids_order;
-
-    /* the ring of raw events */
-    u_char                      *ring;
-    u_char                      *ring_end;
-    u_char                      *ring_head;    /* oldest record */
-    u_char                      *ring_tail;    /* next record goes here */
-    u_char                      *ring_wrap;    /* end of data before the
-                                                  wrap, or NULL */
-    size_t                       ring_used;
-
-    ngx_uint_t                   raw_count;
-    ngx_uint_t                   entity_count;
-    ngx_uint_t                   type_count;
-    ngx_uint_t                   bucket_count;
-    ngx_uint_t                   id_count;
-    size_t                       id_bytes;     /* slab slots of the ids */
-
-    uint64_t                     total;        /* events in the window */
-    int64_t                      minute_start[NGX_HTTP_USAGE_MINUTE_SLOTS];
-    uint64_t                     minute_count[NGX_HTTP_USAGE_MINUTE_SLOTS];
-
-    int64_t                      start_time;   /* of the data set, ms */
-    int64_t                      last_created; /* keeps createdAt monotonic */
-    int64_t                      expired_at;   /* the clock of the last
-                                                  retention pass */
-
-    uint64_t                     recorded;
-    uint64_t                     duplicates;
-    uint64_t                     raw_evicted;
-    uint64_t                     raw_expired;
-    uint64_t                     buckets_evicted;
-    uint64_t                     buckets_expired;
-    uint64_t                     ids_evicted;
-    ngx_atomic_t                 dropped;      /* also counted unlocked */
-    uint64_t                     entity_limited; /* refused by an entity's
-                                                    bounds (not saved) */
-
-    /* the state file: what changed since it was saved, and who saves */
-    uint64_t                     changes;
-    uint64_t                     saved_changes;
-    int64_t                      saved_at;
-    uint64_t                     saves;
-    uint64_t                     dataset;      /* random, kept by copies */
-    ngx_http_usage_sipkey_t      id_key;       /* of the ids' hash: random,
-                                                  never saved (a copy
-                                                  hashes anew) */
-    uint32_t                     generation;   /* copies since it began */
-    ngx_atomic_t                 saver;        /* pid saving now, or 0 */
-
-    int64_t                      full_warned;  /* rate limit of the warning */
-    uint64_t                     full_since_warned;
-
-    ngx_http_usage_traffic_t     traffic;
-} ngx_http_usage_shctx_t;
 
 
 typedef struct {
@@ -480,6 +216,7 @@ typedef struct {
 
 
 /* ngx_http_usage_store.c: the zone, writes, retention and eviction */
+/* NGX_OK: the zone's store was taken over; NGX_DONE: it is new and empty */
 ngx_int_t ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 ngx_int_t ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
@@ -489,57 +226,13 @@ size_t ngx_http_usage_store_ring_size(size_t zone_size,
     ngx_uint_t raw_percent);
 int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
+ngx_uint_t ngx_http_usage_store_ready(ngx_http_usage_zone_t *zone);
+ngx_http_usage_traffic_t *ngx_http_usage_store_traffic(
+    ngx_http_usage_zone_t *zone);
 
 /* bytes of the ring an event takes beyond its metadata and client id */
-#define NGX_HTTP_USAGE_EVENT_OVERHEAD                                        \
-    (NGX_HTTP_USAGE_RAW_HEADER + ngx_http_usage_raw_extra(1, 1) + 8)
+size_t ngx_http_usage_store_event_overhead(void);
 
-/* shared with the reading and persisting files, lock held */
-void ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now);
-void ngx_http_usage_store_expire_types_locked(ngx_http_usage_zone_t *zone,
-    int64_t now);
-ngx_http_usage_entity_t *ngx_http_usage_entity_lookup(
-    ngx_http_usage_shctx_t *sh, ngx_str_t *name);
-ngx_http_usage_type_t *ngx_http_usage_type_lookup(
-    ngx_http_usage_shctx_t *sh, ngx_str_t *name);
-ngx_uint_t ngx_http_usage_compact_due(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_entity_t *entity, int64_t now);
-void ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_entity_t *entity, int64_t now);
-ngx_int_t ngx_http_usage_copy_raw(ngx_pool_t *pool,
-    ngx_http_usage_record_t *rec, ngx_http_usage_raw_t *raw);
-
-/* used by the state file loader to rebuild a store, lock held */
-ngx_http_usage_entity_t *ngx_http_usage_entity_hold_locked(
-    ngx_http_usage_zone_t *zone, ngx_str_t *name, int64_t now);
-ngx_http_usage_series_t *ngx_http_usage_series_get_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity,
-    ngx_str_t *type_name);
-ngx_http_usage_bucket_t *ngx_http_usage_bucket_get_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
-    int64_t start, uint32_t span);
-ngx_http_usage_type_t *ngx_http_usage_type_get_locked(
-    ngx_http_usage_zone_t *zone, ngx_str_t *name,
-    ngx_http_usage_entity_t *pin);
-ngx_int_t ngx_http_usage_type_add_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_type_t *type, int64_t start, uint64_t count);
-void ngx_http_usage_store_full(ngx_http_usage_zone_t *zone, ngx_log_t *log);
-void ngx_http_usage_series_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_series_t *series);
-ngx_uint_t ngx_http_usage_entity_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_entity_t *entity);
-void ngx_http_usage_type_release_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_type_t *type);
-ngx_http_usage_bucket_t *ngx_http_usage_bucket_lookup(
-    ngx_http_usage_series_t *series, int64_t start, uint32_t span);
-ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
-    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
-ngx_int_t ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone,
-    uint64_t hash, ngx_str_t *entity, ngx_str_t *id, int64_t time,
-    ngx_http_usage_raw_t *raw);
-uint64_t ngx_http_usage_idx_hash(ngx_http_usage_shctx_t *sh,
-    ngx_str_t *entity, ngx_str_t *id);
 
 /* ngx_http_usage_query.c: reads */
 ngx_int_t ngx_http_usage_store_list(ngx_http_usage_zone_t *zone,
@@ -551,13 +244,6 @@ ngx_int_t ngx_http_usage_store_history(ngx_http_usage_zone_t *zone,
 ngx_int_t ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_stats_t *st, ngx_uint_t with_types,
     int64_t now);
-
-/* ngx_http_usage_state.c: the state file, and carrying a resized zone */
-ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
-    ngx_http_usage_zone_t *old);
-void ngx_http_usage_state_init_worker(ngx_cycle_t *cycle,
-    ngx_http_usage_zone_t *zone);
-void ngx_http_usage_state_save(ngx_http_usage_zone_t *zone, ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_USAGE_STORE_H_INCLUDED_ */

@@ -1,0 +1,29 @@
+
+/*
+ * What the module reads of a request: its context, its path as sent, its
+ * headers and its body limit.  Everything above (routing, replies,
+ * handlers, filters) reads a request through these.
+ */
+
+
+#ifndef _NGX_HTTP_USAGE_REQUEST_H_INCLUDED_
+#define _NGX_HTTP_USAGE_REQUEST_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+
+
+ngx_http_usage_ctx_t *ngx_http_usage_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r,
+    ngx_str_t *path);
+void ngx_http_usage_cut_query(ngx_http_request_t *r, ngx_str_t *path);
+ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
+    u_char *name, size_t len);
+off_t ngx_http_usage_body_limit(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_USAGE_REQUEST_H_INCLUDED_ */
