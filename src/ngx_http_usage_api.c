@@ -28,6 +28,24 @@
 #include "ngx_http_usage_api.h"
 
 
+/* the entity id's three rules, and since, until and interval */
+#define NGX_HTTP_USAGE_RANGE_ERRORS  6
+
+
+/* the arguments of a summary or a history, as parsed */
+typedef struct {
+    ngx_http_usage_range_t       q;
+    ngx_str_t                    since;        /* as given, or null */
+    ngx_str_t                    until;
+    ngx_str_t                    interval;     /* history: as given */
+    ngx_str_t                    scope;        /* the entity in scope */
+    ngx_str_t                    errors[NGX_HTTP_USAGE_RANGE_ERRORS];
+    ngx_uint_t                   nerrors;
+    ngx_http_usage_zone_t       *zone;
+    int64_t                      now;
+} ngx_http_usage_range_args_t;
+
+
 static ngx_int_t ngx_http_usage_invalid_path(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r);
@@ -45,8 +63,27 @@ static ngx_int_t ngx_http_usage_entity_limited(ngx_http_request_t *r,
     ngx_http_usage_zone_t *zone, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
     const char *name, ngx_uint_t max, ngx_uint_t *value);
+static ngx_int_t ngx_http_usage_range_args(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt, ngx_uint_t history,
+    ngx_http_usage_range_args_t *a);
+static ngx_int_t ngx_http_usage_range_refused(ngx_http_request_t *r,
+    ngx_int_t rc, ngx_http_usage_range_args_t *a);
+static ngx_int_t ngx_http_usage_entity_segment(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt, ngx_http_usage_range_args_t *a);
+static ngx_int_t ngx_http_usage_time_arg(ngx_http_request_t *r,
+    const char *name, const char *error, ngx_http_usage_range_args_t *a,
+    ngx_str_t *value, int64_t *ms);
+static ngx_int_t ngx_http_usage_interval_arg(ngx_http_request_t *r,
+    ngx_http_usage_range_args_t *a);
+static void ngx_http_usage_range_error(ngx_http_usage_range_args_t *a,
+    const char *msg);
 static ngx_int_t ngx_http_usage_summary(ngx_http_request_t *r,
-    ngx_http_usage_route_t *rt, ngx_uint_t history);
+    ngx_http_usage_route_t *rt);
+static ngx_int_t ngx_http_usage_history(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt);
+static size_t ngx_http_usage_range_size(ngx_http_usage_range_args_t *a);
+static void ngx_http_usage_out_range_end(ngx_http_usage_out_t *out,
+    ngx_http_usage_range_args_t *a);
 static ngx_int_t ngx_http_usage_store_wide(ngx_http_request_t *r,
     ngx_uint_t stats);
 static ngx_int_t ngx_http_usage_stats(ngx_http_request_t *r);
@@ -154,10 +191,10 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
         return ngx_http_usage_store_wide(r, 1);
 
     case NGX_HTTP_USAGE_ROUTE_SUMMARY:
-        return ngx_http_usage_summary(r, &rt, 0);
+        return ngx_http_usage_summary(r, &rt);
 
     default: /* NGX_HTTP_USAGE_ROUTE_HISTORY */
-        return ngx_http_usage_summary(r, &rt, 1);
+        return ngx_http_usage_history(r, &rt);
     }
 }
 
@@ -795,11 +832,164 @@ ngx_http_usage_number_arg(ngx_http_request_t *r, const char *name,
 }
 
 
-/* a since/until bound: absent is fine, present must be an ISO-8601 date */
+/*
+ * The arguments of a summary or a history: the {entityId} segment, as
+ * decoded and trimmed, and since, until (and the interval of a history).
+ * NGX_OK: a holds a valid range; NGX_HTTP_BAD_REQUEST: a->errors says
+ * why not; NGX_HTTP_FORBIDDEN: the entity is not the one in a->scope.
+ */
+
+static ngx_int_t
+ngx_http_usage_range_args(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
+    ngx_uint_t history, ngx_http_usage_range_args_t *a)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  entity_ok;
+
+    ngx_memzero(a, sizeof(ngx_http_usage_range_args_t));
+
+    rc = ngx_http_usage_entity_segment(r, rt, a);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    entity_ok = (a->nerrors == 0);
+
+    a->q.since = INT64_MIN;
+    a->q.until = INT64_MAX;
+
+    if (ngx_http_usage_time_arg(r, "since",
+                                "since must be a valid ISO8601 date",
+                                a, &a->since, &a->q.since)
+        != NGX_OK
+        || ngx_http_usage_time_arg(r, "until",
+                                   "until must be a valid ISO8601 date",
+                                   a, &a->until, &a->q.until)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a->q.interval = NGX_HTTP_USAGE_HOUR;
+    ngx_str_set(&a->interval, "hour");
+
+    if (history && ngx_http_usage_interval_arg(r, a) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (entity_ok) {
+        /* a valid id, as it was decoded and trimmed, against the key's */
+        rc = ngx_http_usage_scope(r, &a->scope);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK
+            && (a->q.entity.len != a->scope.len
+                || ngx_strncmp(a->q.entity.data, a->scope.data,
+                               a->scope.len) != 0))
+        {
+            return NGX_HTTP_FORBIDDEN;
+        }
+    }
+
+    if (a->nerrors) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    a->zone = ngx_http_usage_zone_of(r);
+    a->now = ngx_http_usage_now();
+
+    return NGX_OK;
+}
+
+
+/* the answer to arguments that range_args() refused */
+
+static ngx_int_t
+ngx_http_usage_range_refused(ngx_http_request_t *r, ngx_int_t rc,
+    ngx_http_usage_range_args_t *a)
+{
+    switch (rc) {
+
+    case NGX_HTTP_BAD_REQUEST:
+        return ngx_http_usage_bad_request(r, a->errors, a->nerrors);
+
+    case NGX_HTTP_FORBIDDEN:
+        return ngx_http_usage_scope_forbidden(r, &a->scope,
+                                              NGX_HTTP_USAGE_SCOPE_READ);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+/*
+ * The {entityId} segment, %-decoded where the path is still encoded.  A
+ * segment that is not UTF-8 is refused on its own (NGX_HTTP_BAD_REQUEST
+ * with that one error); the rules of a name add to a->errors.
+ */
+
+static ngx_int_t
+ngx_http_usage_entity_segment(ngx_http_request_t *r,
+    ngx_http_usage_route_t *rt, ngx_http_usage_range_args_t *a)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  flags;
+
+    if (rt->raw) {
+        rc = ngx_http_usage_unescape_path(r->pool, &rt->entity, &a->q.entity);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_usage_range_error(a, "entityId must be valid "
+                                          "URL-encoded UTF-8");
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+    } else {
+        a->q.entity = rt->entity;
+
+        if (ngx_http_usage_utf8_valid(a->q.entity.data, a->q.entity.len)
+            != NGX_OK)
+        {
+            ngx_http_usage_range_error(a, "entityId must be valid UTF-8");
+            return NGX_HTTP_BAD_REQUEST;
+        }
+    }
+
+    flags = ngx_http_usage_check_name(&a->q.entity, 255);
+
+    if (flags & NGX_HTTP_USAGE_NAME_EMPTY) {
+        ngx_http_usage_range_error(a, "entityId is required");
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_CONTROL) {
+        ngx_http_usage_range_error(a, "entityId must not contain control "
+                                      "characters");
+    }
+
+    if (flags & NGX_HTTP_USAGE_NAME_LONG) {
+        ngx_http_usage_range_error(a, "entityId must be 255 characters or "
+                                      "less");
+    }
+
+    return NGX_OK;
+}
+
+
+/* since or until: absent leaves *ms as it is; invalid is an error */
 
 static ngx_int_t
 ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value, int64_t *ms)
+    const char *error, ngx_http_usage_range_args_t *a, ngx_str_t *value,
+    int64_t *ms)
 {
     ngx_int_t  rc;
 
@@ -811,7 +1001,7 @@ ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
     }
 
     if (ngx_http_usage_parse_iso(value->data, value->len, ms) != NGX_OK) {
-        return NGX_DECLINED;
+        ngx_http_usage_range_error(a, error);
     }
 
     return NGX_OK;
@@ -819,159 +1009,71 @@ ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
 
 
 static ngx_int_t
-ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
-    ngx_uint_t history)
+ngx_http_usage_interval_arg(ngx_http_request_t *r,
+    ngx_http_usage_range_args_t *a)
 {
-    size_t                    size;
-    int64_t                   now, start;
-    ngx_int_t                 rc;
-    ngx_str_t                 since, until, interval, errors[5], scope;
-    ngx_uint_t                i, n, flags;
-    ngx_http_usage_out_t      out;
-    ngx_http_usage_zone_t    *zone;
-    ngx_http_usage_range_t    q;
-    ngx_http_usage_point_t   *pt;
-    ngx_http_usage_count_t   *c;
+    ngx_int_t   rc;
+    ngx_str_t  *v;
 
-    ngx_memzero(&q, sizeof(ngx_http_usage_range_t));
-    n = 0;
+    v = &a->interval;
 
-    if (rt->raw) {
-        rc = ngx_http_usage_unescape_path(r->pool, &rt->entity, &q.entity);
-
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (rc == NGX_DECLINED) {
-            ngx_str_set(&errors[0], "entityId must be valid URL-encoded "
-                                    "UTF-8");
-            return ngx_http_usage_bad_request(r, errors, 1);
-        }
-
-    } else {
-        q.entity = rt->entity;
-
-        if (ngx_http_usage_utf8_valid(q.entity.data, q.entity.len) != NGX_OK)
-        {
-            ngx_str_set(&errors[0], "entityId must be valid UTF-8");
-            return ngx_http_usage_bad_request(r, errors, 1);
-        }
-    }
-
-    flags = ngx_http_usage_check_name(&q.entity, 255);
-
-    if (flags & NGX_HTTP_USAGE_NAME_EMPTY) {
-        ngx_str_set(&errors[n], "entityId is required");
-        n++;
-    }
-
-    if (flags & NGX_HTTP_USAGE_NAME_CONTROL) {
-        ngx_str_set(&errors[n],
-                    "entityId must not contain control characters");
-        n++;
-    }
-
-    if (flags & NGX_HTTP_USAGE_NAME_LONG) {
-        ngx_str_set(&errors[n], "entityId must be 255 characters or less");
-        n++;
-    }
-
-    /* a valid id, as it was decoded and trimmed, against the key's */
-    rc = (n == 0) ? ngx_http_usage_scope(r, &scope) : NGX_DECLINED;
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_OK
-        && (q.entity.len != scope.len
-            || ngx_strncmp(q.entity.data, scope.data, scope.len) != 0))
-    {
-        return ngx_http_usage_scope_forbidden(r, &scope,
-                                              NGX_HTTP_USAGE_SCOPE_READ);
-    }
-
-    q.since = INT64_MIN;
-    q.until = INT64_MAX;
-
-    rc = ngx_http_usage_time_arg(r, "since", &since, &q.since);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_str_set(&errors[n], "since must be a valid ISO8601 date");
-        n++;
-    }
-
-    rc = ngx_http_usage_time_arg(r, "until", &until, &q.until);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_str_set(&errors[n], "until must be a valid ISO8601 date");
-        n++;
-    }
-
-    q.interval = NGX_HTTP_USAGE_HOUR;
-    ngx_str_set(&interval, "hour");
-
-    rc = history ? ngx_http_usage_arg(r->pool, &r->args, "interval",
-                                      &interval)
-                 : NGX_DECLINED;
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_OK) {
-        /* interval values are case-sensitive, unlike route words */
-        if (interval.len == 6 && ngx_strncmp(interval.data, "minute", 6) == 0)
-        {
-            q.interval = NGX_HTTP_USAGE_MINUTE;
-
-        } else if (interval.len == 4
-                   && ngx_strncmp(interval.data, "hour", 4) == 0)
-        {
-            q.interval = NGX_HTTP_USAGE_HOUR;
-
-        } else if (interval.len == 3
-                   && ngx_strncmp(interval.data, "day", 3) == 0)
-        {
-            q.interval = NGX_HTTP_USAGE_DAY;
-
-        } else {
-            ngx_str_set(&errors[n], "interval must be minute, hour, or day");
-            n++;
-        }
-    }
-
-    if (n) {
-        return ngx_http_usage_bad_request(r, errors, n);
-    }
-
-    zone = ngx_http_usage_zone_of(r);
-    now = ngx_http_usage_now();
-
-    rc = history ? ngx_http_usage_store_history(zone, r->pool, &q, now)
-                 : ngx_http_usage_store_summary(zone, r->pool, &q, now);
+    rc = ngx_http_usage_arg(r->pool, &r->args, "interval", v);
 
     if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
+    }
+
+    /* interval values are case-sensitive, unlike route words */
+
+    if (v->len == 6 && ngx_strncmp(v->data, "minute", 6) == 0) {
+        a->q.interval = NGX_HTTP_USAGE_MINUTE;
+
+    } else if (v->len == 4 && ngx_strncmp(v->data, "hour", 4) == 0) {
+        a->q.interval = NGX_HTTP_USAGE_HOUR;
+
+    } else if (v->len == 3 && ngx_strncmp(v->data, "day", 3) == 0) {
+        a->q.interval = NGX_HTTP_USAGE_DAY;
+
+    } else {
+        ngx_http_usage_range_error(a, "interval must be minute, hour, or "
+                                      "day");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
+{
+    size_t                        size;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i;
+    ngx_http_usage_out_t          out;
+    ngx_http_usage_count_t       *c;
+    ngx_http_usage_range_args_t   a;
+
+    rc = ngx_http_usage_range_args(r, rt, 0, &a);
+
+    if (rc != NGX_OK) {
+        return ngx_http_usage_range_refused(r, rc, &a);
+    }
+
+    if (ngx_http_usage_store_summary(a.zone, r->pool, &a.q, a.now) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = 384 + q.entity.len;
+    /* each type twice, "name":count and "name":value; the writer grows
+     * past a name that needs escapes */
+    size = ngx_http_usage_range_size(&a)
+           + sizeof(",\"totalEvents\":,\"byEventType\":{},\"totalValue\":"
+                    ",\"valueByEventType\":{}") - 1
+           + NGX_INT64_LEN + NGX_HTTP_USAGE_DOUBLE_LEN;
 
-    if (history) {
-        size += q.points.nelts * 96;
-
-    } else {
-        c = q.counts.elts;
-        for (i = 0; i < q.counts.nelts; i++) {
-            size += 2 * c[i].name.len + 64;
-        }
+    c = a.q.counts.elts;
+    for (i = 0; i < a.q.counts.nelts; i++) {
+        size += 2 * (c[i].name.len + sizeof("\"\":,") - 1)
+                + NGX_INT64_LEN + NGX_HTTP_USAGE_DOUBLE_LEN;
     }
 
     if (ngx_http_usage_reply_begin(r, &out, 1, size) != NGX_OK) {
@@ -979,78 +1081,149 @@ ngx_http_usage_summary(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     }
 
     ngx_http_usage_out_lit(&out, "{\"entityId\":");
-    ngx_http_usage_out_string(&out, q.entity.data, q.entity.len);
+    ngx_http_usage_out_string(&out, a.q.entity.data, a.q.entity.len);
+    ngx_http_usage_out_pair(&out, ",\"totalEvents\":", a.q.total);
+    ngx_http_usage_out_lit(&out, ",\"byEventType\":");
+    ngx_http_usage_out_counts(&out, &a.q.counts, 0);
+    ngx_http_usage_out_lit(&out, ",\"totalValue\":");
+    ngx_http_usage_out_double(&out, a.q.value);
+    ngx_http_usage_out_lit(&out, ",\"valueByEventType\":");
+    ngx_http_usage_out_counts(&out, &a.q.counts, 1);
 
-    if (history) {
-        ngx_http_usage_out_lit(&out, ",\"interval\":");
-        ngx_http_usage_out_string(&out, interval.data, interval.len);
-        ngx_http_usage_out_lit(&out, ",\"dataPoints\":[");
+    ngx_http_usage_out_range_end(&out, &a);
 
-        pt = q.points.elts;
-        for (i = 0; i < q.points.nelts; i++) {
-            if (i) {
-                ngx_http_usage_out_lit(&out, ",");
-            }
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+}
 
-            ngx_http_usage_out_lit(&out, "{\"timestamp\":");
-            ngx_http_usage_out_iso(&out, pt[i].time);
-            ngx_http_usage_out_pair(&out, ",\"count\":", pt[i].count);
-            ngx_http_usage_out_lit(&out, ",\"value\":");
-            ngx_http_usage_out_double(&out, pt[i].value);
-            ngx_http_usage_out_lit(&out, "}");
-        }
 
-        ngx_http_usage_out_lit(&out, "]");
+static ngx_int_t
+ngx_http_usage_history(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
+{
+    size_t                        size;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i;
+    ngx_http_usage_out_t          out;
+    ngx_http_usage_point_t       *pt;
+    ngx_http_usage_range_args_t   a;
 
-    } else {
-        ngx_http_usage_out_pair(&out, ",\"totalEvents\":", q.total);
-        ngx_http_usage_out_lit(&out, ",\"byEventType\":");
-        ngx_http_usage_out_counts(&out, &q.counts, 0);
-        ngx_http_usage_out_lit(&out, ",\"totalValue\":");
-        ngx_http_usage_out_double(&out, q.value);
-        ngx_http_usage_out_lit(&out, ",\"valueByEventType\":");
-        ngx_http_usage_out_counts(&out, &q.counts, 1);
+    rc = ngx_http_usage_range_args(r, rt, 1, &a);
+
+    if (rc != NGX_OK) {
+        return ngx_http_usage_range_refused(r, rc, &a);
     }
 
+    if (ngx_http_usage_store_history(a.zone, r->pool, &a.q, a.now) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = ngx_http_usage_range_size(&a)
+           + sizeof(",\"interval\":\"minute\",\"dataPoints\":[]") - 1
+           + a.q.points.nelts
+             * (sizeof("{\"timestamp\":\"\",\"count\":,\"value\":},") - 1
+                + NGX_HTTP_USAGE_ISO_LEN + NGX_INT64_LEN
+                + NGX_HTTP_USAGE_DOUBLE_LEN);
+
+    if (ngx_http_usage_reply_begin(r, &out, 1, size) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_usage_out_lit(&out, "{\"entityId\":");
+    ngx_http_usage_out_string(&out, a.q.entity.data, a.q.entity.len);
+    ngx_http_usage_out_lit(&out, ",\"interval\":");
+    ngx_http_usage_out_string(&out, a.interval.data, a.interval.len);
+    ngx_http_usage_out_lit(&out, ",\"dataPoints\":[");
+
+    pt = a.q.points.elts;
+    for (i = 0; i < a.q.points.nelts; i++) {
+        if (i) {
+            ngx_http_usage_out_lit(&out, ",");
+        }
+
+        ngx_http_usage_out_lit(&out, "{\"timestamp\":");
+        ngx_http_usage_out_iso(&out, pt[i].time);
+        ngx_http_usage_out_pair(&out, ",\"count\":", pt[i].count);
+        ngx_http_usage_out_lit(&out, ",\"value\":");
+        ngx_http_usage_out_double(&out, pt[i].value);
+        ngx_http_usage_out_lit(&out, "}");
+    }
+
+    ngx_http_usage_out_lit(&out, "]");
+
+    ngx_http_usage_out_range_end(&out, &a);
+
+    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+/* what a summary and a history both write: the envelope, the entity id,
+ * the resolution and the period */
+
+static size_t
+ngx_http_usage_range_size(ngx_http_usage_range_args_t *a)
+{
+    return sizeof("{\"success\":true,\"data\":{\"entityId\":\"\""
+                  ",\"resolution\":\"minute\",\"period\":{\"since\":"
+                  ",\"until\":}}}") - 1
+           + a->q.entity.len
+           + (a->since.data ? a->since.len + 2 : NGX_HTTP_USAGE_ISO_LEN + 2)
+           + (a->until.data ? a->until.len + 2 : NGX_HTTP_USAGE_ISO_LEN + 2);
+}
+
+
+/* the end of a range answer: its resolution, its period, and the closing
+ * braces of the data and the envelope */
+
+static void
+ngx_http_usage_out_range_end(ngx_http_usage_out_t *out,
+    ngx_http_usage_range_args_t *a)
+{
     /* exact to the millisecond, or to the bucket where the raw events
      * of a cut bucket are no longer all in the log */
-    ngx_http_usage_out_lit(&out, ",\"resolution\":");
+    ngx_http_usage_out_lit(out, ",\"resolution\":");
 
-    switch (q.resolution) {
+    switch (a->q.resolution) {
     case NGX_HTTP_USAGE_BY_HOUR:
-        ngx_http_usage_out_lit(&out, "\"hour\"");
+        ngx_http_usage_out_lit(out, "\"hour\"");
         break;
     case NGX_HTTP_USAGE_BY_MINUTE:
-        ngx_http_usage_out_lit(&out, "\"minute\"");
+        ngx_http_usage_out_lit(out, "\"minute\"");
         break;
     default:
-        ngx_http_usage_out_lit(&out, "\"exact\"");
+        ngx_http_usage_out_lit(out, "\"exact\"");
     }
 
     /* the period echoes the query as given, or the defaults */
 
-    ngx_http_usage_out_lit(&out, ",\"period\":{\"since\":");
+    ngx_http_usage_out_lit(out, ",\"period\":{\"since\":");
 
-    if (since.data) {
-        ngx_http_usage_out_string(&out, since.data, since.len);
-
-    } else {
-        start = ngx_http_usage_store_start_time(zone);
-        ngx_http_usage_out_iso(&out, start);
-    }
-
-    ngx_http_usage_out_lit(&out, ",\"until\":");
-
-    if (until.data) {
-        ngx_http_usage_out_string(&out, until.data, until.len);
+    if (a->since.data) {
+        ngx_http_usage_out_string(out, a->since.data, a->since.len);
 
     } else {
-        ngx_http_usage_out_iso(&out, now);
+        ngx_http_usage_out_iso(out, ngx_http_usage_store_start_time(a->zone));
     }
 
-    ngx_http_usage_out_lit(&out, "}}}");
+    ngx_http_usage_out_lit(out, ",\"until\":");
 
-    return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+    if (a->until.data) {
+        ngx_http_usage_out_string(out, a->until.data, a->until.len);
+
+    } else {
+        ngx_http_usage_out_iso(out, a->now);
+    }
+
+    ngx_http_usage_out_lit(out, "}}}");
+}
+
+
+static void
+ngx_http_usage_range_error(ngx_http_usage_range_args_t *a, const char *msg)
+{
+    if (a->nerrors < NGX_HTTP_USAGE_RANGE_ERRORS) {
+        a->errors[a->nerrors].data = (u_char *) msg;
+        a->errors[a->nerrors].len = ngx_strlen(msg);
+        a->nerrors++;
+    }
 }
 
 

@@ -43,6 +43,9 @@ typedef struct {
  * byte may become \u00XX or \ufffd */
 #define NGX_HTTP_USAGE_JSON_STRING_MAX(len)  ((len) * 6 + 2)
 
+/* the longest number JSON.stringify() writes: -0.0000012345678901234567 */
+#define NGX_HTTP_USAGE_DOUBLE_LEN  25
+
 /* a literal key (with its separator) and an unsigned number */
 #define ngx_http_usage_out_pair(out, key, n)                                 \
     ngx_http_usage_out_key_uint(out, (u_char *) key, sizeof(key) - 1, n)
