@@ -16,6 +16,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_query.h"
 
 
 /* a jansson tree, written by ngx_http_usage_out_value(); only the files

@@ -17,6 +17,7 @@
 
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_query.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_time.h"
 #include "ngx_http_usage_request.h"

@@ -17,6 +17,7 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
+#include "ngx_http_usage_query.h"
 
 
 #define ngx_http_usage_raw_at(q, off)                                        \

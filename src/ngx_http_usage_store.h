@@ -145,77 +145,6 @@ typedef struct {
 } ngx_http_usage_record_t;
 
 
-typedef struct {
-    ngx_str_t                    name;
-    uint64_t                     count;
-    double                       value;
-    ngx_uint_t                   plain;        /* the name needs no JSON
-                                                  escape */
-} ngx_http_usage_count_t;
-
-
-typedef struct {
-    int64_t                      time;
-    uint64_t                     count;
-    double                       value;
-} ngx_http_usage_point_t;
-
-
-typedef struct {
-    ngx_str_t                   *entity;         /* NULL: any */
-    ngx_str_t                   *type;           /* NULL: any */
-    ngx_uint_t                   offset;
-    ngx_uint_t                   limit;
-
-    ngx_uint_t                   total;          /* out */
-    ngx_array_t                  records;        /* out: record_t */
-} ngx_http_usage_list_t;
-
-
-typedef struct {
-    ngx_str_t                    entity;
-    int64_t                      since;          /* inclusive, ms */
-    int64_t                      until;          /* inclusive, ms */
-    int64_t                      interval;       /* history: point size */
-
-    uint64_t                     total;          /* out */
-    double                       value;          /* out */
-    ngx_uint_t                   resolution;     /* out */
-    ngx_array_t                  counts;         /* out: count_t (summary) */
-    ngx_array_t                  points;         /* out: point_t (history) */
-} ngx_http_usage_range_t;
-
-
-typedef struct {
-    uint64_t                     total;
-    uint64_t                     last_hour;
-    ngx_uint_t                   entities;
-    ngx_uint_t                   event_types;    /* held by the store */
-    int64_t                      start_time;
-    ngx_uint_t                   max_events;
-    ngx_uint_t                   raw_events;
-    ngx_uint_t                   buckets;
-    ngx_uint_t                   ids;
-    uint64_t                     recorded;
-    uint64_t                     duplicates;
-    uint64_t                     raw_evicted;
-    uint64_t                     raw_expired;
-    uint64_t                     buckets_evicted;
-    uint64_t                     buckets_expired;
-    uint64_t                     ids_evicted;
-    uint64_t                     dropped;
-    uint64_t                     entity_limited;
-    size_t                       raw_bytes;
-    size_t                       raw_bytes_used;
-    size_t                       bytes_used;
-    size_t                       bytes_free;
-    int64_t                      saved_at;
-    uint64_t                     saves;
-    ngx_array_t                  types;          /* count_t, first seen first */
-} ngx_http_usage_stats_t;
-
-
-/* ngx_http_usage_store.c: the zone, writes, retention and eviction */
 /* NGX_OK: the zone's store was taken over; NGX_DONE: it is new and empty */
 ngx_int_t ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
@@ -232,18 +161,6 @@ ngx_http_usage_traffic_t *ngx_http_usage_store_traffic(
 
 /* bytes of the ring an event takes beyond its metadata and client id */
 size_t ngx_http_usage_store_event_overhead(void);
-
-
-/* ngx_http_usage_query.c: reads */
-ngx_int_t ngx_http_usage_store_list(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_list_t *q, int64_t now);
-ngx_int_t ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_range_t *q, int64_t now);
-ngx_int_t ngx_http_usage_store_history(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_range_t *q, int64_t now);
-ngx_int_t ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_stats_t *st, ngx_uint_t with_types,
-    int64_t now);
 
 
 #endif /* _NGX_HTTP_USAGE_STORE_H_INCLUDED_ */
