@@ -26,6 +26,31 @@
 #include "ngx_http_usage_metrics.h"
 
 
+/* how a store metric's field is read: its C type in the stats struct */
+#define NGX_HTTP_USAGE_METRIC_UINT64  0
+#define NGX_HTTP_USAGE_METRIC_UINT    1
+#define NGX_HTTP_USAGE_METRIC_SIZE    2
+#define NGX_HTTP_USAGE_METRIC_MS      3     /* int64_t ms, shown in seconds */
+
+
+typedef struct {
+    const char                  *name;
+    const char                  *type;
+    const char                  *help;
+    size_t                       offset;     /* in ngx_http_usage_stats_t */
+    ngx_uint_t                   kind;
+} ngx_http_usage_metric_t;
+
+
+static ngx_int_t ngx_http_usage_metrics_not_allowed(ngx_http_request_t *r);
+static void ngx_http_usage_metrics_stats(ngx_http_usage_out_t *out,
+    ngx_str_t *zone, ngx_http_usage_stats_t *st);
+static uint64_t ngx_http_usage_metric_value(ngx_http_usage_stats_t *st,
+    ngx_http_usage_metric_t *m);
+static void ngx_http_usage_metrics_requests(ngx_http_usage_out_t *out,
+    ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
+static void ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out,
+    ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, ngx_str_t *zone,
     uint64_t value);
@@ -35,7 +60,6 @@ static void ngx_http_usage_metric_zone(ngx_http_usage_out_t *out,
     ngx_str_t *zone);
 static void ngx_http_usage_metric_seconds(ngx_http_usage_out_t *out,
     uint64_t ms);
-static ngx_int_t ngx_http_usage_metrics_not_allowed(ngx_http_request_t *r);
 
 
 static const char  *ngx_http_usage_methods[NGX_HTTP_USAGE_METHODS] = {
@@ -46,6 +70,130 @@ static const char  *ngx_http_usage_methods[NGX_HTTP_USAGE_METHODS] = {
 /* upper bounds of the latency buckets, in ms; the last bucket is +Inf */
 static ngx_uint_t  ngx_http_usage_latency_le[] = {
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
+};
+
+
+/* the store's figures, in the order they are exposed */
+static ngx_http_usage_metric_t  ngx_http_usage_metrics_store[] = {
+
+    { "usage_events", "gauge",
+      "Events counted in the retention window.",
+      offsetof(ngx_http_usage_stats_t, total),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_last_hour", "gauge",
+      "Events of the current minute and the 60 before it.",
+      offsetof(ngx_http_usage_stats_t, last_hour),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_stored", "gauge",
+      "Raw events stored in the event log.",
+      offsetof(ngx_http_usage_stats_t, raw_events),
+      NGX_HTTP_USAGE_METRIC_UINT },
+
+    { "usage_events_recorded_total", "counter",
+      "Events recorded since the data set began.",
+      offsetof(ngx_http_usage_stats_t, recorded),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_duplicates_total", "counter",
+      "Events posted again with a recorded client id.",
+      offsetof(ngx_http_usage_stats_t, duplicates),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_evicted_total", "counter",
+      "Raw events evicted from the log for room or "
+      "max_events (totals keep them).",
+      offsetof(ngx_http_usage_stats_t, raw_evicted),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_expired_total", "counter",
+      "Raw events removed by retention.",
+      offsetof(ngx_http_usage_stats_t, raw_expired),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_dropped_total", "counter",
+      "Events the store could not take.",
+      offsetof(ngx_http_usage_stats_t, dropped),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_events_entity_limited_total", "counter",
+      "Events refused because their entity reached its "
+      "bounds (entity_types, entity_share).",
+      offsetof(ngx_http_usage_stats_t, entity_limited),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_entities", "gauge",
+      "Entities with events in the window.",
+      offsetof(ngx_http_usage_stats_t, entities),
+      NGX_HTTP_USAGE_METRIC_UINT },
+
+    { "usage_event_types", "gauge",
+      "Event types held by the store.",
+      offsetof(ngx_http_usage_stats_t, event_types),
+      NGX_HTTP_USAGE_METRIC_UINT },
+
+    { "usage_buckets", "gauge",
+      "Aggregate buckets stored.",
+      offsetof(ngx_http_usage_stats_t, buckets),
+      NGX_HTTP_USAGE_METRIC_UINT },
+
+    { "usage_buckets_evicted_total", "counter",
+      "Aggregate buckets given up for room (lost totals).",
+      offsetof(ngx_http_usage_stats_t, buckets_evicted),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_buckets_expired_total", "counter",
+      "Aggregate buckets removed by retention.",
+      offsetof(ngx_http_usage_stats_t, buckets_expired),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_client_ids", "gauge",
+      "Client event ids remembered for idempotency.",
+      offsetof(ngx_http_usage_stats_t, ids),
+      NGX_HTTP_USAGE_METRIC_UINT },
+
+    { "usage_client_ids_evicted_total", "counter",
+      "Client event ids forgotten before their time.",
+      offsetof(ngx_http_usage_stats_t, ids_evicted),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_raw_log_bytes", "gauge",
+      "Size of the raw event log.",
+      offsetof(ngx_http_usage_stats_t, raw_bytes),
+      NGX_HTTP_USAGE_METRIC_SIZE },
+
+    { "usage_raw_log_used_bytes", "gauge",
+      "Bytes of the raw event log in use.",
+      offsetof(ngx_http_usage_stats_t, raw_bytes_used),
+      NGX_HTTP_USAGE_METRIC_SIZE },
+
+    { "usage_zone_used_bytes", "gauge",
+      "Bytes of the zone's pages in use.",
+      offsetof(ngx_http_usage_stats_t, bytes_used),
+      NGX_HTTP_USAGE_METRIC_SIZE },
+
+    { "usage_zone_free_bytes", "gauge",
+      "Bytes of the zone's free pages.",
+      offsetof(ngx_http_usage_stats_t, bytes_free),
+      NGX_HTTP_USAGE_METRIC_SIZE },
+
+    { "usage_state_saves_total", "counter",
+      "Saves of the state file.",
+      offsetof(ngx_http_usage_stats_t, saves),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
+    { "usage_state_saved_timestamp_seconds", "gauge",
+      "When the state file was last saved (0: never).",
+      offsetof(ngx_http_usage_stats_t, saved_at),
+      NGX_HTTP_USAGE_METRIC_MS },
+
+    { "usage_start_time_seconds", "gauge",
+      "When the data set began.",
+      offsetof(ngx_http_usage_stats_t, start_time),
+      NGX_HTTP_USAGE_METRIC_MS },
+
+    { NULL, NULL, NULL, 0, 0 }
 };
 
 
@@ -112,11 +260,8 @@ ngx_int_t
 ngx_http_usage_metrics_handler(ngx_http_request_t *r)
 {
     int64_t                     now;
-    uint64_t                    latency[NGX_HTTP_USAGE_LATENCY_BUCKETS];
-    uint64_t                    count, sum;
     ngx_int_t                   rc;
     ngx_str_t                   scope, *name;
-    ngx_uint_t                  m, c, i;
     ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_stats_t      st;
@@ -163,75 +308,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
 
     /* the store */
 
-    ngx_http_usage_metric(&out, "usage_events", "gauge",
-                          "Events counted in the retention window.",
-                          name, st.total);
-    ngx_http_usage_metric(&out, "usage_events_last_hour", "gauge",
-                          "Events of the current minute and the 60 before "
-                          "it.", name, st.last_hour);
-    ngx_http_usage_metric(&out, "usage_events_stored", "gauge",
-                          "Raw events stored in the event log.",
-                          name, st.raw_events);
-    ngx_http_usage_metric(&out, "usage_events_recorded_total", "counter",
-                          "Events recorded since the data set began.",
-                          name, st.recorded);
-    ngx_http_usage_metric(&out, "usage_events_duplicates_total", "counter",
-                          "Events posted again with a recorded client id.",
-                          name, st.duplicates);
-    ngx_http_usage_metric(&out, "usage_events_evicted_total", "counter",
-                          "Raw events evicted from the log for room or "
-                          "max_events (totals keep them).",
-                          name, st.raw_evicted);
-    ngx_http_usage_metric(&out, "usage_events_expired_total", "counter",
-                          "Raw events removed by retention.",
-                          name, st.raw_expired);
-    ngx_http_usage_metric(&out, "usage_events_dropped_total", "counter",
-                          "Events the store could not take.",
-                          name, st.dropped);
-    ngx_http_usage_metric(&out, "usage_events_entity_limited_total",
-                          "counter",
-                          "Events refused because their entity reached "
-                          "its bounds (entity_types, entity_share).",
-                          name, st.entity_limited);
-    ngx_http_usage_metric(&out, "usage_entities", "gauge",
-                          "Entities with events in the window.",
-                          name, st.entities);
-    ngx_http_usage_metric(&out, "usage_event_types", "gauge",
-                          "Event types held by the store.",
-                          name, st.event_types);
-    ngx_http_usage_metric(&out, "usage_buckets", "gauge",
-                          "Aggregate buckets stored.", name, st.buckets);
-    ngx_http_usage_metric(&out, "usage_buckets_evicted_total", "counter",
-                          "Aggregate buckets given up for room (lost "
-                          "totals).", name, st.buckets_evicted);
-    ngx_http_usage_metric(&out, "usage_buckets_expired_total", "counter",
-                          "Aggregate buckets removed by retention.",
-                          name, st.buckets_expired);
-    ngx_http_usage_metric(&out, "usage_client_ids", "gauge",
-                          "Client event ids remembered for idempotency.",
-                          name, st.ids);
-    ngx_http_usage_metric(&out, "usage_client_ids_evicted_total", "counter",
-                          "Client event ids forgotten before their time.",
-                          name, st.ids_evicted);
-    ngx_http_usage_metric(&out, "usage_raw_log_bytes", "gauge",
-                          "Size of the raw event log.", name, st.raw_bytes);
-    ngx_http_usage_metric(&out, "usage_raw_log_used_bytes", "gauge",
-                          "Bytes of the raw event log in use.",
-                          name, st.raw_bytes_used);
-    ngx_http_usage_metric(&out, "usage_zone_used_bytes", "gauge",
-                          "Bytes of the zone's pages in use.",
-                          name, st.bytes_used);
-    ngx_http_usage_metric(&out, "usage_zone_free_bytes", "gauge",
-                          "Bytes of the zone's free pages.",
-                          name, st.bytes_free);
-    ngx_http_usage_metric(&out, "usage_state_saves_total", "counter",
-                          "Saves of the state file.", name, st.saves);
-    ngx_http_usage_metric(&out, "usage_state_saved_timestamp_seconds",
-                          "gauge", "When the state file was last saved "
-                          "(0: never).", name, st.saved_at / 1000);
-    ngx_http_usage_metric(&out, "usage_start_time_seconds", "gauge",
-                          "When the data set began.",
-                          name, st.start_time / 1000);
+    ngx_http_usage_metrics_stats(&out, name, &st);
 
     /*
      * Tracked traffic.  The counters are read one by one while other
@@ -241,67 +318,8 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
 
     tr = ngx_http_usage_store_traffic(zone);
 
-    ngx_http_usage_metric_head(&out, "usage_http_requests_total", "counter",
-                               "Requests of tracked locations, by method and "
-                               "status class.");
-
-    for (m = 0; m < NGX_HTTP_USAGE_METHODS; m++) {
-        for (c = 0; c < NGX_HTTP_USAGE_STATUS_CLASSES; c++) {
-            ngx_http_usage_out_lit(&out, "usage_http_requests_total");
-            ngx_http_usage_metric_zone(&out, name);
-            ngx_http_usage_out_lit(&out, ",method=\"");
-            ngx_http_usage_out_raw(&out, (u_char *) ngx_http_usage_methods[m],
-                                   ngx_strlen(ngx_http_usage_methods[m]));
-            ngx_http_usage_out_lit(&out, "\",status=\"");
-            ngx_http_usage_out_uint(&out, c + 1);
-            ngx_http_usage_out_lit(&out, "xx\"} ");
-            ngx_http_usage_out_uint(&out, tr->requests[m][c]);
-            ngx_http_usage_out_lit(&out, "\n");
-        }
-    }
-
-    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
-        latency[i] = tr->latency[i];
-    }
-
-    sum = tr->latency_ms;
-
-    ngx_http_usage_metric_head(&out, "usage_http_request_duration_seconds",
-                               "histogram",
-                               "Request time of tracked locations, as "
-                               "$request_time.");
-
-    count = 0;
-
-    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
-        count += latency[i];
-
-        ngx_http_usage_out_lit(&out,
-                               "usage_http_request_duration_seconds_bucket");
-        ngx_http_usage_metric_zone(&out, name);
-        ngx_http_usage_out_lit(&out, ",le=\"");
-
-        if (i < NGX_HTTP_USAGE_LATENCY_BUCKETS - 1) {
-            ngx_http_usage_metric_seconds(&out, ngx_http_usage_latency_le[i]);
-
-        } else {
-            ngx_http_usage_out_lit(&out, "+Inf");
-        }
-
-        ngx_http_usage_out_lit(&out, "\"} ");
-        ngx_http_usage_out_uint(&out, count);
-        ngx_http_usage_out_lit(&out, "\n");
-    }
-
-    ngx_http_usage_out_lit(&out, "usage_http_request_duration_seconds_sum");
-    ngx_http_usage_metric_zone(&out, name);
-    ngx_http_usage_out_lit(&out, "} ");
-    ngx_http_usage_metric_seconds(&out, sum);
-    ngx_http_usage_out_lit(&out, "\nusage_http_request_duration_seconds_count");
-    ngx_http_usage_metric_zone(&out, name);
-    ngx_http_usage_out_lit(&out, "} ");
-    ngx_http_usage_out_uint(&out, count);
-    ngx_http_usage_out_lit(&out, "\n");
+    ngx_http_usage_metrics_requests(&out, name, tr);
+    ngx_http_usage_metrics_latency(&out, name, tr);
 
     if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -339,6 +357,135 @@ ngx_http_usage_metrics_not_allowed(ngx_http_request_t *r)
 
     return ngx_http_usage_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                      "METHOD_NOT_ALLOWED", &msg);
+}
+
+
+/* walks the table: one gauge or counter per field of the stats */
+
+static void
+ngx_http_usage_metrics_stats(ngx_http_usage_out_t *out, ngx_str_t *zone,
+    ngx_http_usage_stats_t *st)
+{
+    ngx_http_usage_metric_t  *m;
+
+    for (m = ngx_http_usage_metrics_store; m->name; m++) {
+        ngx_http_usage_metric(out, m->name, m->type, m->help, zone,
+                              ngx_http_usage_metric_value(st, m));
+    }
+}
+
+
+/*
+ * A field read as the type the stats keep it in: uint64_t, ngx_uint_t
+ * and size_t differ in width on 32-bit platforms, and times are int64_t
+ * milliseconds, exposed in whole seconds.
+ */
+
+static uint64_t
+ngx_http_usage_metric_value(ngx_http_usage_stats_t *st,
+    ngx_http_usage_metric_t *m)
+{
+    u_char  *p;
+
+    p = (u_char *) st + m->offset;
+
+    switch (m->kind) {
+    case NGX_HTTP_USAGE_METRIC_UINT:
+        return *(ngx_uint_t *) p;
+    case NGX_HTTP_USAGE_METRIC_SIZE:
+        return *(size_t *) p;
+    case NGX_HTTP_USAGE_METRIC_MS:
+        return *(int64_t *) p / 1000;
+    default: /* NGX_HTTP_USAGE_METRIC_UINT64 */
+        return *(uint64_t *) p;
+    }
+}
+
+
+/* usage_http_requests_total: one sample per method and status class */
+
+static void
+ngx_http_usage_metrics_requests(ngx_http_usage_out_t *out, ngx_str_t *zone,
+    ngx_http_usage_traffic_t *tr)
+{
+    ngx_uint_t  m, c;
+
+    ngx_http_usage_metric_head(out, "usage_http_requests_total", "counter",
+                               "Requests of tracked locations, by method and "
+                               "status class.");
+
+    for (m = 0; m < NGX_HTTP_USAGE_METHODS; m++) {
+        for (c = 0; c < NGX_HTTP_USAGE_STATUS_CLASSES; c++) {
+            ngx_http_usage_out_lit(out, "usage_http_requests_total");
+            ngx_http_usage_metric_zone(out, zone);
+            ngx_http_usage_out_lit(out, ",method=\"");
+            ngx_http_usage_out_raw(out, (u_char *) ngx_http_usage_methods[m],
+                                   ngx_strlen(ngx_http_usage_methods[m]));
+            ngx_http_usage_out_lit(out, "\",status=\"");
+            ngx_http_usage_out_uint(out, c + 1);
+            ngx_http_usage_out_lit(out, "xx\"} ");
+            ngx_http_usage_out_uint(out, tr->requests[m][c]);
+            ngx_http_usage_out_lit(out, "\n");
+        }
+    }
+}
+
+
+/*
+ * usage_http_request_duration_seconds: the buckets are copied first, so
+ * that the cumulative counts and _count are of one reading.
+ */
+
+static void
+ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out, ngx_str_t *zone,
+    ngx_http_usage_traffic_t *tr)
+{
+    uint64_t    latency[NGX_HTTP_USAGE_LATENCY_BUCKETS];
+    uint64_t    count, sum;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
+        latency[i] = tr->latency[i];
+    }
+
+    sum = tr->latency_ms;
+
+    ngx_http_usage_metric_head(out, "usage_http_request_duration_seconds",
+                               "histogram",
+                               "Request time of tracked locations, as "
+                               "$request_time.");
+
+    count = 0;
+
+    for (i = 0; i < NGX_HTTP_USAGE_LATENCY_BUCKETS; i++) {
+        count += latency[i];
+
+        ngx_http_usage_out_lit(out,
+                               "usage_http_request_duration_seconds_bucket");
+        ngx_http_usage_metric_zone(out, zone);
+        ngx_http_usage_out_lit(out, ",le=\"");
+
+        if (i < NGX_HTTP_USAGE_LATENCY_BUCKETS - 1) {
+            ngx_http_usage_metric_seconds(out, ngx_http_usage_latency_le[i]);
+
+        } else {
+            ngx_http_usage_out_lit(out, "+Inf");
+        }
+
+        ngx_http_usage_out_lit(out, "\"} ");
+        ngx_http_usage_out_uint(out, count);
+        ngx_http_usage_out_lit(out, "\n");
+    }
+
+    ngx_http_usage_out_lit(out, "usage_http_request_duration_seconds_sum");
+    ngx_http_usage_metric_zone(out, zone);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_metric_seconds(out, sum);
+    ngx_http_usage_out_lit(out, "\nusage_http_request_duration_seconds_count");
+    ngx_http_usage_metric_zone(out, zone);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_out_uint(out, count);
+    ngx_http_usage_out_lit(out, "\n");
 }
 
 
