@@ -22,6 +22,24 @@
 #include "ngx_http_usage_metrics.h"
 
 
+/* the parameters of one usage_zone directive, as they are parsed */
+
+typedef struct {
+    ngx_str_t                    name;
+    ssize_t                      size;
+    ngx_uint_t                   max_events;
+    ngx_uint_t                   max_ids;      /* 0: from the size */
+    ngx_uint_t                   raw;          /* percent */
+    ngx_uint_t                   entity_types;
+    ngx_uint_t                   entity_share; /* percent */
+    ngx_msec_t                   retention;
+    ngx_msec_t                   minutes;
+    ngx_uint_t                   minutes_set;  /* minutes= was given */
+    ngx_str_t                    state;
+    ngx_msec_t                   state_interval;
+} ngx_http_usage_zone_params_t;
+
+
 static ngx_int_t ngx_http_usage_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_usage_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_usage_init_process(ngx_cycle_t *cycle);
@@ -35,9 +53,31 @@ static char *ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_usage_zone_param(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_name(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_max_events(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_max_ids(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
 static ngx_int_t ngx_http_usage_zone_number(ngx_conf_t *cf, ngx_str_t *value,
     char *name, ngx_uint_t percent, ngx_int_t min, ngx_int_t max,
     ngx_uint_t *n);
+static ngx_int_t ngx_http_usage_zone_raw(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_retention(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_minutes(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_state(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_state_interval(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_http_usage_zone_params_t *zp);
+static ngx_http_usage_zone_t *ngx_http_usage_zone_create(ngx_conf_t *cf,
+    ngx_http_usage_zone_params_t *zp);
+static char *ngx_http_usage_zone_add(ngx_conf_t *cf,
+    ngx_http_usage_zone_t *zone);
 static char *ngx_http_usage_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_usage_track(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -570,6 +610,212 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
+ * usage_zone zone=name:size [max_events=number] [retention=time]
+ *     [minutes=time] [raw=percent%] [max_ids=number] [state=file]
+ *     [state_interval=time] [entity_types=number]
+ *     [entity_share=percent%];
+ */
+
+static char *
+ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t                     *value;
+    ngx_uint_t                     i;
+    ngx_http_usage_zone_t         *zone;
+    ngx_http_usage_zone_params_t   zp;
+
+    value = cf->args->elts;
+
+    zp.size = 0;
+    zp.name.len = 0;
+    zp.max_events = 0;
+    zp.max_ids = 0;
+    zp.raw = 50;
+    zp.entity_types = 100;
+    zp.entity_share = 10;
+    zp.retention = 24 * 60 * 60 * 1000;
+    zp.minutes = 60 * 60 * 1000;
+    zp.minutes_set = 0;
+    zp.state_interval = 10 * 1000;
+    ngx_str_null(&zp.state);
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_http_usage_zone_param(cf, &value[i], &zp) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (zp.name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_http_usage_zone_create(cf, &zp);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_usage_zone_add(cf, zone);
+}
+
+
+/*
+ * One parameter of usage_zone: the prefixes do not overlap, so the order
+ * of the tests does not matter; a later parameter overrides an earlier one.
+ */
+
+static ngx_int_t
+ngx_http_usage_zone_param(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_int_t  rc;
+
+    if (ngx_strncmp(value->data, "zone=", 5) == 0) {
+        return ngx_http_usage_zone_name(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "max_events=", 11) == 0) {
+        return ngx_http_usage_zone_max_events(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "max_ids=", 8) == 0) {
+        return ngx_http_usage_zone_max_ids(cf, value, zp);
+    }
+
+    rc = ngx_http_usage_zone_number(cf, value, "entity_types", 0,
+                                    0, NGX_MAX_INT32_VALUE,
+                                    &zp->entity_types);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_usage_zone_number(cf, value, "entity_share", 1,
+                                    1, 100, &zp->entity_share);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ngx_strncmp(value->data, "raw=", 4) == 0) {
+        return ngx_http_usage_zone_raw(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "retention=", 10) == 0) {
+        return ngx_http_usage_zone_retention(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "minutes=", 8) == 0) {
+        return ngx_http_usage_zone_minutes(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "state=", 6) == 0) {
+        return ngx_http_usage_zone_state(cf, value, zp);
+    }
+
+    if (ngx_strncmp(value->data, "state_interval=", 15) == 0) {
+        return ngx_http_usage_zone_state_interval(cf, value, zp);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", value);
+    return NGX_ERROR;
+}
+
+
+/* zone=name:size */
+
+static ngx_int_t
+ngx_http_usage_zone_name(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    u_char     *p;
+    ngx_str_t   s;
+
+    zp->name.data = value->data + 5;
+
+    p = (u_char *) ngx_strchr(zp->name.data, ':');
+
+    if (p == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\": expected "
+                           "zone=name:size", value);
+        return NGX_ERROR;
+    }
+
+    zp->name.len = p - zp->name.data;
+
+    s.data = p + 1;
+    s.len = value->data + value->len - s.data;
+
+    zp->size = ngx_parse_size(&s);
+
+    if (zp->size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    if (zp->size < (ssize_t) (NGX_HTTP_USAGE_ZONE_MIN_PAGES * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "usage zone \"%V\" is too small: %z "
+                           "bytes, at least %uz are needed",
+                           &zp->name, zp->size,
+                           NGX_HTTP_USAGE_ZONE_MIN_PAGES * ngx_pagesize);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* max_events=number */
+
+static ngx_int_t
+ngx_http_usage_zone_max_events(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data + 11, value->len - 11);
+
+    if (n == NGX_ERROR || n < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid max_events \"%V\": a positive "
+                           "number is expected", value);
+        return NGX_ERROR;
+    }
+
+    zp->max_events = n;
+
+    return NGX_OK;
+}
+
+
+/* max_ids=number */
+
+static ngx_int_t
+ngx_http_usage_zone_max_ids(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data + 8, value->len - 8);
+
+    if (n == NGX_ERROR || n < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid max_ids \"%V\": a positive "
+                           "number is expected", value);
+        return NGX_ERROR;
+    }
+
+    zp->max_ids = n;
+
+    return NGX_OK;
+}
+
+
+/*
  * "name=N" (N from 0 on) or "name=P%" (P from min to max) of usage_zone:
  * NGX_DECLINED when value is not that parameter.
  */
@@ -614,262 +860,174 @@ ngx_http_usage_zone_number(ngx_conf_t *cf, ngx_str_t *value, char *name,
 }
 
 
+
+/* raw=percent% */
+
+static ngx_int_t
+ngx_http_usage_zone_raw(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_int_t  n;
+
+    n = NGX_ERROR;
+
+    if (value->len > 5 && value->data[value->len - 1] == '%') {
+        n = ngx_atoi(value->data + 4, value->len - 5);
+    }
+
+    if (n == NGX_ERROR || n < 10 || n > 90) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid raw \"%V\": a share of the zone "
+                           "from 10%% to 90%% is expected", value);
+        return NGX_ERROR;
+    }
+
+    zp->raw = n;
+
+    return NGX_OK;
+}
+
+
+/* retention=time */
+
+static ngx_int_t
+ngx_http_usage_zone_retention(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + 10;
+    s.len = value->len - 10;
+
+    zp->retention = ngx_parse_time(&s, 0);
+
+    if (zp->retention == (ngx_msec_t) NGX_ERROR || zp->retention < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid retention \"%V\": a time of at "
+                           "least 1s is expected", value);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* minutes=time */
+
+static ngx_int_t
+ngx_http_usage_zone_minutes(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + 8;
+    s.len = value->len - 8;
+
+    zp->minutes = ngx_parse_time(&s, 0);
+
+    if (zp->minutes == (ngx_msec_t) NGX_ERROR
+        || zp->minutes < NGX_HTTP_USAGE_MINUTE)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid minutes \"%V\": a time of at "
+                           "least 1m is expected", value);
+        return NGX_ERROR;
+    }
+
+    /* an explicit span is kept even past the retention */
+    zp->minutes_set = 1;
+
+    return NGX_OK;
+}
+
+
+/* state=file, relative to the prefix */
+
+static ngx_int_t
+ngx_http_usage_zone_state(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    zp->state.data = value->data + 6;
+    zp->state.len = value->len - 6;
+
+    if (zp->state.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty file name in \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &zp->state, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* state_interval=time */
+
+static ngx_int_t
+ngx_http_usage_zone_state_interval(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_zone_params_t *zp)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + 15;
+    s.len = value->len - 15;
+
+    zp->state_interval = ngx_parse_time(&s, 0);
+
+    if (zp->state_interval == (ngx_msec_t) NGX_ERROR
+        || zp->state_interval < 1000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid state_interval \"%V\": a time of "
+                           "at least 1s is expected", value);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /*
- * usage_zone zone=name:size [max_events=number] [retention=time]
- *     [minutes=time] [raw=percent%] [max_ids=number] [state=file]
- *     [state_interval=time] [entity_types=number]
- *     [entity_share=percent%];
+ * The zone's configuration from the parameters: the bounds that were not
+ * given are derived from the size.
  */
 
-static char *
-ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+static ngx_http_usage_zone_t *
+ngx_http_usage_zone_create(ngx_conf_t *cf, ngx_http_usage_zone_params_t *zp)
 {
-    u_char                 *p;
-    ssize_t                 size;
-    ngx_int_t               n, rc;
-    ngx_str_t              *value, name, s, state;
-    ngx_uint_t              i, max_events, max_ids, raw, minutes_set;
-    ngx_uint_t              entity_types, entity_share;
-    ngx_msec_t              retention, minutes, interval;
-    ngx_shm_zone_t              *shm_zone;
-    ngx_http_usage_zone_t       *zone;
-    ngx_http_usage_zone_ref_t   *ref;
-    ngx_http_usage_main_conf_t  *umcf;
-
-    value = cf->args->elts;
-
-    size = 0;
-    name.len = 0;
-    max_events = 0;
-    max_ids = 0;
-    raw = 50;
-    entity_types = 100;
-    entity_share = 10;
-    retention = 24 * 60 * 60 * 1000;
-    minutes = 60 * 60 * 1000;
-    minutes_set = 0;
-    interval = 10 * 1000;
-    ngx_str_null(&state);
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            name.data = value[i].data + 5;
-
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\": expected "
-                                   "zone=name:size", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            name.len = p - name.data;
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (NGX_HTTP_USAGE_ZONE_MIN_PAGES
-                                  * ngx_pagesize))
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "usage zone \"%V\" is too small: %z "
-                                   "bytes, at least %uz are needed",
-                                   &name, size,
-                                   NGX_HTTP_USAGE_ZONE_MIN_PAGES
-                                   * ngx_pagesize);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "max_events=", 11) == 0) {
-
-            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
-
-            if (n == NGX_ERROR || n < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid max_events \"%V\": a positive "
-                                   "number is expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            max_events = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "max_ids=", 8) == 0) {
-
-            n = ngx_atoi(value[i].data + 8, value[i].len - 8);
-
-            if (n == NGX_ERROR || n < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid max_ids \"%V\": a positive "
-                                   "number is expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            max_ids = n;
-            continue;
-        }
-
-        rc = ngx_http_usage_zone_number(cf, &value[i], "entity_types", 0,
-                                        0, NGX_MAX_INT32_VALUE,
-                                        &entity_types);
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_usage_zone_number(cf, &value[i], "entity_share", 1,
-                                            1, 100, &entity_share);
-        }
-
-        if (rc != NGX_DECLINED) {
-            if (rc != NGX_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "raw=", 4) == 0) {
-
-            n = NGX_ERROR;
-
-            if (value[i].len > 5 && value[i].data[value[i].len - 1] == '%') {
-                n = ngx_atoi(value[i].data + 4, value[i].len - 5);
-            }
-
-            if (n == NGX_ERROR || n < 10 || n > 90) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid raw \"%V\": a share of the zone "
-                                   "from 10%% to 90%% is expected",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            raw = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "retention=", 10) == 0) {
-
-            s.data = value[i].data + 10;
-            s.len = value[i].len - 10;
-
-            retention = ngx_parse_time(&s, 0);
-
-            if (retention == (ngx_msec_t) NGX_ERROR || retention < 1000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid retention \"%V\": a time of at "
-                                   "least 1s is expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "minutes=", 8) == 0) {
-
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            minutes = ngx_parse_time(&s, 0);
-
-            if (minutes == (ngx_msec_t) NGX_ERROR
-                || minutes < NGX_HTTP_USAGE_MINUTE)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid minutes \"%V\": a time of at "
-                                   "least 1m is expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            minutes_set = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "state=", 6) == 0) {
-
-            state.data = value[i].data + 6;
-            state.len = value[i].len - 6;
-
-            if (state.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "empty file name in \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (ngx_conf_full_name(cf->cycle, &state, 0) != NGX_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "state_interval=", 15) == 0) {
-
-            s.data = value[i].data + 15;
-            s.len = value[i].len - 15;
-
-            interval = ngx_parse_time(&s, 0);
-
-            if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid state_interval \"%V\": a time of "
-                                   "at least 1s is expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
+    ngx_http_usage_zone_t  *zone;
 
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_usage_zone_t));
     if (zone == NULL) {
-        return NGX_CONF_ERROR;
+        return NULL;
     }
 
-    zone->name = name;
-    zone->size = size;
-    zone->retention = retention;
+    zone->name = zp->name;
+    zone->size = zp->size;
+    zone->retention = zp->retention;
     /*
      * By default minute buckets cover the whole window when it is at most
      * an hour (plus the minute a bucket can straddle): nothing is ever
      * rolled into an hour bucket that would outlive the window.
      */
-    zone->minute_span = minutes_set ? minutes
-                        : ngx_min(minutes, retention + NGX_HTTP_USAGE_MINUTE);
-    zone->max_events = max_events;
-    zone->raw_percent = raw;
-    zone->state_file = state;
-    zone->state_interval = interval;
+    zone->minute_span = zp->minutes_set
+                        ? zp->minutes
+                        : ngx_min(zp->minutes,
+                                  zp->retention + NGX_HTTP_USAGE_MINUTE);
+    zone->max_events = zp->max_events;
+    zone->raw_percent = zp->raw;
+    zone->state_file = zp->state;
+    zone->state_interval = zp->state_interval;
 
 #if (NGX_THREADS)
-    if (state.len) {
+    if (zp->state.len) {
         /* periodic saves run in nginx's "default" thread pool */
         zone->thread_pool = ngx_thread_pool_add(cf, NULL);
         if (zone->thread_pool == NULL) {
-            return NGX_CONF_ERROR;
+            return NULL;
         }
     }
 #endif
@@ -880,29 +1038,47 @@ ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * zone, room for max_ids ids of 256 bytes; an explicit max_ids gets
      * that room up to half the zone.
      */
-    zone->max_ids = max_ids ? max_ids
-                            : ngx_max((ngx_uint_t) size / 1024, 64);
-    zone->max_id_bytes = max_ids ? ngx_min((size_t) max_ids * 256,
-                                           (size_t) size / 2)
-                                 : (size_t) size / 4;
+    zone->max_ids = zp->max_ids ? zp->max_ids
+                                : ngx_max((ngx_uint_t) zp->size / 1024, 64);
+    zone->max_id_bytes = zp->max_ids ? ngx_min((size_t) zp->max_ids * 256,
+                                               (size_t) zp->size / 2)
+                                     : (size_t) zp->size / 4;
 
     /* one entity's share of the aggregates: what the ring leaves */
-    zone->entity_types = entity_types;
-    zone->entity_share = entity_share;
-    zone->entity_slots = (entity_share == 100) ? 0
-                         : ((size_t) size
-                            - ngx_http_usage_store_ring_size(size, raw))
-                           / 100 * entity_share
+    zone->entity_types = zp->entity_types;
+    zone->entity_share = zp->entity_share;
+    zone->entity_slots = (zp->entity_share == 100) ? 0
+                         : ((size_t) zp->size
+                            - ngx_http_usage_store_ring_size(zp->size,
+                                                             zp->raw))
+                           / 100 * zp->entity_share
                            / NGX_HTTP_USAGE_AGGREGATE_SLOT;
 
-    shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_usage_module);
+    return zone;
+}
+
+
+/*
+ * The zone in the cycle's shared memory, and in the list of zones that
+ * the workers and the exiting processes walk to save their state files.
+ */
+
+static char *
+ngx_http_usage_zone_add(ngx_conf_t *cf, ngx_http_usage_zone_t *zone)
+{
+    ngx_shm_zone_t              *shm_zone;
+    ngx_http_usage_zone_ref_t   *ref;
+    ngx_http_usage_main_conf_t  *umcf;
+
+    shm_zone = ngx_shared_memory_add(cf, &zone->name, zone->size,
+                                     &ngx_http_usage_module);
     if (shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
     if (shm_zone->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate usage zone \"%V\"", &name);
+                           "duplicate usage zone \"%V\"", &zone->name);
         return NGX_CONF_ERROR;
     }
 
