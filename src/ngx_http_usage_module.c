@@ -51,6 +51,10 @@ static void *ngx_http_usage_create_srv_conf(ngx_conf_t *cf);
 static void *ngx_http_usage_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static void ngx_http_usage_merge_handler(ngx_conf_t *cf,
+    ngx_http_usage_loc_conf_t *conf, ngx_http_usage_loc_conf_t *prev);
+static void ngx_http_usage_warn_metadata_size(ngx_conf_t *cf,
+    ngx_http_usage_loc_conf_t *conf);
 static char *ngx_http_usage_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_usage_zone_param(ngx_conf_t *cf, ngx_str_t *value,
@@ -504,26 +508,9 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_usage_loc_conf_t *prev = parent;
     ngx_http_usage_loc_conf_t *conf = child;
 
-    u_char                    *p;
-    ngx_http_usage_zone_t     *zone;
-    ngx_http_core_loc_conf_t  *clcf;
+    u_char  *p;
 
-    /*
-     * "if" and "limit_except" blocks are locations without a name inside
-     * the API location: requests in them must still be served by the API
-     * (nginx keeps the content handler, so the zone must follow).
-     */
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (conf->api_zone == NULL && prev->api_zone && clcf->noname) {
-        conf->api_zone = prev->api_zone;
-        clcf->handler = ngx_http_usage_api_handler;
-    }
-
-    if (conf->metrics_zone == NULL && prev->metrics_zone && clcf->noname) {
-        conf->metrics_zone = prev->metrics_zone;
-        clcf->handler = ngx_http_usage_metrics_handler;
-    }
+    ngx_http_usage_merge_handler(cf, conf, prev);
 
     if (conf->track_set == NGX_CONF_UNSET) {
         conf->track_set = prev->track_set;
@@ -565,11 +552,65 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     conf->retry_after_value.data = p;
     conf->retry_after_value.len = ngx_sprintf(p, "%T", conf->retry_after) - p;
 
-    /*
-     * Events over a quarter of the zone are refused (see the store): say
-     * at start which limits make valid events unstorable.  The slab pool's
-     * own pages are not known yet, so the size is the declared one.
-     */
+    ngx_http_usage_warn_metadata_size(cf, conf);
+
+    /* the header is echoed in lower case, as the old service sent it */
+    conf->trace_header_lc.len = conf->trace_header.len;
+    conf->trace_header_lc.data = ngx_pnalloc(cf->pool,
+                                             conf->trace_header.len);
+    if (conf->trace_header_lc.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_strlow(conf->trace_header_lc.data, conf->trace_header.data,
+               conf->trace_header.len);
+
+    if (ngx_http_usage_headers_init(cf, conf, prev) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * "if" and "limit_except" blocks are locations without a name inside
+ * the API location: requests in them must still be served by the API
+ * (nginx keeps the content handler, so the zone must follow).
+ */
+
+static void
+ngx_http_usage_merge_handler(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
+    ngx_http_usage_loc_conf_t *prev)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->api_zone == NULL && prev->api_zone && clcf->noname) {
+        conf->api_zone = prev->api_zone;
+        clcf->handler = ngx_http_usage_api_handler;
+    }
+
+    if (conf->metrics_zone == NULL && prev->metrics_zone && clcf->noname) {
+        conf->metrics_zone = prev->metrics_zone;
+        clcf->handler = ngx_http_usage_metrics_handler;
+    }
+}
+
+
+/*
+ * Events over a quarter of the zone are refused (see the store): say
+ * at start which limits make valid events unstorable.  The slab pool's
+ * own pages are not known yet, so the size is the declared one.
+ */
+
+static void
+ngx_http_usage_warn_metadata_size(ngx_conf_t *cf,
+    ngx_http_usage_loc_conf_t *conf)
+{
+    ngx_http_usage_zone_t  *zone;
+
     zone = conf->api_zone ? conf->api_zone->data : NULL;
 
     if (zone && conf->api_zone->shm.size
@@ -589,23 +630,6 @@ ngx_http_usage_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                  + NGX_HTTP_USAGE_ID_MAX_BYTES)
                             + ngx_pagesize) / zone->raw_percent * 100);
     }
-
-    /* the header is echoed in lower case, as the old service sent it */
-    conf->trace_header_lc.len = conf->trace_header.len;
-    conf->trace_header_lc.data = ngx_pnalloc(cf->pool,
-                                             conf->trace_header.len);
-    if (conf->trace_header_lc.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_strlow(conf->trace_header_lc.data, conf->trace_header.data,
-               conf->trace_header.len);
-
-    if (ngx_http_usage_headers_init(cf, conf, prev) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
 }
 
 
