@@ -46,6 +46,25 @@
 #define NGX_HTTP_USAGE_FULL_DROP        0x04
 
 
+/* what the steps of one insert share */
+typedef struct {
+    ngx_http_usage_record_t     *rec;
+    int64_t                      now;
+    int64_t                      created;
+    int64_t                      start;        /* the event's bucket */
+    uint32_t                     span;
+    uint32_t                     entity_hash;
+    uint32_t                     type_hash;
+    uint64_t                     id_hash;
+    size_t                       size;         /* the raw record's, if
+                                                  back-dated: the most */
+    ngx_http_usage_entity_t     *entity;       /* pinned */
+    ngx_http_usage_series_t     *series;
+    ngx_http_usage_bucket_t     *bucket;
+    ngx_http_usage_bucket_t     *type_bucket;  /* the type's hour */
+} ngx_http_usage_insert_t;
+
+
 static ngx_int_t ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone);
 static void ngx_http_usage_name_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
@@ -97,6 +116,23 @@ static void ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
     int64_t time, ngx_int_t n);
+static void ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins, ngx_http_usage_record_t *rec, int64_t now);
+static ngx_int_t ngx_http_usage_insert_duplicate_locked(
+    ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_insert_t *ins);
+static ngx_int_t ngx_http_usage_insert_entity_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+static ngx_int_t ngx_http_usage_insert_bounds_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+static ngx_int_t ngx_http_usage_insert_buckets_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+static void ngx_http_usage_insert_undo_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins);
+static void ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins);
+static ngx_uint_t ngx_http_usage_insert_raw_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
 
 
 ngx_int_t
@@ -292,70 +328,32 @@ ngx_int_t
 ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_record_t *rec, int64_t now)
 {
-    size_t                    size;
-    int64_t                   created, start;
-    uint32_t                  entity_hash, type_hash, span;
-    uint64_t                  id_hash;
     ngx_int_t                 rc;
     ngx_uint_t                full;
     ngx_slab_pool_t          *shpool;
-    ngx_http_usage_raw_t     *raw;
-    ngx_http_usage_idx_t     *idx;
-    ngx_http_usage_type_t    *type;
-    ngx_http_usage_entity_t  *entity;
-    ngx_http_usage_series_t  *series;
-    ngx_http_usage_bucket_t  *b, *tb;
     ngx_http_usage_shctx_t   *sh;
+    ngx_http_usage_insert_t   ins;
 
-    entity_hash = rec->entity_hash
-                  ? rec->entity_hash
-                  : ngx_http_usage_name_hash(rec->entity.data,
-                                             rec->entity.len);
-    type_hash = rec->type_hash
-                ? rec->type_hash
-                : ngx_http_usage_name_hash(rec->type.data, rec->type.len);
-    id_hash = rec->id.len
-              ? ngx_http_usage_idx_hash(zone->sh, &rec->entity, &rec->id)
-              : 0;
-    size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
-                     + ngx_http_usage_raw_extra(1, rec->id.len)
-                     + rec->id.len + rec->metadata.len, 8);
+    ngx_http_usage_insert_init(zone, &ins, rec, now);
 
     shpool = zone->shpool;
     sh = zone->sh;
     full = 0;
-    rc = NGX_OK;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    if (size > ngx_http_usage_store_event_max(zone)) {
+    if (ins.size > ngx_http_usage_store_event_max(zone)) {
         goto drop;
     }
 
     ngx_http_usage_expire_locked(zone, now);
 
     if (rec->id.len) {
-        idx = ngx_http_usage_idx_lookup(sh, id_hash, &rec->entity,
-                                        &rec->id);
+        rc = ngx_http_usage_insert_duplicate_locked(zone, pool, &ins);
 
-        if (idx && idx->time >= now - zone->retention) {
-            sh->duplicates++;
-            sh->changes++;
-            rec->evicted = (idx->raw == NULL);
-
-            if (idx->raw
-                && ngx_http_usage_copy_raw(pool, rec, idx->raw) != NGX_OK)
-            {
-                rc = NGX_ERROR;
-            }
-
+        if (rc != NGX_DECLINED) {
             ngx_shmtx_unlock(&shpool->mutex);
-
-            return (rc == NGX_OK) ? NGX_HTTP_USAGE_DUPLICATE : rc;
-        }
-
-        if (idx) {
-            ngx_http_usage_idx_free_locked(zone, idx);
+            return rc;
         }
     }
 
@@ -363,119 +361,35 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
      * Workers' cached clocks differ by a few milliseconds; clamping keeps
      * the log sorted by createdAt, which listing relies on.
      */
-    created = ngx_max(now, sh->last_created);
+    ins.created = ngx_max(now, sh->last_created);
 
     if (!rec->has_time) {
-        rec->time = created;
+        rec->time = ins.created;
     }
 
     /* everything that can fail comes before anything is counted */
 
-    entity = ngx_http_usage_entity_get_locked(zone, &rec->entity,
-                                              entity_hash);
-    if (entity == NULL) {
+    if (ngx_http_usage_insert_entity_locked(zone, &ins) != NGX_OK) {
         full |= NGX_HTTP_USAGE_FULL_DROP;
         goto drop;
     }
 
-    /*
-     * Pinned while the event is inserted: making room (aggregates of other
-     * entities, the oldest raw events) must not free the entity or the
-     * series being written.
-     */
-    entity->raw_count++;
-    series = NULL;
-    b = NULL;
-
-    if (ngx_http_usage_compact_due(zone, entity, now)) {
-        ngx_http_usage_compact_locked(zone, entity, now);
-    }
-
-    type = (ngx_http_usage_type_t *)
-           ngx_http_usage_name_lookup(&sh->types, type_hash, &rec->type,
-                                      offsetof(ngx_http_usage_type_t, len));
-    series = type ? ngx_http_usage_series_find(entity, type) : NULL;
-
-    if (rec->time >= ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
-                     - zone->minute_span)
-    {
-        span = NGX_HTTP_USAGE_MINUTE;
-
-    } else {
-        span = NGX_HTTP_USAGE_HOUR;
-    }
-
-    start = ngx_http_usage_floor(rec->time, (int64_t) span);
-
-    rc = ngx_http_usage_entity_room(zone, entity, series, start, span);
+    rc = ngx_http_usage_insert_bounds_locked(zone, &ins);
 
     if (rc != NGX_OK) {
-        /* the entity's own bound: refused, nothing else is touched */
-        sh->entity_limited++;
-        entity->raw_count--;
-        (void) ngx_http_usage_entity_release_locked(zone, entity);
-
         ngx_shmtx_unlock(&shpool->mutex);
-
         return rc;
     }
 
-    if (series == NULL) {
-        series = ngx_http_usage_series_create_locked(zone, entity, &rec->type,
-                                                     type_hash);
-        if (series == NULL) {
-            goto failed;
-        }
-    }
-
-    series->raw_refs++;
-    type = series->type;
-
-    b = ngx_http_usage_bucket_get_locked(zone, series, start, span);
-    if (b == NULL) {
-        goto failed;
-    }
-
-    tb = ngx_http_usage_type_bucket_locked(zone, type,
-                         ngx_http_usage_floor(rec->time, NGX_HTTP_USAGE_HOUR),
-                         1, entity);
-    if (tb == NULL) {
+    if (ngx_http_usage_insert_buckets_locked(zone, &ins) != NGX_OK) {
         goto failed;
     }
 
     /* counted: from here on nothing fails */
 
-    b->count++;
-    b->value += rec->value;
-    ngx_http_usage_series_add(series, 1, rec->value);
-    tb->count++;
-    type->count++;
-    sh->total++;
-    ngx_http_usage_minute_add(sh, rec->time, 1);
+    ngx_http_usage_insert_count_locked(zone, &ins);
 
-    sh->last_created = created;
-    rec->created = created;
-
-    entity->updated = created;
-    ngx_queue_remove(&entity->lru);
-    ngx_queue_insert_tail(&sh->lru, &entity->lru);
-
-    raw = ngx_http_usage_raw_append_locked(zone, series, b, rec);
-
-    series->raw_refs--;
-    entity->raw_count--;
-
-    if (raw == NULL) {
-        full |= NGX_HTTP_USAGE_FULL_RAW;
-
-    } else if (rec->id.len) {
-        if (ngx_http_usage_idx_add_locked(zone, id_hash, &rec->entity,
-                                          &rec->id, rec->time, raw)
-            != NGX_OK)
-        {
-            full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
-        }
-    }
+    full |= ngx_http_usage_insert_raw_locked(zone, &ins);
 
     sh->recorded++;
     sh->changes++;
@@ -496,17 +410,7 @@ failed:
 
     full |= NGX_HTTP_USAGE_FULL_DROP;
 
-    if (series) {
-        if (b && b->count == 0 && b->raw_count == 0) {
-            ngx_http_usage_bucket_free_locked(zone, series, b);
-        }
-
-        series->raw_refs--;
-        ngx_http_usage_series_release_locked(zone, series);
-    }
-
-    entity->raw_count--;
-    (void) ngx_http_usage_entity_release_locked(zone, entity);
+    ngx_http_usage_insert_undo_locked(zone, &ins);
 
 drop:
 
@@ -519,6 +423,319 @@ drop:
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * What an insert can compute before it takes the lock: the names' hashes
+ * (self-tracking brings its own), the client id's, and the size of the
+ * raw record.
+ */
+
+static void
+ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins, ngx_http_usage_record_t *rec, int64_t now)
+{
+    ins->rec = rec;
+    ins->now = now;
+
+    ins->entity_hash = rec->entity_hash
+                       ? rec->entity_hash
+                       : ngx_http_usage_name_hash(rec->entity.data,
+                                                  rec->entity.len);
+    ins->type_hash = rec->type_hash
+                     ? rec->type_hash
+                     : ngx_http_usage_name_hash(rec->type.data,
+                                                rec->type.len);
+    ins->id_hash = rec->id.len
+                   ? ngx_http_usage_idx_hash(zone->sh, &rec->entity,
+                                             &rec->id)
+                   : 0;
+    ins->size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
+                          + ngx_http_usage_raw_extra(1, rec->id.len)
+                          + rec->id.len + rec->metadata.len, 8);
+}
+
+
+/*
+ * The client id against the index: a repeat inside the window stores
+ * nothing and hands back the stored event (NGX_HTTP_USAGE_DUPLICATE, or
+ * NGX_ERROR if it cannot be copied); an entry the window left is freed
+ * for the new one.  NGX_DECLINED: the event is new.
+ */
+
+static ngx_int_t
+ngx_http_usage_insert_duplicate_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_idx_t     *idx;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    rec = ins->rec;
+
+    idx = ngx_http_usage_idx_lookup(sh, ins->id_hash, &rec->entity,
+                                    &rec->id);
+
+    if (idx && idx->time >= ins->now - zone->retention) {
+        sh->duplicates++;
+        sh->changes++;
+        rec->evicted = (idx->raw == NULL);
+
+        if (idx->raw
+            && ngx_http_usage_copy_raw(pool, rec, idx->raw) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_HTTP_USAGE_DUPLICATE;
+    }
+
+    if (idx) {
+        ngx_http_usage_idx_free_locked(zone, idx);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Finds or creates the event's entity and pins it for the rest of the
+ * insert, compacting it first when that is due.  NGX_ERROR: no room for
+ * a new entity.
+ */
+
+static ngx_int_t
+ngx_http_usage_insert_entity_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_entity_t  *entity;
+
+    entity = ngx_http_usage_entity_get_locked(zone, &ins->rec->entity,
+                                              ins->entity_hash);
+    if (entity == NULL) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * Pinned while the event is inserted: making room (aggregates of other
+     * entities, the oldest raw events) must not free the entity or the
+     * series being written.
+     */
+    entity->raw_count++;
+    ins->entity = entity;
+    ins->series = NULL;
+    ins->bucket = NULL;
+
+    if (ngx_http_usage_compact_due(zone, entity, ins->now)) {
+        ngx_http_usage_compact_locked(zone, entity, ins->now);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Finds the event's series in its entity, if the type has one there, and
+ * the bucket (start, span) its time falls in, and checks what they would
+ * add against the entity's bounds.  A refused event leaves the entity as
+ * it was, unpinned; nothing is allocated before the check.
+ */
+
+static ngx_int_t
+ngx_http_usage_insert_bounds_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_int_t                 rc;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_entity_t  *entity;
+
+    rec = ins->rec;
+    entity = ins->entity;
+
+    type = (ngx_http_usage_type_t *)
+           ngx_http_usage_name_lookup(&zone->sh->types, ins->type_hash,
+                                      &rec->type,
+                                      offsetof(ngx_http_usage_type_t, len));
+    ins->series = type ? ngx_http_usage_series_find(entity, type) : NULL;
+
+    if (rec->time >= ngx_http_usage_floor(ins->now, NGX_HTTP_USAGE_MINUTE)
+                     - zone->minute_span)
+    {
+        ins->span = NGX_HTTP_USAGE_MINUTE;
+
+    } else {
+        ins->span = NGX_HTTP_USAGE_HOUR;
+    }
+
+    ins->start = ngx_http_usage_floor(rec->time, (int64_t) ins->span);
+
+    rc = ngx_http_usage_entity_room(zone, entity, ins->series, ins->start,
+                                    ins->span);
+
+    if (rc != NGX_OK) {
+        /* the entity's own bound: refused, nothing else is touched */
+        zone->sh->entity_limited++;
+        entity->raw_count--;
+        (void) ngx_http_usage_entity_release_locked(zone, entity);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Creates what the event is counted in and does not exist yet: its
+ * series, its bucket, its type's hour bucket.  Each allocation may make
+ * room by eviction; on NGX_ERROR, insert_undo_locked() frees what this
+ * left behind.
+ */
+
+static ngx_int_t
+ngx_http_usage_insert_buckets_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_series_t  *series;
+
+    series = ins->series;
+
+    if (series == NULL) {
+        series = ngx_http_usage_series_create_locked(zone, ins->entity,
+                                                     &ins->rec->type,
+                                                     ins->type_hash);
+        if (series == NULL) {
+            return NGX_ERROR;
+        }
+
+        ins->series = series;
+    }
+
+    series->raw_refs++;
+
+    ins->bucket = ngx_http_usage_bucket_get_locked(zone, series, ins->start,
+                                                   ins->span);
+    if (ins->bucket == NULL) {
+        return NGX_ERROR;
+    }
+
+    ins->type_bucket = ngx_http_usage_type_bucket_locked(zone, series->type,
+                    ngx_http_usage_floor(ins->rec->time, NGX_HTTP_USAGE_HOUR),
+                    1, ins->entity);
+    if (ins->type_bucket == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A failed insert_buckets_locked(): frees the bucket it created, the
+ * series if it is left empty, and unpins the entity, which goes if the
+ * insert created it.
+ */
+
+static void
+ngx_http_usage_insert_undo_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_series_t  *series;
+
+    series = ins->series;
+    b = ins->bucket;
+
+    if (series) {
+        if (b && b->count == 0 && b->raw_count == 0) {
+            ngx_http_usage_bucket_free_locked(zone, series, b);
+        }
+
+        series->raw_refs--;
+        ngx_http_usage_series_release_locked(zone, series);
+    }
+
+    ins->entity->raw_count--;
+    (void) ngx_http_usage_entity_release_locked(zone, ins->entity);
+}
+
+
+/*
+ * Counts the event in its bucket, its series' sums, its type's total and
+ * the store's, and moves its entity to the tail of the least recently
+ * updated queue.
+ */
+
+static void
+ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    rec = ins->rec;
+    b = ins->bucket;
+    type = ins->series->type;
+    entity = ins->entity;
+
+    b->count++;
+    b->value += rec->value;
+    ngx_http_usage_series_add(ins->series, 1, rec->value);
+    ins->type_bucket->count++;
+    type->count++;
+    sh->total++;
+    ngx_http_usage_minute_add(sh, rec->time, 1);
+
+    sh->last_created = ins->created;
+    rec->created = ins->created;
+
+    entity->updated = ins->created;
+    ngx_queue_remove(&entity->lru);
+    ngx_queue_insert_tail(&sh->lru, &entity->lru);
+}
+
+
+/*
+ * Appends the counted event's raw record, unpins its series and entity,
+ * and indexes its client id.  Returns the NGX_HTTP_USAGE_FULL_* flags of
+ * what did not fit: the event stays counted either way.
+ */
+
+static ngx_uint_t
+ngx_http_usage_insert_raw_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_uint_t                full;
+    ngx_http_usage_raw_t     *raw;
+    ngx_http_usage_record_t  *rec;
+
+    rec = ins->rec;
+    full = 0;
+
+    raw = ngx_http_usage_raw_append_locked(zone, ins->series, ins->bucket,
+                                           rec);
+
+    ins->series->raw_refs--;
+    ins->entity->raw_count--;
+
+    if (raw == NULL) {
+        full |= NGX_HTTP_USAGE_FULL_RAW;
+
+    } else if (rec->id.len) {
+        if (ngx_http_usage_idx_add_locked(zone, ins->id_hash, &rec->entity,
+                                          &rec->id, rec->time, raw)
+            != NGX_OK)
+        {
+            full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
+        }
+    }
+
+    return full;
 }
 
 
