@@ -133,6 +133,8 @@ static void ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
 static ngx_uint_t ngx_http_usage_insert_raw_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+static u_char *ngx_http_usage_ring_reserve_locked(
+    ngx_http_usage_zone_t *zone, size_t size);
 
 
 ngx_int_t
@@ -1157,47 +1159,9 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
         return NULL;
     }
 
-    while (zone->max_events && sh->raw_count >= zone->max_events) {
-        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
-    }
-
-    for ( ;; ) {
-        p = NULL;
-
-        if (sh->raw_count == 0) {
-            /* an empty ring starts over, whatever its positions were */
-            sh->ring_head = sh->ring;
-            sh->ring_wrap = NULL;
-            p = sh->ring;
-
-        } else if (sh->ring_wrap == NULL) {
-            /* records in [head, tail): room after the tail, or before
-             * the head once the ring wraps */
-            if ((size_t) (sh->ring_end - sh->ring_tail) >= size) {
-                p = sh->ring_tail;
-
-            } else if ((size_t) (sh->ring_head - sh->ring) >= size) {
-                sh->ring_wrap = sh->ring_tail;
-                p = sh->ring;
-            }
-
-        } else if ((size_t) (sh->ring_head - sh->ring_tail) >= size) {
-            /* records in [head, wrap) and [ring, tail) */
-            p = sh->ring_tail;
-        }
-
-        if (p) {
-            break;
-        }
-
-        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
-        sh->full_since_warned++;
-    }
+    p = ngx_http_usage_ring_reserve_locked(zone, size);
 
     raw = (ngx_http_usage_raw_t *) p;
-
-    sh->ring_tail = p + size;
-    sh->ring_used += size;
 
     raw->size = (uint32_t) size;
     raw->flags = (rec->time < rec->created) ? NGX_HTTP_USAGE_RAW_BACKDATED
@@ -1249,6 +1213,64 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     sh->raw_count++;
 
     return raw;
+}
+
+
+/*
+ * Takes size bytes at the ring's tail, evicting the oldest records until
+ * max_events leaves room for one more and the bytes are free.  The caller
+ * has checked that the ring can hold them at all.
+ */
+
+static u_char *
+ngx_http_usage_ring_reserve_locked(ngx_http_usage_zone_t *zone, size_t size)
+{
+    u_char                  *p;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    while (zone->max_events && sh->raw_count >= zone->max_events) {
+        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
+    }
+
+    for ( ;; ) {
+        p = NULL;
+
+        if (sh->raw_count == 0) {
+            /* an empty ring starts over, whatever its positions were */
+            sh->ring_head = sh->ring;
+            sh->ring_wrap = NULL;
+            p = sh->ring;
+
+        } else if (sh->ring_wrap == NULL) {
+            /* records in [head, tail): room after the tail, or before
+             * the head once the ring wraps */
+            if ((size_t) (sh->ring_end - sh->ring_tail) >= size) {
+                p = sh->ring_tail;
+
+            } else if ((size_t) (sh->ring_head - sh->ring) >= size) {
+                sh->ring_wrap = sh->ring_tail;
+                p = sh->ring;
+            }
+
+        } else if ((size_t) (sh->ring_head - sh->ring_tail) >= size) {
+            /* records in [head, wrap) and [ring, tail) */
+            p = sh->ring_tail;
+        }
+
+        if (p) {
+            break;
+        }
+
+        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
+        sh->full_since_warned++;
+    }
+
+    sh->ring_tail = p + size;
+    sh->ring_used += size;
+
+    return p;
 }
 
 
