@@ -135,6 +135,12 @@ static ngx_uint_t ngx_http_usage_insert_raw_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
 static u_char *ngx_http_usage_ring_reserve_locked(
     ngx_http_usage_zone_t *zone, size_t size);
+static void ngx_http_usage_compact_series_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, int64_t cutoff, int64_t oldest);
+static void ngx_http_usage_bucket_merge_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *prev,
+    ngx_http_usage_bucket_t *b);
+static void ngx_http_usage_compact_min_end(ngx_http_usage_entity_t *entity);
 
 
 ngx_int_t
@@ -1285,10 +1291,8 @@ void
 ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity, int64_t now)
 {
-    int64_t                   cutoff, oldest, hour;
-    ngx_queue_t              *q, *rq, *sq, *next_s, *next;
-    ngx_http_usage_raw_t     *raw;
-    ngx_http_usage_bucket_t  *b, *prev;
+    int64_t                   cutoff, oldest;
+    ngx_queue_t              *sq, *next_s;
     ngx_http_usage_series_t  *series;
 
     cutoff = ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE)
@@ -1302,74 +1306,119 @@ ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
         next_s = ngx_queue_next(sq);
         series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
 
-        for (q = ngx_queue_head(&series->buckets);
-             q != ngx_queue_sentinel(&series->buckets);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
-
-            if (b->start + b->span <= oldest) {
-                zone->sh->buckets_expired++;
-                ngx_http_usage_bucket_free_locked(zone, series, b);
-                continue;
-            }
-
-            if (b->start >= cutoff) {
-                break;
-            }
-
-            if (b->span == NGX_HTTP_USAGE_HOUR) {
-                continue;
-            }
-
-            hour = ngx_http_usage_floor(b->start, NGX_HTTP_USAGE_HOUR);
-
-            prev = (ngx_queue_prev(q) != ngx_queue_sentinel(&series->buckets))
-                   ? ngx_queue_data(ngx_queue_prev(q),
-                                    ngx_http_usage_bucket_t, queue)
-                   : NULL;
-
-            if (prev == NULL || prev->span != NGX_HTTP_USAGE_HOUR
-                || prev->start != hour)
-            {
-                /* the first minute of its hour becomes the hour */
-                b->start = hour;
-                b->span = NGX_HTTP_USAGE_HOUR;
-                continue;
-            }
-
-            prev->count += b->count;
-            prev->value += b->value;
-            prev->raw_count += b->raw_count;
-
-            if (!ngx_queue_empty(&b->raw)) {
-                for (rq = ngx_queue_head(&b->raw);
-                     rq != ngx_queue_sentinel(&b->raw);
-                     rq = ngx_queue_next(rq))
-                {
-                    raw = ngx_queue_data(rq, ngx_http_usage_raw_t,
-                                         bucket_queue);
-                    raw->bucket = prev;
-                }
-
-                ngx_queue_add(&prev->raw, &b->raw);
-                ngx_queue_init(&b->raw);
-            }
-
-            /* merged: the series' sums stay as they are */
-            b->count = 0;
-            b->value = 0;
-            b->raw_count = 0;
-            ngx_http_usage_bucket_free_locked(zone, series, b);
-        }
+        ngx_http_usage_compact_series_locked(zone, series, cutoff, oldest);
 
         ngx_http_usage_series_release_locked(zone, series);
     }
 
     entity->compacted = ngx_http_usage_floor(now, NGX_HTTP_USAGE_MINUTE);
 
-    /* what is left, newest minutes included, for compact_due() */
+    ngx_http_usage_compact_min_end(entity);
+}
+
+
+/*
+ * One series of compact_locked(): its buckets past the window ("oldest")
+ * go, its minute buckets before "cutoff" become or join their hours.
+ */
+
+static void
+ngx_http_usage_compact_series_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, int64_t cutoff, int64_t oldest)
+{
+    int64_t                   hour;
+    ngx_queue_t              *q, *next;
+    ngx_http_usage_bucket_t  *b, *prev;
+
+    for (q = ngx_queue_head(&series->buckets);
+         q != ngx_queue_sentinel(&series->buckets);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        b = ngx_queue_data(q, ngx_http_usage_bucket_t, queue);
+
+        if (b->start + b->span <= oldest) {
+            zone->sh->buckets_expired++;
+            ngx_http_usage_bucket_free_locked(zone, series, b);
+            continue;
+        }
+
+        if (b->start >= cutoff) {
+            break;
+        }
+
+        if (b->span == NGX_HTTP_USAGE_HOUR) {
+            continue;
+        }
+
+        hour = ngx_http_usage_floor(b->start, NGX_HTTP_USAGE_HOUR);
+
+        prev = (ngx_queue_prev(q) != ngx_queue_sentinel(&series->buckets))
+               ? ngx_queue_data(ngx_queue_prev(q),
+                                ngx_http_usage_bucket_t, queue)
+               : NULL;
+
+        if (prev == NULL || prev->span != NGX_HTTP_USAGE_HOUR
+            || prev->start != hour)
+        {
+            /* the first minute of its hour becomes the hour */
+            b->start = hour;
+            b->span = NGX_HTTP_USAGE_HOUR;
+            continue;
+        }
+
+        ngx_http_usage_bucket_merge_locked(zone, series, prev, b);
+    }
+}
+
+
+/*
+ * A minute bucket joins the hour bucket before it: counts, sums and raw
+ * events move to the hour, the minute is freed.
+ */
+
+static void
+ngx_http_usage_bucket_merge_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *prev,
+    ngx_http_usage_bucket_t *b)
+{
+    ngx_queue_t           *rq;
+    ngx_http_usage_raw_t  *raw;
+
+    prev->count += b->count;
+    prev->value += b->value;
+    prev->raw_count += b->raw_count;
+
+    if (!ngx_queue_empty(&b->raw)) {
+        for (rq = ngx_queue_head(&b->raw);
+             rq != ngx_queue_sentinel(&b->raw);
+             rq = ngx_queue_next(rq))
+        {
+            raw = ngx_queue_data(rq, ngx_http_usage_raw_t, bucket_queue);
+            raw->bucket = prev;
+        }
+
+        ngx_queue_add(&prev->raw, &b->raw);
+        ngx_queue_init(&b->raw);
+    }
+
+    /* merged: the series' sums stay as they are */
+    b->count = 0;
+    b->value = 0;
+    b->raw_count = 0;
+    ngx_http_usage_bucket_free_locked(zone, series, b);
+}
+
+
+/* what is left, newest minutes included, for compact_due() */
+
+static void
+ngx_http_usage_compact_min_end(ngx_http_usage_entity_t *entity)
+{
+    ngx_queue_t              *q, *sq;
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_series_t  *series;
+
     entity->min_end = INT64_MAX;
 
     for (sq = ngx_queue_head(&entity->series);
