@@ -84,6 +84,21 @@ static ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_usage_zone_t *old);
 static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
     int64_t now, size_t *len, ngx_msec_t *locked);
+static void ngx_http_usage_state_dump_counters(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_types(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_entities(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_series(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_series_t *series);
+static void ngx_http_usage_state_dump_raw(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_header(ngx_http_usage_wbuf_t *w,
+    int64_t now);
+static uint32_t ngx_http_usage_state_count(ngx_queue_t *queue);
 static void ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data,
     size_t len);
 static void ngx_http_usage_wreserve(ngx_http_usage_wbuf_t *w, size_t len);
@@ -91,8 +106,6 @@ static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
-static void ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
-    ngx_http_usage_shctx_t *sh);
 static ngx_int_t ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_http_usage_raw_t **raws,
     uint32_t nraw, ngx_uint_t first);
@@ -490,28 +503,18 @@ ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 /*
  * The snapshot, taken under the lock: header, counters, types with their
  * totals, entities (least recently updated first) with their buckets, the
- * raw log oldest first, and the client ids oldest first.
+ * raw log oldest first, and the client ids oldest first.  Each section has
+ * its own function, called here in the order of the file; the header is
+ * completed last, once the length and checksum of the rest are known.
  */
 
 static u_char *
 ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     size_t *len, ngx_msec_t *locked)
 {
-    uint8_t                         attached;
-    uint16_t                        nlen, idl;
-    uint32_t                        n, ti, ei, span, ml;
-    u_char                         *p;
     size_t                          size;
-    uint64_t                        v;
     struct timeval                  t0, t1;
-    ngx_uint_t                      i;
-    ngx_queue_t                    *q, *sq, *bq;
-    ngx_http_usage_raw_t           *raw;
-    ngx_http_usage_type_t          *type;
     ngx_http_usage_wbuf_t           w;
-    ngx_http_usage_entity_t        *entity;
-    ngx_http_usage_series_t        *series;
-    ngx_http_usage_bucket_t        *b;
     ngx_http_usage_shctx_t         *sh;
     ngx_http_usage_state_header_t  *h;
 
@@ -543,23 +546,83 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 
     ngx_http_usage_expire_locked(zone, now);
 
-    ngx_http_usage_wval(&w, sh->recorded);
-    ngx_http_usage_wval(&w, sh->duplicates);
-    ngx_http_usage_wval(&w, sh->raw_evicted);
-    ngx_http_usage_wval(&w, sh->raw_expired);
-    ngx_http_usage_wval(&w, sh->buckets_evicted);
-    ngx_http_usage_wval(&w, sh->buckets_expired);
-    ngx_http_usage_wval(&w, sh->ids_evicted);
-    v = sh->dropped;
-    ngx_http_usage_wval(&w, v);
+    ngx_http_usage_state_dump_counters(&w, sh);
+    ngx_http_usage_state_dump_types(&w, sh);
+    ngx_http_usage_state_dump_entities(&w, sh);
+    ngx_http_usage_state_dump_raw(&w, sh);
+    ngx_http_usage_state_dump_ids(&w, sh);
 
-    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
-        ngx_http_usage_wval(&w, sh->minute_start[i]);
-        ngx_http_usage_wval(&w, sh->minute_count[i]);
+    h = (ngx_http_usage_state_header_t *) w.start;
+
+    h->dataset = sh->dataset;
+    h->generation = sh->generation;
+    h->start_time = sh->start_time;
+    h->last_created = sh->last_created;
+
+    ngx_gettimeofday(&t1);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (locked) {
+        *locked = ngx_http_usage_elapsed(&t0, &t1);
     }
 
+    if (w.failed) {
+        ngx_free(w.start);
+        return NULL;
+    }
+
+    ngx_http_usage_state_dump_header(&w, now);
+
+    *len = w.pos - w.start;
+
+    return w.start;
+}
+
+
+/* the store's counters and its per-minute event counts */
+
+static void
+ngx_http_usage_state_dump_counters(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint64_t    v;
+    ngx_uint_t  i;
+
+    ngx_http_usage_wval(w, sh->recorded);
+    ngx_http_usage_wval(w, sh->duplicates);
+    ngx_http_usage_wval(w, sh->raw_evicted);
+    ngx_http_usage_wval(w, sh->raw_expired);
+    ngx_http_usage_wval(w, sh->buckets_evicted);
+    ngx_http_usage_wval(w, sh->buckets_expired);
+    ngx_http_usage_wval(w, sh->ids_evicted);
+    v = sh->dropped;
+    ngx_http_usage_wval(w, v);
+
+    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
+        ngx_http_usage_wval(w, sh->minute_start[i]);
+        ngx_http_usage_wval(w, sh->minute_count[i]);
+    }
+}
+
+
+/*
+ * The types with their hourly totals.  Each type is marked with its place
+ * in the file: the series and raw events refer to it by that number.
+ */
+
+static void
+ngx_http_usage_state_dump_types(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint16_t                  nlen;
+    uint32_t                  n, ti;
+    ngx_queue_t              *q, *bq;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_bucket_t  *b;
+
     n = (uint32_t) sh->type_count;
-    ngx_http_usage_wval(&w, n);
+    ngx_http_usage_wval(w, n);
     ti = 0;
 
     for (q = ngx_queue_head(&sh->types_order);
@@ -570,31 +633,42 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         type->mark = ti++;
 
         nlen = type->len;
-        ngx_http_usage_wval(&w, nlen);
-        ngx_http_usage_wput(&w, type->data, nlen);
+        ngx_http_usage_wval(w, nlen);
+        ngx_http_usage_wput(w, type->data, nlen);
 
-        n = 0;
-        for (bq = ngx_queue_head(&type->buckets);
-             bq != ngx_queue_sentinel(&type->buckets);
-             bq = ngx_queue_next(bq))
-        {
-            n++;
-        }
-
-        ngx_http_usage_wval(&w, n);
+        n = ngx_http_usage_state_count(&type->buckets);
+        ngx_http_usage_wval(w, n);
 
         for (bq = ngx_queue_head(&type->buckets);
              bq != ngx_queue_sentinel(&type->buckets);
              bq = ngx_queue_next(bq))
         {
             b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
-            ngx_http_usage_wval(&w, b->start);
-            ngx_http_usage_wval(&w, b->count);
+            ngx_http_usage_wval(w, b->start);
+            ngx_http_usage_wval(w, b->count);
         }
     }
+}
+
+
+/*
+ * The entities, least recently updated first, each with its series.  Each
+ * entity is marked with its place in the file, as the raw events refer to
+ * it by that number.
+ */
+
+static void
+ngx_http_usage_state_dump_entities(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint16_t                  nlen;
+    uint32_t                  n, ei;
+    ngx_queue_t              *q, *sq;
+    ngx_http_usage_entity_t  *entity;
+    ngx_http_usage_series_t  *series;
 
     n = (uint32_t) sh->entity_count;
-    ngx_http_usage_wval(&w, n);
+    ngx_http_usage_wval(w, n);
     ei = 0;
 
     for (q = ngx_queue_head(&sh->lru);
@@ -605,55 +679,73 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         entity->mark = ei++;
 
         nlen = entity->len;
-        ngx_http_usage_wval(&w, nlen);
-        ngx_http_usage_wput(&w, entity->data, nlen);
-        ngx_http_usage_wval(&w, entity->updated);
+        ngx_http_usage_wval(w, nlen);
+        ngx_http_usage_wput(w, entity->data, nlen);
+        ngx_http_usage_wval(w, entity->updated);
 
-        n = 0;
-        for (sq = ngx_queue_head(&entity->series);
-             sq != ngx_queue_sentinel(&entity->series);
-             sq = ngx_queue_next(sq))
-        {
-            n++;
-        }
-
-        ngx_http_usage_wval(&w, n);
+        n = ngx_http_usage_state_count(&entity->series);
+        ngx_http_usage_wval(w, n);
 
         for (sq = ngx_queue_head(&entity->series);
              sq != ngx_queue_sentinel(&entity->series);
              sq = ngx_queue_next(sq))
         {
             series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
-
-            ti = (uint32_t) series->type->mark;
-            ngx_http_usage_wval(&w, ti);
-
-            n = 0;
-            for (bq = ngx_queue_head(&series->buckets);
-                 bq != ngx_queue_sentinel(&series->buckets);
-                 bq = ngx_queue_next(bq))
-            {
-                n++;
-            }
-
-            ngx_http_usage_wval(&w, n);
-
-            for (bq = ngx_queue_head(&series->buckets);
-                 bq != ngx_queue_sentinel(&series->buckets);
-                 bq = ngx_queue_next(bq))
-            {
-                b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
-                span = b->span;
-                ngx_http_usage_wval(&w, b->start);
-                ngx_http_usage_wval(&w, span);
-                ngx_http_usage_wval(&w, b->count);
-                ngx_http_usage_wval(&w, b->value);
-            }
+            ngx_http_usage_state_dump_series(w, series);
         }
     }
+}
+
+
+/* one series of an entity: its type's number, then its buckets */
+
+static void
+ngx_http_usage_state_dump_series(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_series_t *series)
+{
+    uint32_t                  n, ti, span;
+    ngx_queue_t              *bq;
+    ngx_http_usage_bucket_t  *b;
+
+    ti = (uint32_t) series->type->mark;
+    ngx_http_usage_wval(w, ti);
+
+    n = ngx_http_usage_state_count(&series->buckets);
+    ngx_http_usage_wval(w, n);
+
+    for (bq = ngx_queue_head(&series->buckets);
+         bq != ngx_queue_sentinel(&series->buckets);
+         bq = ngx_queue_next(bq))
+    {
+        b = ngx_queue_data(bq, ngx_http_usage_bucket_t, queue);
+        span = b->span;
+        ngx_http_usage_wval(w, b->start);
+        ngx_http_usage_wval(w, span);
+        ngx_http_usage_wval(w, b->count);
+        ngx_http_usage_wval(w, b->value);
+    }
+}
+
+
+/*
+ * The raw log, oldest first.  Each event is numbered with its place in the
+ * log, as the id section refers to it by that number, and refers to its
+ * entity and type by theirs.
+ */
+
+static void
+ngx_http_usage_state_dump_raw(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    u_char                *p;
+    uint8_t                attached;
+    uint16_t               idl;
+    uint32_t               n, ei, ti, ml;
+    ngx_queue_t           *q;
+    ngx_http_usage_raw_t  *raw;
 
     n = (uint32_t) sh->raw_count;
-    ngx_http_usage_wval(&w, n);
+    ngx_http_usage_wval(w, n);
     n = 0;
 
     /*
@@ -662,11 +754,11 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
      * than its record in the ring), then each record is stored without
      * further checks.
      */
-    ngx_http_usage_wreserve(&w, sh->ring_used + 64);
-    p = w.pos;
+    ngx_http_usage_wreserve(w, sh->ring_used + 64);
+    p = w->pos;
 
     for (q = ngx_queue_head(&sh->raw);
-         q != ngx_queue_sentinel(&sh->raw) && !w.failed;
+         q != ngx_queue_sentinel(&sh->raw) && !w->failed;
          q = ngx_queue_next(q))
     {
         raw = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
@@ -695,43 +787,88 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
         p = ngx_cpymem(p, ngx_http_usage_raw_id(raw), idl + ml);
     }
 
-    if (!w.failed) {
-        w.pos = p;
+    if (!w->failed) {
+        w->pos = p;
     }
+}
 
-    ngx_http_usage_state_dump_ids(&w, sh);
 
-    h = (ngx_http_usage_state_header_t *) w.start;
+/*
+ * The client ids, oldest first: time, the index of their event in the raw
+ * log (or NONE), and their entity and id.  Every entry holds its bytes,
+ * also where its event does: an id outlives its event in the log.
+ */
 
-    h->dataset = sh->dataset;
-    h->generation = sh->generation;
-    h->start_time = sh->start_time;
-    h->last_created = sh->last_created;
+static void
+ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint16_t               len;
+    uint32_t               n, ei;
+    ngx_queue_t           *q;
+    ngx_http_usage_idx_t  *idx;
 
-    ngx_gettimeofday(&t1);
+    n = (uint32_t) sh->id_count;
+    ngx_http_usage_wval(w, n);
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    for (q = ngx_queue_head(&sh->ids_order);
+         q != ngx_queue_sentinel(&sh->ids_order);
+         q = ngx_queue_next(q))
+    {
+        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
 
-    if (locked) {
-        *locked = ngx_http_usage_elapsed(&t0, &t1);
+        ei = idx->raw ? idx->raw->reserved : NGX_HTTP_USAGE_STATE_NONE;
+        ngx_http_usage_wval(w, idx->time);
+        ngx_http_usage_wval(w, ei);
+        len = idx->entity_len;
+        ngx_http_usage_wval(w, len);
+        len = idx->id_len;
+        ngx_http_usage_wval(w, len);
+        ngx_http_usage_wput(w, idx->data, idx->entity_len + idx->id_len);
     }
+}
 
-    if (w.failed) {
-        ngx_free(w.start);
-        return NULL;
-    }
+
+/*
+ * The rest of the header, after the lock is released: the checksum reads
+ * the whole payload and needs nothing of the store.
+ */
+
+static void
+ngx_http_usage_state_dump_header(ngx_http_usage_wbuf_t *w, int64_t now)
+{
+    ngx_http_usage_state_header_t  *h;
+
+    h = (ngx_http_usage_state_header_t *) w->start;
 
     ngx_memcpy(h->magic, NGX_HTTP_USAGE_STATE_MAGIC, 8);
     h->version = NGX_HTTP_USAGE_STATE_VERSION;
     h->order = NGX_HTTP_USAGE_STATE_ORDER;
-    h->length = w.pos - w.start - sizeof(ngx_http_usage_state_header_t);
-    h->crc = ngx_crc32_long(w.start + sizeof(ngx_http_usage_state_header_t),
+    h->length = w->pos - w->start - sizeof(ngx_http_usage_state_header_t);
+    h->crc = ngx_crc32_long(w->start + sizeof(ngx_http_usage_state_header_t),
                             h->length);
     h->saved_at = now;
+}
 
-    *len = w.pos - w.start;
 
-    return w.start;
+/* the length of a queue: the file gives each list's count before it */
+
+static uint32_t
+ngx_http_usage_state_count(ngx_queue_t *queue)
+{
+    uint32_t      n;
+    ngx_queue_t  *q;
+
+    n = 0;
+
+    for (q = ngx_queue_head(queue);
+         q != ngx_queue_sentinel(queue);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    return n;
 }
 
 
@@ -1204,42 +1341,6 @@ failed:
     }
 
     return NGX_ERROR;
-}
-
-
-/*
- * The client ids, oldest first: time, the index of their event in the raw
- * log (or NONE), and their entity and id.  Every entry holds its bytes,
- * also where its event does: an id outlives its event in the log.
- */
-
-static void
-ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
-    ngx_http_usage_shctx_t *sh)
-{
-    uint16_t               len;
-    uint32_t               n, ei;
-    ngx_queue_t           *q;
-    ngx_http_usage_idx_t  *idx;
-
-    n = (uint32_t) sh->id_count;
-    ngx_http_usage_wval(w, n);
-
-    for (q = ngx_queue_head(&sh->ids_order);
-         q != ngx_queue_sentinel(&sh->ids_order);
-         q = ngx_queue_next(q))
-    {
-        idx = ngx_queue_data(q, ngx_http_usage_idx_t, queue);
-
-        ei = idx->raw ? idx->raw->reserved : NGX_HTTP_USAGE_STATE_NONE;
-        ngx_http_usage_wval(w, idx->time);
-        ngx_http_usage_wval(w, ei);
-        len = idx->entity_len;
-        ngx_http_usage_wval(w, len);
-        len = idx->id_len;
-        ngx_http_usage_wval(w, len);
-        ngx_http_usage_wput(w, idx->data, idx->entity_len + idx->id_len);
-    }
 }
 
 
