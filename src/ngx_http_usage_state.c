@@ -80,6 +80,25 @@ typedef struct {
 } ngx_http_usage_rbuf_t;
 
 
+/* what the sections of one walk of a snapshot share */
+typedef struct {
+    ngx_http_usage_zone_t       *zone;
+    ngx_http_usage_rbuf_t       *r;
+    ngx_uint_t                   apply;
+
+    /* with "apply", the records loaded, by their place in the snapshot */
+    ngx_http_usage_type_t      **types;
+    ngx_http_usage_entity_t    **entities;
+    ngx_http_usage_raw_t       **raws;
+
+    uint32_t                     ntypes;
+    uint32_t                     nentities;
+    uint32_t                     nraw;
+    ngx_uint_t                   first;       /* the first raw event that
+                                                 a smaller ring kept */
+} ngx_http_usage_state_ctx_t;
+
+
 static ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_usage_zone_t *old);
 static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
@@ -106,6 +125,20 @@ static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
+static void ngx_http_usage_state_walk_counters(
+    ngx_http_usage_state_ctx_t *ctx);
+static ngx_int_t ngx_http_usage_state_walk_types(
+    ngx_http_usage_state_ctx_t *ctx);
+static ngx_int_t ngx_http_usage_state_walk_entities(
+    ngx_http_usage_state_ctx_t *ctx);
+static ngx_int_t ngx_http_usage_state_walk_entity(
+    ngx_http_usage_state_ctx_t *ctx, uint32_t i);
+static ngx_int_t ngx_http_usage_state_walk_series(
+    ngx_http_usage_state_ctx_t *ctx, ngx_http_usage_entity_t *entity);
+static ngx_int_t ngx_http_usage_state_walk_raw(
+    ngx_http_usage_state_ctx_t *ctx);
+static ngx_int_t ngx_http_usage_state_walk_event(
+    ngx_http_usage_state_ctx_t *ctx, uint32_t i);
 static ngx_int_t ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_http_usage_raw_t **raws,
     uint32_t nraw, ngx_uint_t first);
@@ -1028,36 +1061,68 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
  * (lock held).  Without it, only checks that every length and reference
  * is in bounds.  Whatever no longer fits a smaller zone is evicted as the
  * store always does: raw events oldest first, aggregates least recently
- * updated first.
+ * updated first.  Each section has its own function, called here in the
+ * order of the file; the walk stops at the first one that fails.
  */
 
 static ngx_int_t
 ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ngx_http_usage_rbuf_t *r, ngx_uint_t apply)
 {
-    int64_t                   start, updated;
-    uint8_t                   attached;
-    uint16_t                  nlen, idl;
-    uint32_t                  ntypes, nentities, nseries, nbuckets, nraw;
-    uint32_t                  i, j, k, ti, ei, span, ml;
-    uint64_t                  count, v;
-    ngx_str_t                 name;
-    ngx_uint_t                first;
-    ngx_http_usage_raw_t    **raws;
-    ngx_http_usage_type_t   **types, *type;
-    ngx_http_usage_entity_t **entities, *entity;
-    ngx_http_usage_series_t  *series;
-    ngx_http_usage_bucket_t  *b;
-    ngx_http_usage_record_t   rec;
-    ngx_http_usage_shctx_t   *sh;
-    double                    value;
+    ngx_int_t                   rc;
+    ngx_http_usage_state_ctx_t  ctx;
 
-    sh = zone->sh;
-    types = NULL;
-    entities = NULL;
-    raws = NULL;
+    ngx_memzero(&ctx, sizeof(ngx_http_usage_state_ctx_t));
 
+    ctx.zone = zone;
+    ctx.r = r;
+    ctx.apply = apply;
+
+    ngx_http_usage_state_walk_counters(&ctx);
+
+    if (ngx_http_usage_state_walk_types(&ctx) != NGX_OK
+        || ngx_http_usage_state_walk_entities(&ctx) != NGX_OK
+        || ngx_http_usage_state_walk_raw(&ctx) != NGX_OK
+        || ngx_http_usage_state_walk_ids(zone, r, apply, ctx.raws, ctx.nraw,
+                                         ctx.first)
+           != NGX_OK
+        || r->pos != r->end)
+    {
+        rc = NGX_ERROR;
+
+    } else {
+        rc = NGX_OK;
+    }
+
+    /* loaded or not, what the walk pinned is let go */
     if (apply) {
+        ngx_http_usage_state_unpin(zone, ctx.types,
+                                   ctx.types ? ctx.ntypes : 0, ctx.entities,
+                                   ctx.entities ? ctx.nentities : 0);
+        ngx_free(ctx.raws);
+    }
+
+    return rc;
+}
+
+
+/*
+ * The counters are of a fixed size: a check only steps over them, and
+ * whether they were all there is known at the next section's count.
+ */
+
+static void
+ngx_http_usage_state_walk_counters(ngx_http_usage_state_ctx_t *ctx)
+{
+    uint32_t                 i;
+    uint64_t                 v;
+    ngx_http_usage_rbuf_t   *r;
+    ngx_http_usage_shctx_t  *sh;
+
+    r = ctx->r;
+    sh = ctx->zone->sh;
+
+    if (ctx->apply) {
         ngx_http_usage_rval(r, sh->recorded);
         ngx_http_usage_rval(r, sh->duplicates);
         ngx_http_usage_rval(r, sh->raw_evicted);
@@ -1077,21 +1142,43 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         (void) ngx_http_usage_rskip(r, 8 * sizeof(uint64_t)
                                        + NGX_HTTP_USAGE_MINUTE_SLOTS * 16);
     }
+}
 
-    ngx_http_usage_rval(r, ntypes);
 
-    if (r->failed || ntypes > (size_t) (r->end - r->pos) / 6) {
+/*
+ * The types with their hourly totals.  With "apply", ctx->types maps each
+ * type's place in the file to the type in the zone (NULL for one left out
+ * or that did not fit): the series and raw events refer to it by its place.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_types(ngx_http_usage_state_ctx_t *ctx)
+{
+    int64_t                 start;
+    uint16_t                nlen;
+    uint32_t                i, j, nbuckets;
+    uint64_t                count;
+    ngx_str_t               name;
+    ngx_http_usage_rbuf_t  *r;
+    ngx_http_usage_type_t  *type;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, ctx->ntypes);
+
+    if (r->failed || ctx->ntypes > (size_t) (r->end - r->pos) / 6) {
         return NGX_ERROR;
     }
 
-    if (apply) {
-        types = ngx_calloc((ntypes + 1) * sizeof(void *), ngx_cycle->log);
-        if (types == NULL) {
+    if (ctx->apply) {
+        ctx->types = ngx_calloc((ctx->ntypes + 1) * sizeof(void *),
+                                ngx_cycle->log);
+        if (ctx->types == NULL) {
             return NGX_ERROR;
         }
     }
 
-    for (i = 0; i < ntypes; i++) {
+    for (i = 0; i < ctx->ntypes; i++) {
         ngx_http_usage_rval(r, nlen);
         name.len = nlen;
         name.data = ngx_http_usage_rskip(r, nlen);
@@ -1100,21 +1187,21 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         if (r->failed || nlen == 0 || nlen > NGX_HTTP_USAGE_TYPE_MAX_BYTES
             || nbuckets > (size_t) (r->end - r->pos) / 16)
         {
-            goto failed;
+            return NGX_ERROR;
         }
 
         type = NULL;
 
-        if (apply && !ngx_http_usage_state_name_ok(&name)) {
+        if (ctx->apply && !ngx_http_usage_state_name_ok(&name)) {
             /* from a module that let invalid UTF-8 in: left out */
-            types[i] = NULL;
+            ctx->types[i] = NULL;
             r->skipped++;
 
-        } else if (apply) {
+        } else if (ctx->apply) {
             /* every name is pinned while the snapshot loads: making room
              * must not free what a later record refers to */
-            type = ngx_http_usage_type_get_locked(zone, &name, NULL);
-            types[i] = type;
+            type = ngx_http_usage_type_get_locked(ctx->zone, &name, NULL);
+            ctx->types[i] = type;
 
             if (type) {
                 type->refs++;
@@ -1128,219 +1215,311 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
             if (!ngx_http_usage_state_time(start)
                 || start % NGX_HTTP_USAGE_HOUR)
             {
-                goto failed;
+                return NGX_ERROR;
             }
 
             if (type) {
-                (void) ngx_http_usage_type_add_locked(zone, type, start,
+                (void) ngx_http_usage_type_add_locked(ctx->zone, type, start,
                                                       count);
             }
         }
     }
 
-    ngx_http_usage_rval(r, nentities);
+    return NGX_OK;
+}
 
-    if (r->failed || nentities > (size_t) (r->end - r->pos) / 14) {
-        goto failed;
+
+/*
+ * The entities.  With "apply", ctx->entities maps each entity's place in
+ * the file to the entity in the zone, as ctx->types does for the types.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_entities(ngx_http_usage_state_ctx_t *ctx)
+{
+    uint32_t                i;
+    ngx_http_usage_rbuf_t  *r;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, ctx->nentities);
+
+    if (r->failed || ctx->nentities > (size_t) (r->end - r->pos) / 14) {
+        return NGX_ERROR;
     }
 
-    if (apply) {
-        entities = ngx_calloc((nentities + 1) * sizeof(void *),
-                              ngx_cycle->log);
-        if (entities == NULL) {
-            goto failed;
+    if (ctx->apply) {
+        ctx->entities = ngx_calloc((ctx->nentities + 1) * sizeof(void *),
+                                   ngx_cycle->log);
+        if (ctx->entities == NULL) {
+            return NGX_ERROR;
         }
     }
 
-    for (i = 0; i < nentities; i++) {
-        ngx_http_usage_rval(r, nlen);
-        name.len = nlen;
-        name.data = ngx_http_usage_rskip(r, nlen);
-        ngx_http_usage_rval(r, updated);
-        ngx_http_usage_rval(r, nseries);
+    for (i = 0; i < ctx->nentities; i++) {
+        if (ngx_http_usage_state_walk_entity(ctx, i) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
 
-        if (r->failed || nlen == 0 || nlen > NGX_HTTP_USAGE_ENTITY_MAX_BYTES
-            || nseries > (size_t) (r->end - r->pos) / 8)
+    return NGX_OK;
+}
+
+
+/* the i-th entity: its name, last update and series */
+
+static ngx_int_t
+ngx_http_usage_state_walk_entity(ngx_http_usage_state_ctx_t *ctx,
+    uint32_t i)
+{
+    int64_t                   updated;
+    uint16_t                  nlen;
+    uint32_t                  j, nseries;
+    ngx_str_t                 name;
+    ngx_http_usage_rbuf_t    *r;
+    ngx_http_usage_entity_t  *entity;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, nlen);
+    name.len = nlen;
+    name.data = ngx_http_usage_rskip(r, nlen);
+    ngx_http_usage_rval(r, updated);
+    ngx_http_usage_rval(r, nseries);
+
+    if (r->failed || nlen == 0 || nlen > NGX_HTTP_USAGE_ENTITY_MAX_BYTES
+        || nseries > (size_t) (r->end - r->pos) / 8)
+    {
+        return NGX_ERROR;
+    }
+
+    entity = NULL;
+
+    if (ctx->apply && !ngx_http_usage_state_name_ok(&name)) {
+        ctx->entities[i] = NULL;
+        r->skipped++;
+
+    } else if (ctx->apply) {
+        entity = ngx_http_usage_entity_hold_locked(ctx->zone, &name, updated);
+        ctx->entities[i] = entity;
+
+        if (entity) {
+            entity->raw_count++;
+        }
+    }
+
+    for (j = 0; j < nseries; j++) {
+        if (ngx_http_usage_state_walk_series(ctx, entity) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One series of an entity: its type's place in the file, then its
+ * buckets; they are loaded only if both the entity and the type were.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_series(ngx_http_usage_state_ctx_t *ctx,
+    ngx_http_usage_entity_t *entity)
+{
+    double                    value;
+    int64_t                   start;
+    uint32_t                  k, ti, span, nbuckets;
+    uint64_t                  count;
+    ngx_str_t                 name;
+    ngx_http_usage_rbuf_t    *r;
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_series_t  *series;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, ti);
+    ngx_http_usage_rval(r, nbuckets);
+
+    if (r->failed || ti >= ctx->ntypes
+        || nbuckets > (size_t) (r->end - r->pos) / 28)
+    {
+        return NGX_ERROR;
+    }
+
+    series = NULL;
+
+    if (entity && ctx->types[ti]) {
+        name.len = ctx->types[ti]->len;
+        name.data = ctx->types[ti]->data;
+        series = ngx_http_usage_series_get_locked(ctx->zone, entity, &name);
+    }
+
+    for (k = 0; k < nbuckets; k++) {
+        ngx_http_usage_rval(r, start);
+        ngx_http_usage_rval(r, span);
+        ngx_http_usage_rval(r, count);
+        ngx_http_usage_rval(r, value);
+
+        if ((span != NGX_HTTP_USAGE_MINUTE
+             && span != NGX_HTTP_USAGE_HOUR)
+            || !ngx_http_usage_state_time(start)
+            || start % span || !isfinite(value))
         {
-            goto failed;
+            return NGX_ERROR;
         }
 
-        entity = NULL;
-
-        if (apply && !ngx_http_usage_state_name_ok(&name)) {
-            entities[i] = NULL;
-            r->skipped++;
-
-        } else if (apply) {
-            entity = ngx_http_usage_entity_hold_locked(zone, &name, updated);
-            entities[i] = entity;
-
-            if (entity) {
-                entity->raw_count++;
-            }
-        }
-
-        for (j = 0; j < nseries; j++) {
-            ngx_http_usage_rval(r, ti);
-            ngx_http_usage_rval(r, nbuckets);
-
-            if (r->failed || ti >= ntypes
-                || nbuckets > (size_t) (r->end - r->pos) / 28)
-            {
-                goto failed;
-            }
-
-            series = NULL;
-
-            if (entity && types[ti]) {
-                name.len = types[ti]->len;
-                name.data = types[ti]->data;
-                series = ngx_http_usage_series_get_locked(zone, entity,
-                                                          &name);
-            }
-
-            for (k = 0; k < nbuckets; k++) {
-                ngx_http_usage_rval(r, start);
-                ngx_http_usage_rval(r, span);
-                ngx_http_usage_rval(r, count);
-                ngx_http_usage_rval(r, value);
-
-                if ((span != NGX_HTTP_USAGE_MINUTE
-                     && span != NGX_HTTP_USAGE_HOUR)
-                    || !ngx_http_usage_state_time(start)
-                    || start % span || !isfinite(value))
-                {
-                    goto failed;
-                }
-
-                if (series == NULL) {
-                    continue;
-                }
-
-                b = ngx_http_usage_bucket_get_locked(zone, series, start,
-                                                     span);
-                if (b) {
-                    b->count += count;
-                    b->value += value;
-                    ngx_http_usage_series_add(series, count, value);
-                }
-            }
-        }
-    }
-
-    ngx_http_usage_rval(r, nraw);
-
-    if (r->failed || nraw > (size_t) (r->end - r->pos) / 55) {
-        goto failed;
-    }
-
-    if (apply) {
-        raws = ngx_calloc((nraw + 1) * sizeof(void *), ngx_cycle->log);
-        if (raws == NULL) {
-            goto failed;
-        }
-    }
-
-    first = 0;
-
-    for (i = 0; i < nraw; i++) {
-        ngx_http_usage_rval(r, ei);
-        ngx_http_usage_rval(r, ti);
-        ngx_http_usage_rval(r, rec.time);
-        ngx_http_usage_rval(r, rec.created);
-        ngx_http_usage_rval(r, rec.value);
-        ngx_http_usage_rget(r, rec.uuid, 16);
-        ngx_http_usage_rval(r, attached);
-        ngx_http_usage_rval(r, idl);
-        ngx_http_usage_rval(r, ml);
-
-        if (r->failed || ei >= nentities || ti >= ntypes || attached > 2
-            || !ngx_http_usage_state_time(rec.time)
-            || !ngx_http_usage_state_time(rec.created)
-            || !isfinite(rec.value)
-            || idl > NGX_HTTP_USAGE_ID_MAX_BYTES
-            || ml > (size_t) (r->end - r->pos) - idl)
-        {
-            goto failed;
-        }
-
-        rec.id.len = idl;
-        rec.id.data = ngx_http_usage_rskip(r, idl);
-        rec.metadata.len = ml;
-        rec.metadata.data = ngx_http_usage_rskip(r, ml);
-
-        if (!apply) {
-            continue;
-        }
-
-        raws[i] = NULL;
-
-        if (entities[ei] == NULL || types[ti] == NULL) {
-            continue;
-        }
-
-        if ((idl && ngx_http_usage_utf8_valid(rec.id.data, idl) != NGX_OK)
-            || !ngx_http_usage_state_metadata_ok(&rec.metadata))
-        {
-            r->skipped++;
-            continue;
-        }
-
-        name.len = types[ti]->len;
-        name.data = types[ti]->data;
-
-        series = ngx_http_usage_series_get_locked(zone, entities[ei], &name);
         if (series == NULL) {
             continue;
         }
 
-        series->raw_refs++;
-
-        b = NULL;
-
-        if (attached) {
-            span = (attached == 1) ? NGX_HTTP_USAGE_MINUTE
-                                   : NGX_HTTP_USAGE_HOUR;
-            b = ngx_http_usage_bucket_lookup(series,
-                         rec.time - ((rec.time % span) + span) % span, span);
+        b = ngx_http_usage_bucket_get_locked(ctx->zone, series, start, span);
+        if (b) {
+            b->count += count;
+            b->value += value;
+            ngx_http_usage_series_add(series, count, value);
         }
-        raws[i] = ngx_http_usage_raw_append_locked(zone, series, b, &rec);
-
-        series->raw_refs--;
-        ngx_http_usage_series_release_locked(zone, series);
-    }
-
-    if (apply) {
-        /* a smaller ring dropped the oldest: they left in order */
-        first = nraw - ngx_min(nraw, sh->raw_count);
-    }
-
-    if (ngx_http_usage_state_walk_ids(zone, r, apply, raws, nraw, first)
-        != NGX_OK)
-    {
-        goto failed;
-    }
-
-    if (r->pos != r->end) {
-        goto failed;
-    }
-
-    if (apply) {
-        ngx_http_usage_state_unpin(zone, types, ntypes, entities, nentities);
-        ngx_free(raws);
     }
 
     return NGX_OK;
+}
 
-failed:
 
-    if (apply) {
-        ngx_http_usage_state_unpin(zone, types, types ? ntypes : 0,
-                                   entities, entities ? nentities : 0);
-        ngx_free(raws);
+/*
+ * The raw log, oldest first.  With "apply", ctx->raws maps each event's
+ * place in the log to the event in the zone, for the id section, and
+ * ctx->first is the place of the first event that is still there.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_raw(ngx_http_usage_state_ctx_t *ctx)
+{
+    uint32_t                i;
+    ngx_http_usage_rbuf_t  *r;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, ctx->nraw);
+
+    if (r->failed || ctx->nraw > (size_t) (r->end - r->pos) / 55) {
+        return NGX_ERROR;
     }
 
-    return NGX_ERROR;
+    if (ctx->apply) {
+        ctx->raws = ngx_calloc((ctx->nraw + 1) * sizeof(void *),
+                               ngx_cycle->log);
+        if (ctx->raws == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->first = 0;
+
+    for (i = 0; i < ctx->nraw; i++) {
+        if (ngx_http_usage_state_walk_event(ctx, i) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->apply) {
+        /* a smaller ring dropped the oldest: they left in order */
+        ctx->first = ctx->nraw - ngx_min(ctx->nraw, ctx->zone->sh->raw_count);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The i-th raw event.  One whose entity or type was left out is left out
+ * too; one whose id or metadata the API would refuse is counted as
+ * skipped.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
+    uint32_t i)
+{
+    uint8_t                   attached;
+    uint16_t                  idl;
+    uint32_t                  ei, ti, ml, span;
+    ngx_str_t                 name;
+    ngx_http_usage_rbuf_t    *r;
+    ngx_http_usage_bucket_t  *b;
+    ngx_http_usage_record_t   rec;
+    ngx_http_usage_series_t  *series;
+
+    r = ctx->r;
+
+    ngx_http_usage_rval(r, ei);
+    ngx_http_usage_rval(r, ti);
+    ngx_http_usage_rval(r, rec.time);
+    ngx_http_usage_rval(r, rec.created);
+    ngx_http_usage_rval(r, rec.value);
+    ngx_http_usage_rget(r, rec.uuid, 16);
+    ngx_http_usage_rval(r, attached);
+    ngx_http_usage_rval(r, idl);
+    ngx_http_usage_rval(r, ml);
+
+    if (r->failed || ei >= ctx->nentities || ti >= ctx->ntypes
+        || attached > 2
+        || !ngx_http_usage_state_time(rec.time)
+        || !ngx_http_usage_state_time(rec.created)
+        || !isfinite(rec.value)
+        || idl > NGX_HTTP_USAGE_ID_MAX_BYTES
+        || ml > (size_t) (r->end - r->pos) - idl)
+    {
+        return NGX_ERROR;
+    }
+
+    rec.id.len = idl;
+    rec.id.data = ngx_http_usage_rskip(r, idl);
+    rec.metadata.len = ml;
+    rec.metadata.data = ngx_http_usage_rskip(r, ml);
+
+    if (!ctx->apply) {
+        return NGX_OK;
+    }
+
+    ctx->raws[i] = NULL;
+
+    if (ctx->entities[ei] == NULL || ctx->types[ti] == NULL) {
+        return NGX_OK;
+    }
+
+    if ((idl && ngx_http_usage_utf8_valid(rec.id.data, idl) != NGX_OK)
+        || !ngx_http_usage_state_metadata_ok(&rec.metadata))
+    {
+        r->skipped++;
+        return NGX_OK;
+    }
+
+    name.len = ctx->types[ti]->len;
+    name.data = ctx->types[ti]->data;
+
+    series = ngx_http_usage_series_get_locked(ctx->zone, ctx->entities[ei],
+                                              &name);
+    if (series == NULL) {
+        return NGX_OK;
+    }
+
+    series->raw_refs++;
+
+    b = NULL;
+
+    if (attached) {
+        span = (attached == 1) ? NGX_HTTP_USAGE_MINUTE
+                               : NGX_HTTP_USAGE_HOUR;
+        b = ngx_http_usage_bucket_lookup(series,
+                     rec.time - ((rec.time % span) + span) % span, span);
+    }
+    ctx->raws[i] = ngx_http_usage_raw_append_locked(ctx->zone, series, b,
+                                                    &rec);
+
+    series->raw_refs--;
+    ngx_http_usage_series_release_locked(ctx->zone, series);
+
+    return NGX_OK;
 }
 
 
