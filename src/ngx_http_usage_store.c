@@ -223,6 +223,23 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
     ngx_queue_init(&sh->raw);
     ngx_queue_init(&sh->ids_order);
 
+    /*
+     * The log context lives in the zone: it must outlive this cycle.  It
+     * is taken before the ring, so that a ring too large for the zone
+     * fails with the zone's name in every line.
+     */
+    len = sizeof(" in usage zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "usage zone \"%V\" is too small", &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in usage zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
     ring = ngx_http_usage_store_ring_size(zone->size, zone->raw_percent);
 
     sh->ring = ngx_slab_alloc(zone->shpool, ring);
@@ -252,17 +269,6 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
 
     zone->sh = sh;
     zone->shpool->data = sh;
-
-    /* the log context lives in the zone: it must outlive this cycle */
-    len = sizeof(" in usage zone \"\"") + shm_zone->shm.name.len;
-
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
-    if (zone->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(zone->shpool->log_ctx, " in usage zone \"%V\"%Z",
-                &shm_zone->shm.name);
 
     /* a full zone is handled by evicting, and reported once a minute */
     zone->shpool->log_nomem = 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
-# Configuration errors found by "nginx -t": a zone below 8 pages, a zone
-# declared twice, usage_api / usage_track naming an unknown zone, bad
+# Configuration errors found by "nginx -t": a zone below 8 pages or too
+# small for its raw log, a zone declared twice, usage_api / usage_track naming an unknown zone, bad
 # parameters and contexts.  The valid counterparts pass.
 
 use strict;
@@ -116,6 +116,13 @@ conf_ok(api_conf(http => 'usage_metadata_max_size 2;'), 'metadata size 2');
 		zone => 'usage_zone zone=usage:128k;'));
 	unlike($out, qr/too small for/, 'zone of 128k: no warning');
 }
+
+# the smallest zone with the largest raw log: an [emerg] that names the
+# zone, whichever allocation the raw log leaves no room for
+conf_fails(api_conf(zone => 'usage_zone zone=usage:64k raw=90%;'),
+	'usage zone "usage" is too small', 'zone of 64k, raw=90%');
+conf_ok(api_conf(zone => 'usage_zone zone=usage:64k raw=80%;'),
+	'zone of 64k, raw=80%');
 
 # an unknown zone is reported with the place that names it
 conf_fails(api_conf(location => 'usage_track nosuch;'),
