@@ -847,7 +847,10 @@ ngx_http_usage_range_args(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     ngx_int_t   rc;
     ngx_uint_t  entity_ok;
 
-    ngx_memzero(a, sizeof(ngx_http_usage_range_args_t));
+    /* the rest is set as it is parsed: a summary is not slowed by
+     * zeroing the error list it rarely needs */
+    ngx_memzero(&a->q, sizeof(ngx_http_usage_range_t));
+    a->nerrors = 0;
 
     rc = ngx_http_usage_entity_segment(r, rt, a);
 

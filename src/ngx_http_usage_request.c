@@ -50,37 +50,6 @@ ngx_http_usage_request_path(ngx_http_request_t *r, ngx_str_t *path)
 }
 
 
-/*
- * The path of the request line, its query cut off.  nginx noted where the
- * arguments start as it parsed the line (or its %-escapes), so a client
- * request needs no search; a subrequest shares its parent's line but not
- * that note.
- */
-
-void
-ngx_http_usage_cut_query(ngx_http_request_t *r, ngx_str_t *path)
-{
-    u_char  *q;
-
-    if (r->args_start > path->data
-        && r->args_start <= path->data + path->len
-        && r->args_start[-1] == '?')
-    {
-        path->len = r->args_start - 1 - path->data;
-        return;
-    }
-
-    if (r->args_start == NULL && r == r->main) {
-        return;     /* no '?' in the request line */
-    }
-
-    q = ngx_strlchr(path->data, path->data + path->len, '?');
-    if (q) {
-        path->len = q - path->data;
-    }
-}
-
-
 ngx_table_elt_t *
 ngx_http_usage_find_header(ngx_http_request_t *r, u_char *name, size_t len)
 {
