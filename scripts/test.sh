@@ -14,8 +14,11 @@ cd "$root"
 
 [ "${LEAKS:-0}" = 1 ] && export SANITIZE=1
 
-# promtool (Debian's prometheus package) checks the metrics exposition
-"$root/scripts/deps.sh" prometheus
+# promtool (Debian's prometheus package) checks the metrics exposition;
+# the sync tests start their own redis-server (t/lib/Test/UsageRedis.pm),
+# redis-cli (redis-tools, a dependency) and openssl for its TLS: required,
+# a test that cannot start Redis fails
+"$root/scripts/deps.sh" prometheus redis-server redis-tools openssl
 "$root/scripts/build.sh"
 # the same with 4-bit client id hashes: t/client_id_collisions.t
 ID_HASH_BITS=4 "$root/scripts/build.sh"
