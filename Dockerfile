@@ -43,14 +43,16 @@ COPY --from=build /src/build/nginx.deb-version /src/build/nginx.version \
      /usr/share/nginx-usage/
 
 # nginx pinned to the version the module was built for (a module only loads
-# into the nginx it was built against); libjansson4 for the module; curl
-# for the HEALTHCHECK.  The image's user owns only its runtime directories.
+# into the nginx it was built against); libjansson4 and libhiredis0.14
+# for the module (the runtime packages of scripts/deps.sh's -dev ones);
+# curl for the HEALTHCHECK.  The image's user owns only its runtime
+# directories.
 # hadolint ignore=DL3008
 RUN set -eu; \
     v="$(cat /usr/share/nginx-usage/nginx.deb-version)"; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        "nginx=$v" "nginx-common=$v" libjansson4 curl; \
+        "nginx=$v" "nginx-common=$v" libjansson4 libhiredis0.14 curl; \
     rm -rf /var/lib/apt/lists/*; \
     test "$(dpkg-query -W -f='${Version}\n' nginx)" = "$v"; \
     test "$(nginx -v 2>&1)" = "$(cat /usr/share/nginx-usage/nginx.version)"; \

@@ -95,6 +95,7 @@ like(join("\n", @build_runs),
 like($r_run, qr/test "\$\(nginx -v 2>&1\)" = "\$\(cat [^)]*nginx\.version\)"/,
 	'nginx -v checked against the build stage\'s');
 like($r_run, qr/libjansson4/, 'libjansson4 installed');
+like($r_run, qr/libhiredis0\.14/, 'libhiredis0.14 installed');
 like($r_run, qr{rm -rf /var/lib/apt/lists/\*}, 'apt lists removed');
 
 my ($so_from, $so_to) = map { /--from=build\s+(\S+)\s+(\S+)$/ } grep { /\.so\b/ }
