@@ -744,11 +744,18 @@ sub done_testing {
 	Test::More::done_testing();
 }
 
-END {
-	my $status = $?;
+# finish every instance not finished yet; also for helpers whose END
+# runs before this one and whose servers must outlive nginx
+# (Test::UsageRedis: a syncing nginx must not see its Redis go first)
+sub finish_all {
 	for my $t (@INSTANCES) {
 		$t->finish() unless $t->{finished};
 	}
+}
+
+END {
+	my $status = $?;
+	finish_all();
 	$? = $status;
 }
 
