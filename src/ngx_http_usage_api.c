@@ -26,6 +26,7 @@
 #include "ngx_http_usage_reply.h"
 #include "ngx_http_usage_drain.h"
 #include "ngx_http_usage_scope.h"
+#include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -91,6 +92,8 @@ static ngx_int_t ngx_http_usage_stats(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_health(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_ready(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_info(ngx_http_request_t *r);
+static void ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
+    ngx_http_usage_zone_t *zone);
 static ngx_int_t ngx_http_usage_root(ngx_http_request_t *r,
     ngx_uint_t docs);
 static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
@@ -1360,9 +1363,11 @@ ngx_http_usage_health(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_ready(ngx_http_request_t *r)
 {
-    ngx_uint_t              exiting, draining, store_ok;
-    ngx_http_usage_out_t    out;
-    ngx_http_usage_zone_t  *zone;
+    const char                    *name;
+    ngx_uint_t                     exiting, draining, store_ok;
+    ngx_http_usage_out_t           out;
+    ngx_http_usage_zone_t         *zone;
+    ngx_http_usage_sync_status_t   sync;
 
     zone = ngx_http_usage_zone_of(r);
 
@@ -1394,11 +1399,20 @@ ngx_http_usage_ready(ngx_http_request_t *r)
     }
 
     if (store_ok) {
-        ngx_http_usage_out_lit(&out, ",\"store\":\"ok\"}}");
+        ngx_http_usage_out_lit(&out, ",\"store\":\"ok\"");
 
     } else {
-        ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"}}");
+        ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"");
     }
+
+    /* Redis down leaves the instance ready: it answers from its zone */
+    if (ngx_http_usage_sync_status(zone, &sync) == NGX_OK) {
+        name = ngx_http_usage_sync_state_name(sync.state);
+        ngx_http_usage_out_lit(&out, ",\"sync\":");
+        ngx_http_usage_out_string(&out, (u_char *) name, ngx_strlen(name));
+    }
+
+    ngx_http_usage_out_lit(&out, "}}");
 
     return ngx_http_usage_send_json(r, (exiting || draining || !store_ok)
                                   ? NGX_HTTP_SERVICE_UNAVAILABLE
@@ -1442,9 +1456,55 @@ ngx_http_usage_info(ngx_http_request_t *r)
     ngx_http_usage_out_uptime(&out, now - st.start_time);
     ngx_http_usage_out_lit(&out, ",\"stats\":");
     ngx_http_usage_out_totals(&out, &st);
-    ngx_http_usage_out_lit(&out, "}}");  /* closes stats, then the answer */
+    ngx_http_usage_out_lit(&out, "}");
+
+    ngx_http_usage_out_sync(&out, ngx_http_usage_zone_of(r));
+
+    ngx_http_usage_out_lit(&out, "}");
 
     return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+/* /info's "sync": where this instance syncs, and how that goes */
+
+static void
+ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
+    ngx_http_usage_zone_t *zone)
+{
+    const char                    *name;
+    ngx_http_usage_sync_status_t   st;
+
+    if (ngx_http_usage_sync_status(zone, &st) != NGX_OK) {
+        return;
+    }
+
+    name = ngx_http_usage_sync_state_name(st.state);
+
+    ngx_http_usage_out_lit(out, ",\"sync\":{\"state\":");
+    ngx_http_usage_out_string(out, (u_char *) name, ngx_strlen(name));
+    ngx_http_usage_out_lit(out, ",\"since\":");
+
+    if (st.since) {
+        ngx_http_usage_out_iso(out, st.since);
+
+    } else {
+        ngx_http_usage_out_lit(out, "null");
+    }
+
+    ngx_http_usage_out_lit(out, ",\"instance\":");
+    ngx_http_usage_out_string(out, st.conf->name.data, st.conf->name.len);
+    ngx_http_usage_out_lit(out, ",\"redis\":");
+    ngx_http_usage_out_string(out, st.conf->address.data,
+                              st.conf->address.len);
+    ngx_http_usage_out_lit(out, ",\"stream\":");
+    ngx_http_usage_out_string(out, st.conf->stream.data,
+                              st.conf->stream.len);
+    ngx_http_usage_out_pair(out, ",\"worker\":", (uint64_t) st.owner);
+    ngx_http_usage_out_pair(out, ",\"roundTripMs\":", (uint64_t) st.rtt);
+    ngx_http_usage_out_pair(out, ",\"connects\":", st.connects);
+    ngx_http_usage_out_pair(out, ",\"failures\":", st.failures);
+    ngx_http_usage_out_lit(out, "}");
 }
 
 

@@ -23,6 +23,7 @@
 #include "ngx_http_usage_request.h"
 #include "ngx_http_usage_reply.h"
 #include "ngx_http_usage_scope.h"
+#include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_metrics.h"
 
 
@@ -51,6 +52,8 @@ static void ngx_http_usage_metrics_requests(ngx_http_usage_out_t *out,
     ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
 static void ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out,
     ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
+static void ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out,
+    ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, ngx_str_t *zone,
     uint64_t value);
@@ -320,6 +323,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
 
     ngx_http_usage_metrics_requests(&out, name, tr);
     ngx_http_usage_metrics_latency(&out, name, tr);
+    ngx_http_usage_metrics_sync(&out, name, zone);
 
     if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -485,6 +489,38 @@ ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out, ngx_str_t *zone,
     ngx_http_usage_metric_zone(out, zone);
     ngx_http_usage_out_lit(out, "} ");
     ngx_http_usage_out_uint(out, count);
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
+/* usage_sync, where the zone has one: the connection to Redis */
+
+static void
+ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out, ngx_str_t *name,
+    ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_sync_status_t  st;
+
+    if (ngx_http_usage_sync_status(zone, &st) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_usage_metric(out, "usage_sync_up", "gauge",
+                          "1 while the zone's connection to Redis works",
+                          name, st.state == NGX_HTTP_USAGE_SYNC_OK);
+    ngx_http_usage_metric(out, "usage_sync_connects_total", "counter",
+                          "Connections to Redis that got ready", name,
+                          st.connects);
+    ngx_http_usage_metric(out, "usage_sync_failures_total", "counter",
+                          "Connections to Redis that failed or were lost",
+                          name, st.failures);
+
+    ngx_http_usage_metric_head(out, "usage_sync_round_trip_seconds", "gauge",
+                               "Round trip of the last check of Redis");
+    ngx_http_usage_out_lit(out, "usage_sync_round_trip_seconds");
+    ngx_http_usage_metric_zone(out, name);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_metric_seconds(out, st.rtt);
     ngx_http_usage_out_lit(out, "\n");
 }
 

@@ -20,6 +20,7 @@
 #include "ngx_http_usage_trace.h"
 #include "ngx_http_usage_track.h"
 #include "ngx_http_usage_metrics.h"
+#include "ngx_http_usage_sync.h"
 
 
 /* the parameters of one usage_zone directive, as they are parsed */
@@ -218,6 +219,13 @@ static ngx_command_t  ngx_http_usage_commands[] = {
       offsetof(ngx_http_usage_loc_conf_t, entity_scope),
       NULL },
 
+    { ngx_string("usage_sync"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_usage_sync,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("usage_api_keys"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_usage_api_keys,
@@ -353,6 +361,10 @@ ngx_http_usage_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_usage_sync_init_conf(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_usage_filter_init(cf);
 }
 
@@ -384,6 +396,8 @@ ngx_http_usage_init_process(ngx_cycle_t *cycle)
         ngx_http_usage_state_init_worker(cycle, ref->zone->data);
     }
 
+    ngx_http_usage_sync_init_worker(cycle);
+
     return NGX_OK;
 }
 
@@ -393,6 +407,7 @@ ngx_http_usage_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_usage_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_usage_sync_exit_worker(cycle);
     ngx_http_usage_save_all(cycle);
 }
 

@@ -55,6 +55,8 @@ typedef struct {
     ngx_array_t                  zones;            /* zone_ref_t, declared */
     ngx_array_t                  drains;           /* drain_t * */
     ngx_array_t                 *api_keys;         /* keys_t *, or NULL */
+    ngx_array_t                  syncs;            /* usage_sync:
+                                                      sync_conf_t * */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
 } ngx_http_usage_main_conf_t;

@@ -175,6 +175,10 @@ ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
+
+        /* the old cycle's sync owner hands over to a worker of this one */
+        (void) ngx_atomic_fetch_add(&zone->sh->sync.generation, 1);
+
         return NGX_OK;
     }
 
@@ -869,6 +873,13 @@ ngx_http_usage_traffic_t *
 ngx_http_usage_store_traffic(ngx_http_usage_zone_t *zone)
 {
     return &zone->sh->traffic;
+}
+
+
+ngx_http_usage_sync_shm_t *
+ngx_http_usage_store_sync(ngx_http_usage_zone_t *zone)
+{
+    return &zone->sh->sync;
 }
 
 

@@ -78,6 +78,26 @@
 #define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
 
 
+/*
+ * The sync engine's state of a zone (ngx_http_usage_sync.c), shared by
+ * the workers and changed with atomic operations only: which worker talks
+ * to Redis, and how that goes.  Not in the state file.
+ */
+typedef struct {
+    ngx_atomic_t                 owner;        /* pid, or 0 */
+    ngx_atomic_t                 owner_generation;
+    ngx_atomic_t                 beat;         /* the owner's last tick,
+                                                  ngx_current_msec */
+    ngx_atomic_t                 generation;   /* cycles that took the zone
+                                                  over */
+    ngx_atomic_t                 state;
+    ngx_atomic_t                 rtt;          /* ms, the last check's */
+    ngx_atomic_t                 connects;
+    ngx_atomic_t                 failures;
+    ngx_atomic_t                 since;        /* unix ms of the state */
+} ngx_http_usage_sync_shm_t;
+
+
 /* the zone's store: ngx_http_usage_store_internal.h */
 typedef struct ngx_http_usage_shctx_s  ngx_http_usage_shctx_t;
 
@@ -115,6 +135,9 @@ typedef struct {
 
     /* fixed for the life of the zone */
     ngx_uint_t                   raw_percent;
+
+    void                        *sync;         /* its usage_sync, or NULL
+                                                  (ngx_http_usage_sync.h) */
 
     ngx_str_t                    state_file;   /* full path, or empty */
     ngx_msec_t                   state_interval;
@@ -157,6 +180,8 @@ int64_t ngx_http_usage_store_start_time(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_count_drop(ngx_http_usage_zone_t *zone);
 ngx_uint_t ngx_http_usage_store_ready(ngx_http_usage_zone_t *zone);
 ngx_http_usage_traffic_t *ngx_http_usage_store_traffic(
+    ngx_http_usage_zone_t *zone);
+ngx_http_usage_sync_shm_t *ngx_http_usage_store_sync(
     ngx_http_usage_zone_t *zone);
 
 /* bytes of the ring an event takes beyond its metadata and client id */

@@ -282,6 +282,7 @@ struct ngx_http_usage_shctx_s {
     uint64_t                     full_since_warned;
 
     ngx_http_usage_traffic_t     traffic;
+    ngx_http_usage_sync_shm_t    sync;
 };
 
 
