@@ -8,8 +8,9 @@
 #   - Redis stopped: /ready stays 200 with "sync":"degraded", the API
 #     answers from the zone, one [error] and one [warn] are logged, not
 #     one per attempt; Redis back: "ok" again, without a restart;
-#   - a reload hands the connection to a worker of the new cycle, and a
-#     graceful stop leaves no socket open (no [alert]);
+#   - the holding worker killed: another takes over; a reload hands the
+#     connection to a worker of the new cycle, and a graceful stop leaves
+#     no socket open (no [alert]);
 #   - a wrong password, or none where one is needed: nginx starts, the
 #     sync is degraded, the refusal is one [error]; TLS with a trusted
 #     certificate works, with an untrusted one it is refused;
@@ -120,6 +121,18 @@ sub clients_named {
 	like($t->get('/metrics')->body,
 		qr/^usage_sync_failures_total\{zone="usage"\} [1-9]/m,
 		'metrics: failures');
+
+	# the worker holding the connection killed: another one takes the
+	# lease over (its holder is gone) and connects
+	$t->allow_emerg(qr/\[alert\] .*worker process \d+ exited on signal 9/);
+	my $victim = sync_of($t)->{worker};
+	ok(kill('KILL', $victim), 'the holding worker killed');
+	ok(wait_until(sub {
+		my $w = sync_of($t)->{worker} // 0;
+		$w && $w != $victim && sync_of($t)->{state} eq 'ok';
+	}, 5), 'another worker holds the connection');
+	ok(wait_until(sub { clients_named($redis, 'usage:t1') == 1 }, 5),
+		'one connection again');
 
 	# a reload: the new cycle's worker takes the connection over
 	my $old = sync_of($t)->{worker};
