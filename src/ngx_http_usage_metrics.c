@@ -52,6 +52,9 @@ static void ngx_http_usage_metrics_requests(ngx_http_usage_out_t *out,
     ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
 static void ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out,
     ngx_str_t *zone, ngx_http_usage_traffic_t *tr);
+static void ngx_http_usage_metrics_nginx(ngx_http_usage_out_t *out);
+static void ngx_http_usage_metric_plain(ngx_http_usage_out_t *out,
+    const char *name, const char *type, const char *help, uint64_t value);
 static void ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
@@ -324,6 +327,7 @@ ngx_http_usage_metrics_handler(ngx_http_request_t *r)
     ngx_http_usage_metrics_requests(&out, name, tr);
     ngx_http_usage_metrics_latency(&out, name, tr);
     ngx_http_usage_metrics_sync(&out, name, zone);
+    ngx_http_usage_metrics_nginx(&out);
 
     if (out.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -489,6 +493,62 @@ ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out, ngx_str_t *zone,
     ngx_http_usage_metric_zone(out, zone);
     ngx_http_usage_out_lit(out, "} ");
     ngx_http_usage_out_uint(out, count);
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
+/*
+ * The instance, whatever the zone: the module's and nginx's versions, and
+ * the connection figures of stub_status (what nginx operators read from
+ * it or from vts), unlabelled: they are the process group's, not a
+ * zone's.
+ */
+
+static void
+ngx_http_usage_metrics_nginx(ngx_http_usage_out_t *out)
+{
+    ngx_http_usage_metric_head(out, "usage_build_info", "gauge",
+                               "The module's and nginx's versions");
+    ngx_http_usage_out_lit(out, "usage_build_info{version=\""
+                           NGX_HTTP_USAGE_VERSION "\",nginx_version=\""
+                           NGINX_VERSION "\"} 1\n");
+
+#if (NGX_STAT_STUB)
+    ngx_http_usage_metric_plain(out, "nginx_connections_active", "gauge",
+                                "Client connections open, waiting included",
+                                *ngx_stat_active);
+    ngx_http_usage_metric_plain(out, "nginx_connections_reading", "gauge",
+                                "Connections reading a request header",
+                                *ngx_stat_reading);
+    ngx_http_usage_metric_plain(out, "nginx_connections_writing", "gauge",
+                                "Connections answering a request",
+                                *ngx_stat_writing);
+    ngx_http_usage_metric_plain(out, "nginx_connections_waiting", "gauge",
+                                "Idle keep-alive connections",
+                                *ngx_stat_waiting);
+    ngx_http_usage_metric_plain(out, "nginx_connections_accepted_total",
+                                "counter", "Client connections accepted",
+                                *ngx_stat_accepted);
+    ngx_http_usage_metric_plain(out, "nginx_connections_handled_total",
+                                "counter", "Client connections handled",
+                                *ngx_stat_handled);
+    ngx_http_usage_metric_plain(out, "nginx_http_requests_total", "counter",
+                                "Client requests", *ngx_stat_requests);
+#endif
+}
+
+
+/* a metric of the instance: no zone label */
+
+static void
+ngx_http_usage_metric_plain(ngx_http_usage_out_t *out, const char *name,
+    const char *type, const char *help, uint64_t value)
+{
+    ngx_http_usage_metric_head(out, name, type, help);
+
+    ngx_http_usage_out_raw(out, (u_char *) name, ngx_strlen(name));
+    ngx_http_usage_out_lit(out, " ");
+    ngx_http_usage_out_uint(out, value);
     ngx_http_usage_out_lit(out, "\n");
 }
 

@@ -5,7 +5,9 @@
 #     metric has # HELP and # TYPE; promtool check metrics accepts it;
 #     other methods: the JSON 405 envelope with Allow: GET, HEAD; every
 #     answer carries x-trace-id, the 405's equal to its body's traceId;
-#   - the store's figures equal /v1/usage/stats' store object;
+#   - the store's figures equal /v1/usage/stats' store object; the
+#     instance's (usage_build_info, stub_status's connection figures as
+#     nginx_connections_* and nginx_http_requests_total) have no zone label;
 #   - tracked traffic: after N tracked requests, usage_http_requests_total
 #     (by method, status class) and the duration histogram's count grow by
 #     N, a 404 counts as 4xx, an unknown method as OTHER, /health and /ready
@@ -61,6 +63,12 @@ http {
 }
 EOF
 
+# the version of the nginx under test, as "nginx -v" says it
+sub nginx_version {
+	my $out = `$t->{nginx} -v 2>&1`;
+	return $out =~ m{nginx/(\S+)} ? $1 : 'unknown';
+}
+
 # { name => { 'label="v",...' => value } }, and the HELP/TYPE lines seen
 sub scrape {
 	my ($path) = @_;
@@ -112,10 +120,40 @@ my %family = map { my $n = $_; $n =~ s/_(?:bucket|sum|count)$//
 	if $n =~ /^usage_http_request_duration_seconds_/; $n => 1 } @names;
 my @missing = grep { !$m->{help}{$_} || !$m->{type}{$_} } sort keys %family;
 is("@missing", '', 'every metric has # HELP and # TYPE');
-ok(!(grep { !/^usage_/ } @names), 'every name starts with usage_');
-my @unlabelled = grep { my $n = $_; grep { !/^zone="usage"/ }
-	keys %{ $m->{v}{$n} } } @names;
-is("@unlabelled", '', 'every sample has zone="usage" first');
+# the instance's own figures: the versions, and stub_status's connections
+my @INSTANCE = qw(usage_build_info nginx_connections_active
+	nginx_connections_reading nginx_connections_writing
+	nginx_connections_waiting nginx_connections_accepted_total
+	nginx_connections_handled_total nginx_http_requests_total);
+my %instance = map { $_ => 1 } @INSTANCE;
+ok(!(grep { !/^usage_/ && !$instance{$_} } @names),
+	'every name starts with usage_, but the instance\'s nginx_ ones');
+my @unlabelled = grep { my $n = $_; !$instance{$n} && grep {
+	!/^zone="usage"/ } keys %{ $m->{v}{$n} } } @names;
+is("@unlabelled", '', 'every zone sample has zone="usage" first');
+
+is_deeply([sort grep { $instance{$_} } @names], [sort @INSTANCE],
+	'the instance metrics are all there');
+is_deeply($m->{v}{usage_build_info},
+	{ 'version="0.1.0",nginx_version="' . nginx_version() . '"' => 1 },
+	'build info: the module\'s and nginx\'s versions, no zone');
+for my $n (grep { /^nginx_/ } @INSTANCE) {
+	is_deeply([keys %{ $m->{v}{$n} }], [''], "$n: no labels");
+	is($m->{type}{$n}, $n =~ /_total$/ ? 'counter' : 'gauge', "$n: type");
+}
+cmp_ok($m->{v}{nginx_connections_active}{''}, '>=', 1,
+	'active connections: this one at least');
+cmp_ok($m->{v}{nginx_connections_writing}{''}, '>=', 1,
+	'writing: this answer at least');
+cmp_ok($m->{v}{nginx_connections_handled_total}{''}, '<=',
+	$m->{v}{nginx_connections_accepted_total}{''}, 'handled <= accepted');
+{
+	my $before = $m->{v}{nginx_http_requests_total}{''};
+	$t->get('/v1/usage/x') for 1 .. 3;
+	my $after = scrape()->{v}{nginx_http_requests_total}{''};
+	cmp_ok($after - $before, '>=', 4, 'nginx_http_requests_total counts '
+		. 'every request, the scrapes too');
+}
 
 for my $n (qw(usage_events usage_events_stored usage_events_recorded_total
 	usage_events_evicted_total usage_events_expired_total
