@@ -29,6 +29,7 @@
 #include "ngx_http_usage_store_internal.h"
 #include "ngx_http_usage_state.h"
 #include "ngx_http_usage_text.h"
+#include "ngx_http_usage_time.h"
 
 
 #define NGX_HTTP_USAGE_STATE_MAGIC    "NGXUSAGE"
@@ -40,9 +41,6 @@
 #define NGX_HTTP_USAGE_STATE_VERSION  2
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
 #define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
-
-/* 9999-12-31, as far as ISO-8601 times go here */
-#define NGX_HTTP_USAGE_STATE_TIME_MAX  253402300799999LL
 
 
 typedef struct {
@@ -1733,7 +1731,7 @@ ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
 static ngx_uint_t
 ngx_http_usage_state_time(int64_t t)
 {
-    return (t >= 0 && t <= NGX_HTTP_USAGE_STATE_TIME_MAX);
+    return ngx_http_usage_time_ok(t);
 }
 
 
