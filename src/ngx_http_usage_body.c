@@ -533,6 +533,12 @@ ngx_http_usage_check_extras(ngx_http_usage_fields_t *fields,
         ngx_str_set(&errors[*n], "timestamp must be a valid ISO8601 date");
         (*n)++;
 
+    } else if (rec->time < 0) {
+        /* a retention of decades would let it in, and the state file
+         * could not keep it */
+        ngx_str_set(&errors[*n], "timestamp must not be before 1970");
+        (*n)++;
+
     } else if (rec->time < limits->now - limits->retention) {
         ngx_str_set(&errors[*n], "timestamp must be within the retention "
                                  "window");
