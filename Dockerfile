@@ -6,27 +6,31 @@
 #   docker run -p 8080:8080 -v usage-state:/var/lib/nginx-usage \
 #       -v "$PWD/api-keys:/etc/nginx-usage/api-keys:ro" usage-api
 #
-# The module is built by the README's and CI's own script, scripts/build.sh,
-# against the nginx-dev of the same Debian release the runtime stage
-# installs nginx from; the runtime stage installs that exact nginx version
-# and checks it.
+# The module is built and packaged by the README's own script,
+# scripts/package (scripts/build.sh, then the Debian package
+# libnginx-mod-http-usage), against the nginx-dev of the same Debian release
+# the runtime stage installs nginx from; the runtime stage installs that
+# package as a server does (README, "Install as a package"), with that
+# exact nginx version, and checks it.
 
 ###############################################################################
-# build: scripts/build.sh, as on a developer's machine and in CI
+# build: scripts/package, as on a developer's machine
 
 FROM debian:bookworm-slim AS build
 
 WORKDIR /src
 
-# The packages: scripts/build.sh installs what it misses with
-# scripts/deps.sh; run it first on its own so that the layer is cached.
+# The packages: scripts/build.sh and scripts/package install what they
+# miss with scripts/deps.sh (scripts/package: dpkg-dev and lintian); run it
+# first on its own so that the layer is cached.
 COPY scripts/deps.sh scripts/deps.sh
-RUN scripts/deps.sh
+RUN scripts/deps.sh dpkg-dev lintian
 
 COPY . .
 
-# The module, and the nginx it was built for (Debian version and nginx -v)
-RUN scripts/build.sh \
+# The module and its package (build/package/*.deb, checked by lintian), and
+# the nginx it was built for (Debian version and nginx -v)
+RUN scripts/package \
     && dpkg-query -W -f='${Version}\n' nginx > build/nginx.deb-version \
     && nginx -v 2> build/nginx.version
 
@@ -35,37 +39,39 @@ ARG RUN_TESTS=0
 RUN if [ "$RUN_TESTS" = 1 ]; then scripts/test.sh; fi
 
 ###############################################################################
-# runtime: Debian's nginx of the same version, the module, a non-root user
+# runtime: Debian's nginx of the same version, the module's package, a
+# non-root user
 
 FROM debian:bookworm-slim AS runtime
 
 COPY --from=build /src/build/nginx.deb-version /src/build/nginx.version \
      /usr/share/nginx-usage/
+COPY --from=build /src/build/package/libnginx-mod-http-usage_*.deb /tmp/
 
 # nginx pinned to the version the module was built for (a module only loads
-# into the nginx it was built against); libjansson4 and libhiredis0.14
-# for the module (the runtime packages of scripts/deps.sh's -dev ones);
-# curl for the HEALTHCHECK.  The image's user owns only its runtime
-# directories.
+# into the nginx it was built against), and the module's package, in one
+# apt-get: the package brings the module (/usr/lib/nginx/modules/), the
+# libraries it links (its Depends: libjansson4, libhiredis0.14) and
+# enables it in modules-enabled/, as on a server; curl for the
+# HEALTHCHECK.  The image's user owns only its runtime directories.
 # hadolint ignore=DL3008
 RUN set -eu; \
     v="$(cat /usr/share/nginx-usage/nginx.deb-version)"; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        "nginx=$v" "nginx-common=$v" libjansson4 libhiredis0.14 curl; \
-    rm -rf /var/lib/apt/lists/*; \
+        "nginx=$v" "nginx-common=$v" /tmp/libnginx-mod-http-usage_*.deb curl; \
+    rm -rf /var/lib/apt/lists/* /tmp/libnginx-mod-http-usage_*.deb; \
     test "$(dpkg-query -W -f='${Version}\n' nginx)" = "$v"; \
     test "$(nginx -v 2>&1)" = "$(cat /usr/share/nginx-usage/nginx.version)"; \
+    test -L /etc/nginx/modules-enabled/50-mod-http-usage.conf; \
     groupadd --gid 10001 usage; \
     useradd --uid 10001 --gid usage --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin usage; \
-    mkdir -p /usr/lib/nginx/modules /etc/nginx-usage /run/nginx-usage \
+    mkdir -p /etc/nginx-usage /run/nginx-usage \
         /var/lib/nginx-usage /var/cache/nginx-usage; \
     chown usage:usage /run/nginx-usage /var/lib/nginx-usage \
         /var/cache/nginx-usage
 
-COPY --from=build /src/build/nginx/ngx_http_usage_module.so \
-     /usr/lib/nginx/modules/ngx_http_usage_module.so
 COPY conf/nginx.prod.conf /etc/nginx-usage/nginx.conf
 COPY conf/api-keys /etc/nginx-usage/api-keys
 

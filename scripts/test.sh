@@ -16,9 +16,11 @@ cd "$root"
 
 # promtool (Debian's prometheus package) checks the metrics exposition;
 # the sync tests start their own redis-server (t/lib/Test/UsageRedis.pm),
-# redis-cli (redis-tools, a dependency) and openssl for its TLS: required,
-# a test that cannot start Redis fails
-"$root/scripts/deps.sh" prometheus redis-server redis-tools openssl
+# redis-cli (redis-tools, a dependency) and openssl for its TLS; the
+# package tests build the Debian package (scripts/package: dpkg-dev) and
+# check it with lintian: all required, as the tests need them
+"$root/scripts/deps.sh" prometheus redis-server redis-tools openssl \
+    dpkg-dev lintian
 "$root/scripts/build.sh"
 # the same with 4-bit client id hashes: t/client_id_collisions.t
 ID_HASH_BITS=4 "$root/scripts/build.sh"

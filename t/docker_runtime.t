@@ -2,9 +2,11 @@
 
 # The image's runtime stage, as far as a machine without a Docker engine can
 # run it: the Dockerfile's own CMD, HEALTHCHECK, STOPSIGNAL and build-time
-# "nginx -t", with the image's files (conf/nginx.prod.conf and the shipped
-# conf/api-keys) under a test root instead of /etc, /run, /var (the
-# substitutions of t/lib/Test/UsageProd.pm) and the test's port for 8080,
+# "nginx -t", with the image's files (conf/nginx.prod.conf, the shipped
+# conf/api-keys, and the module as the image's package installs it:
+# scripts/package of the module under test, unpacked with dpkg-deb) under
+# a test root instead of /etc, /run, /var, /usr (the substitutions of
+# t/lib/Test/UsageProd.pm) and the test's port for 8080,
 # run as a non-root user ("nobody" stands for the image's uid 10001 when
 # the test runs as root; otherwise as the test's own user).
 #
@@ -26,13 +28,14 @@
 use strict;
 use warnings;
 
+use File::Path qw(make_path);
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use IO::Select;
 use Test::More;
 use Test::Usage qw(json_decode wait_until);
 use Test::UsageProd qw(prod_conf dockerfile runtime_stage instr_args
-	json_array);
+	json_array build_package);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 
@@ -66,8 +69,18 @@ if ($> == 0) {
 my $uid = $as_user ? getpwnam($as_user) : $>;
 diag('running as ' . ($as_user // getpwuid($>) . ' (not root: no user switch)'));
 
-# the image's files, under the test root
-my $conf = prod_conf(root => $root, port => $port, module => $t->module);
+# the image's files, under the test root: the module from its package
+my ($pcode, $plog, $deb) = build_package(out => "$dir/package",
+	module => $t->module);
+is($pcode, 0, 'scripts/package: the image\'s package') or diag $plog;
+make_path("$root/image");
+ok($deb && system('dpkg-deb', '-x', $deb, "$root/image") == 0,
+	'unpacked (dpkg-deb -x)') or do {
+	done_testing();
+	exit 1;
+};
+my $module = "$root/image/usr/lib/nginx/modules/ngx_http_usage_module.so";
+my $conf = prod_conf(root => $root, port => $port, module => $module);
 $t->write_file("$root/etc/nginx.conf", $conf);
 $t->write_file("$root/etc/api-keys",
 	$t->read_file("$repo/conf/api-keys"));

@@ -3,10 +3,13 @@
 # The Dockerfile, read (there is no Docker engine here; t/docker_runtime.t
 # runs its runtime stage as far as a machine without one can): a build stage
 # and a runtime stage on the same Debian release; the build stage builds
-# with scripts/build.sh and runs only scripts the README and CI use, all of
+# the module's Debian package with scripts/package (which builds with
+# scripts/build.sh) and runs only scripts the README and CI use, all of
 # which exist; the runtime stage installs the nginx version the module was
-# built for and checks nginx -v, copies the module where the production
-# configuration loads it from and that configuration where CMD reads it,
+# built for and, in the same apt-get, that package, which puts the module
+# where the production configuration loads it from (t/package.t checks
+# the package) and enables it (no .so copied by hand), checks nginx -v,
+# copies that configuration where CMD reads it,
 # creates the configuration's directories and gives the writable ones to
 # its non-root USER, checks the configuration as that user, EXPOSEs the
 # port it listens on, has a HEALTHCHECK on /health of that port, STOPSIGNAL
@@ -63,8 +66,10 @@ my @called = map { m{\bscripts/([\w.-]+)}g } @run_cmds;
 # the sources of COPY from the context (all but the destination)
 my @copied = map { my @w = split ' '; pop @w; @w }
 	grep { !/^--from=/ } map { instr_args($_, 'COPY') } @stages;
-ok(scalar(grep { $_ eq 'build.sh' } @called), 'the build stage runs scripts/build.sh')
-	or diag "RUN: @run_cmds";
+ok(scalar(grep { $_ eq 'package' } @called),
+	'the build stage runs scripts/package') or diag "RUN: @run_cmds";
+like(slurp("$root/scripts/package"), qr{^\s*"\$root/scripts/build\.sh"$}m,
+	'which builds with scripts/build.sh');
 for my $s (sort { $a cmp $b } keys %{ { map { $_ => 1 } @called } }) {
 	ok(-x "$root/scripts/$s", "scripts/$s exists and is executable");
 	ok($allowed{$s}, "scripts/$s is one the README or CI uses");
@@ -94,16 +99,26 @@ like(join("\n", @build_runs),
 	'which is the nginx the module was built against');
 like($r_run, qr/test "\$\(nginx -v 2>&1\)" = "\$\(cat [^)]*nginx\.version\)"/,
 	'nginx -v checked against the build stage\'s');
-like($r_run, qr/libjansson4/, 'libjansson4 installed');
-like($r_run, qr/libhiredis0\.14/, 'libhiredis0.14 installed');
 like($r_run, qr{rm -rf /var/lib/apt/lists/\*}, 'apt lists removed');
 
-my ($so_from, $so_to) = map { /--from=build\s+(\S+)\s+(\S+)$/ } grep { /\.so\b/ }
-	instr_args($run, 'COPY');
-like($so_from // '', qr{^/src/build/nginx/ngx_http_usage_module\.so$},
-	'the module from the build stage (scripts/build.sh\'s output)');
+# the module's package, from the build stage, installed with that nginx
+my ($deb_from, $deb_to) = map { /--from=build\s+(\S+)\s+(\S+)$/ }
+	grep { /\.deb\b/ } instr_args($run, 'COPY');
+like($deb_from // '', qr{^/src/build/package/libnginx-mod-http-usage_\*\.deb$},
+	'the package from the build stage (scripts/package\'s output)');
+my $deb = ($deb_to // '') =~ m{/$} ? $deb_to . ($deb_from =~ s{.*/}{}r)
+	: $deb_to // '';
+my ($install) = $r_run =~ /(apt-get install [^;&]*)/;
+like($install // '', qr{"nginx=\$v"}, 'one apt-get install: the pinned nginx');
+like($install // '', qr{\s\Q$deb\E(\s|$)}, "and the package ($deb)");
+like($r_run, qr{\brm -rf [^;]*\Q$deb\E(\s|;|$)}, 'the .deb removed after it');
+like($r_run, qr{test -L /etc/nginx/modules-enabled/50-mod-http-usage\.conf},
+	'its postinst enabled the module, as on a server (checked)');
+is(scalar(grep { /\.so\b/ } instr_args($run, 'COPY')), 0,
+	'no module copied by hand');
 my ($load) = $conf =~ /^load_module (\S+);/m;
-is($so_to, $load, "copied where the configuration loads it ($load)");
+is($load, '/usr/lib/nginx/modules/ngx_http_usage_module.so',
+	'the configuration loads the module where the package installs it');
 
 my @users = instr_args($run, 'USER');
 ok(@users, 'USER set');

@@ -14,6 +14,10 @@ package Test::Usage;
 # upgrade needs a daemonized master: USR2 and WINCH are ignored otherwise).
 # The same test directory can be started again after stop() or crash().
 #
+# Test::Usage->new(prefix => DIR): nginx's prefix (-p), which relative
+# paths such as "load_module modules/x.so" resolve against; default the
+# test directory.
+#
 # Environment:
 #   USAGE_MODULE         the module .so (default <repo>/build/nginx/ngx_http_usage_module.so)
 #   NGINX_BIN            nginx binary (default /usr/sbin/nginx)
@@ -250,6 +254,7 @@ sub new {
 sub dir { $_[0]{dir} }
 sub port { $_[0]{port} }
 sub module { $_[0]{module} }
+sub prefix { $_[0]{prefix} // "$_[0]{dir}/" }
 sub master_pid { $_[0]{pid} }
 
 sub free_port {
@@ -404,7 +409,7 @@ sub run {
 		open STDIN, '<', '/dev/null';
 		open STDOUT, '>>', "$dir/stderr.log";
 		open STDERR, '>>', "$dir/stderr.log";
-		$self->_exec_nginx('-p', "$dir/", '-c', "$dir/nginx.conf",
+		$self->_exec_nginx('-p', $self->prefix, '-c', "$dir/nginx.conf",
 			'-e', "$dir/error.log");
 	}
 
@@ -774,7 +779,7 @@ sub check_config {
 		open STDIN, '<', '/dev/null';
 		open STDOUT, '>', "$dir/check-$n.out";
 		open STDERR, '>&', \*STDOUT;
-		$self->_exec_nginx('-t', '-p', "$dir/", '-c', "$dir/check-$n.conf",
+		$self->_exec_nginx('-t', '-p', $self->prefix, '-c', "$dir/check-$n.conf",
 			'-e', "$dir/check-$n.err");
 	}
 

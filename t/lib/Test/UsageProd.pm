@@ -1,7 +1,8 @@
 package Test::UsageProd;
 
-# The shipped production configuration (conf/nginx.prod.conf) and the
-# Dockerfile, as the tests use them.  Core Perl only.
+# The shipped production configuration (conf/nginx.prod.conf), the
+# Dockerfile and the Debian package it installs, as the tests use them.
+# Core Perl only.
 #
 # prod_conf(%o) returns conf/nginx.prod.conf with the only machine-specific
 # parts replaced (each replacement must match, or it dies: a test never runs
@@ -19,6 +20,10 @@ package Test::UsageProd;
 # that runs nginx as the image's non-root user).
 #
 # dockerfile() parses the Dockerfile into stages of instructions.
+#
+# build_package(out => DIR, module => SO, lintian => 0|1, revision => N)
+# runs scripts/package on a built module (PACKAGE_NO_BUILD=1) into DIR;
+# returns (exit code, output, the .deb's path or undef).
 
 use strict;
 use warnings;
@@ -29,7 +34,7 @@ use File::Basename qw(dirname);
 use File::Path qw(make_path);
 
 our @EXPORT_OK = qw(prod_conf prod_conf_path prod_dirs dockerfile
-	runtime_stage instr_args json_array);
+	runtime_stage instr_args json_array build_package);
 
 our $REPO = abs_path(dirname(__FILE__) . '/../../..');
 
@@ -92,6 +97,24 @@ sub prod_conf {
 			if defined $uid && defined $gid;
 	}
 	return $conf;
+}
+
+###############################################################################
+# the Debian package
+
+sub build_package {
+	my (%o) = @_;
+	my $out = $o{out} or die "build_package: out\n";
+	my $module = $o{module} or die "build_package: module\n";
+	local $ENV{PACKAGE_NO_BUILD} = 1;
+	local $ENV{PACKAGE_MODULE} = $module;
+	local $ENV{PACKAGE_OUT} = $out;
+	local $ENV{PACKAGE_LINTIAN} = $o{lintian} ? 1 : 0;
+	local $ENV{PACKAGE_REVISION} = $o{revision} // 1;
+	my $log = `"$REPO/scripts/package" 2>&1`;
+	my $code = $? >> 8;
+	my ($deb) = $log =~ /^built (\S+\.deb)$/m;
+	return ($code, $log, $deb && -f $deb ? $deb : undef);
 }
 
 ###############################################################################
