@@ -62,10 +62,8 @@ static ngx_int_t ngx_http_usage_zone_param(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_usage_zone_params_t *zp);
 static ngx_int_t ngx_http_usage_zone_name(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_usage_zone_params_t *zp);
-static ngx_int_t ngx_http_usage_zone_max_events(ngx_conf_t *cf,
-    ngx_str_t *value, ngx_http_usage_zone_params_t *zp);
-static ngx_int_t ngx_http_usage_zone_max_ids(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_http_usage_zone_params_t *zp);
+static ngx_int_t ngx_http_usage_zone_positive(ngx_conf_t *cf,
+    ngx_str_t *value, size_t skip, ngx_uint_t *n);
 static ngx_int_t ngx_http_usage_zone_number(ngx_conf_t *cf, ngx_str_t *value,
     char *name, ngx_uint_t percent, ngx_int_t min, ngx_int_t max,
     ngx_uint_t *n);
@@ -716,11 +714,11 @@ ngx_http_usage_zone_param(ngx_conf_t *cf, ngx_str_t *value,
     }
 
     if (ngx_strncmp(value->data, "max_events=", 11) == 0) {
-        return ngx_http_usage_zone_max_events(cf, value, zp);
+        return ngx_http_usage_zone_positive(cf, value, 11, &zp->max_events);
     }
 
     if (ngx_strncmp(value->data, "max_ids=", 8) == 0) {
-        return ngx_http_usage_zone_max_ids(cf, value, zp);
+        return ngx_http_usage_zone_positive(cf, value, 8, &zp->max_ids);
     }
 
     rc = ngx_http_usage_zone_number(cf, value, "entity_types", 0,
@@ -808,47 +806,24 @@ ngx_http_usage_zone_name(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
-/* max_events=number */
+/* max_events=number, max_ids=number: skip is the length of "name=" */
 
 static ngx_int_t
-ngx_http_usage_zone_max_events(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_http_usage_zone_params_t *zp)
+ngx_http_usage_zone_positive(ngx_conf_t *cf, ngx_str_t *value, size_t skip,
+    ngx_uint_t *n)
 {
-    ngx_int_t  n;
+    ngx_int_t  v;
 
-    n = ngx_atoi(value->data + 11, value->len - 11);
+    v = ngx_atoi(value->data + skip, value->len - skip);
 
-    if (n == NGX_ERROR || n < 1) {
+    if (v == NGX_ERROR || v < 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid max_events \"%V\": a positive "
-                           "number is expected", value);
+                           "invalid %*s \"%V\": a positive number is "
+                           "expected", skip - 1, value->data, value);
         return NGX_ERROR;
     }
 
-    zp->max_events = n;
-
-    return NGX_OK;
-}
-
-
-/* max_ids=number */
-
-static ngx_int_t
-ngx_http_usage_zone_max_ids(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_http_usage_zone_params_t *zp)
-{
-    ngx_int_t  n;
-
-    n = ngx_atoi(value->data + 8, value->len - 8);
-
-    if (n == NGX_ERROR || n < 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid max_ids \"%V\": a positive "
-                           "number is expected", value);
-        return NGX_ERROR;
-    }
-
-    zp->max_ids = n;
+    *n = v;
 
     return NGX_OK;
 }
