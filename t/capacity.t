@@ -13,16 +13,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage;
+use Test::Usage qw(slurp);
 
 my $root = "$FindBin::Bin/..";
-
-sub slurp {
-	my ($path) = @_;
-	open my $fh, '<', $path or die "$path: $!";
-	local $/;
-	return scalar <$fh>;
-}
 
 sub number { my ($s) = @_; $s =~ tr/,//d; return $s }
 

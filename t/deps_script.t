@@ -16,19 +16,14 @@ use strict;
 use warnings;
 
 use FindBin;
+use lib "$FindBin::Bin/lib";
 use Test::More;
+use Test::Usage qw(slurp);
 use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 
 my $root = dirname($FindBin::Bin);
 my $script = "$root/scripts/deps.sh";
-
-sub slurp {
-	my ($path) = @_;
-	open my $fh, '<', $path or return '';
-	local $/;
-	return scalar <$fh>;
-}
 
 sub write_exe {
 	my ($path, $text) = @_;

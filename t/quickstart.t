@@ -12,16 +12,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(wait_until);
+use Test::Usage qw(slurp wait_until);
 
 my $root = "$FindBin::Bin/..";
-
-sub slurp {
-	my ($path) = @_;
-	open my $fh, '<', $path or die "$path: $!";
-	local $/;
-	return scalar <$fh>;
-}
 
 my $conf = slurp("$root/conf/quickstart.conf");
 my $readme = slurp("$root/README.md");

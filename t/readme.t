@@ -13,8 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(wait_until);
-use File::Temp qw(tempdir);
+use Test::Usage qw(slurp wait_until);
 use POSIX ();
 use Time::HiRes qw(sleep);
 
@@ -26,13 +25,6 @@ plan skip_all => 'runs the normal build only'
 
 chomp(my $curl = `sh -c 'command -v curl'`);
 BAIL_OUT('curl is needed (scripts/test.sh installs it)') unless $curl;
-
-sub slurp {
-	my ($path) = @_;
-	open my $fh, '<', $path or die "$path: $!";
-	local $/;
-	return scalar <$fh>;
-}
 
 # the walk's commands and the answers README gives them
 my $readme = slurp("$root/README.md");
@@ -85,23 +77,7 @@ sub expected_re {
 
 # scripts/run.sh, fresh, on a free port
 my $t = Test::Usage->new();
-my $prefix = tempdir('usage-readme-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
-my $port = $t->free_port();
-
-my $pid = fork() // die "fork: $!";
-if ($pid == 0) {
-	open STDOUT, '>', "$prefix/out.log";
-	open STDERR, '>&', \*STDOUT;
-	$ENV{PORT} = $port;
-	$ENV{WORKERS} = 2;
-	$ENV{USAGE_PREFIX} = $prefix;
-	exec "$root/scripts/run.sh" or exit 127;
-}
-
-my $up = wait_until {
-	my $r = $t->get('/health', port => $port);
-	$r->status && $r->status == 200;
-} 60;
+my ($pid, $prefix, $port, $up) = $t->run_script();
 ok($up, 'scripts/run.sh answers') or diag `cat $prefix/out.log`;
 
 for my $step (@steps) {

@@ -13,7 +13,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(json_decode wait_until);
-use File::Temp qw(tempdir);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
 
@@ -38,23 +37,7 @@ sub children {
 }
 
 for my $signal (qw(TERM INT)) {
-	my $prefix = tempdir('usage-run-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
-	my $port = $t->free_port();
-
-	my $pid = fork() // die "fork: $!";
-	if ($pid == 0) {
-		open STDOUT, '>', "$prefix/out.log";
-		open STDERR, '>&', \*STDOUT;
-		$ENV{PORT} = $port;
-		$ENV{WORKERS} = 2;
-		$ENV{USAGE_PREFIX} = $prefix;
-		exec "$root/scripts/run.sh" or exit 127;
-	}
-
-	my $up = wait_until {
-		my $r = $t->get('/health', port => $port);
-		$r->status && $r->status == 200;
-	} 60;
+	my ($pid, $prefix, $port, $up) = $t->run_script();
 	ok($up, "$signal run: /health answers on port $port")
 		or diag `cat $prefix/out.log`;
 

@@ -44,7 +44,7 @@ use Time::Local qw(timegm);
 
 our @EXPORT_OK = qw(json_encode json_decode iso_ms parse_iso
 	$UUID4_RE $ISO_RE wait_until api_conf pct alive
-	utf8_error strict_json esc_bytes envelope_problem);
+	utf8_error strict_json esc_bytes envelope_problem slurp);
 
 our $UUID4_RE = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\z/;
 our $ISO_RE = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/;
@@ -103,6 +103,14 @@ sub wait_until(&;$) {
 		return $v if time() > $end;
 		sleep 0.05;
 	}
+}
+
+# a whole file, or '' when it cannot be read
+sub slurp {
+	my ($path) = @_;
+	open my $fh, '<', $path or return '';
+	local $/;
+	return scalar <$fh>;
 }
 
 # A typical config: one zone, the API on "location /".
@@ -762,6 +770,34 @@ END {
 	my $status = $?;
 	finish_all();
 	$? = $status;
+}
+
+# The README's run command, scripts/run.sh, in the background on the
+# shipped configuration: a fresh prefix, a free port, 2 workers.  Returns
+# (pid, prefix, port, whether /health answered within 60 s); its output
+# is in prefix/out.log.
+sub run_script {
+	my ($self) = @_;
+	my $root = dirname(dirname(dirname(dirname(abs_path(__FILE__)))));
+	my $prefix = tempdir('usage-run-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
+	my $port = $self->free_port();
+
+	my $pid = fork() // die "fork: $!";
+	if ($pid == 0) {
+		open STDOUT, '>', "$prefix/out.log";
+		open STDERR, '>&', \*STDOUT;
+		$ENV{PORT} = $port;
+		$ENV{WORKERS} = 2;
+		$ENV{USAGE_PREFIX} = $prefix;
+		exec "$root/scripts/run.sh" or POSIX::_exit(127);
+	}
+
+	my $up = wait_until {
+		my $r = $self->get('/health', port => $port);
+		$r->status && $r->status == 200;
+	} 60;
+
+	return ($pid, $prefix, $port, $up);
 }
 
 # nginx -t with a config template; returns (exit code, output)
