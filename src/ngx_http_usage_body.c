@@ -30,8 +30,6 @@ static ngx_int_t ngx_http_usage_parse_event_tree(ngx_pool_t *pool,
     ngx_http_usage_fields_t *fields, ngx_str_t *error);
 static void ngx_http_usage_tree_field(json_t *v, ngx_http_usage_field_t *f);
 static ngx_uint_t ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit);
-static void *ngx_http_usage_json_alloc(size_t size);
-static void ngx_http_usage_json_free(void *p);
 static ngx_int_t ngx_http_usage_check_event(ngx_pool_t *pool,
     ngx_http_usage_fields_t *fields, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);
@@ -41,43 +39,6 @@ static void ngx_http_usage_check_field(ngx_http_usage_field_t *f,
 static void ngx_http_usage_check_extras(ngx_http_usage_fields_t *fields,
     ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
     ngx_str_t *errors, ngx_uint_t *n);
-
-
-/* the pool jansson allocates from while a body is parsed */
-static ngx_pool_t  *ngx_http_usage_json_pool;
-
-
-/*
- * jansson allocates every value of the tree with its own malloc(): while
- * a body is parsed, its allocator is the request's pool, and freeing is a
- * no-op, the pool goes with the request (so the tree's strings outlive
- * json_decref()).  Set once per process; workers are single-threaded, and
- * nothing else here calls jansson.
- */
-
-void
-ngx_http_usage_json_init(void)
-{
-    json_set_alloc_funcs(ngx_http_usage_json_alloc, ngx_http_usage_json_free);
-}
-
-
-static void *
-ngx_http_usage_json_alloc(size_t size)
-{
-    if (ngx_http_usage_json_pool == NULL) {
-        return NULL;
-    }
-
-    return ngx_palloc(ngx_http_usage_json_pool, size);
-}
-
-
-static void
-ngx_http_usage_json_free(void *p)
-{
-    /* pool memory: released with the request */
-}
 
 
 /*
@@ -108,12 +69,12 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
         rc = ngx_http_usage_scan_event(pool, body, len, &fields);
 
         if (rc == NGX_DECLINED) {
-            ngx_http_usage_json_pool = pool;
+            (void) ngx_http_usage_json_pool_set(pool);
 
             rc = ngx_http_usage_parse_event_tree(pool, body, len, limits,
                                                  &fields, error);
 
-            ngx_http_usage_json_pool = NULL;
+            (void) ngx_http_usage_json_pool_set(NULL);
         }
 
         if (rc != NGX_OK) {

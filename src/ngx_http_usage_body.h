@@ -52,7 +52,6 @@ typedef struct {
 } ngx_http_usage_fields_t;
 
 
-void ngx_http_usage_json_init(void);
 ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);

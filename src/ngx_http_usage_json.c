@@ -17,6 +17,8 @@
 #include "ngx_http_usage_time.h"
 
 
+static void *ngx_http_usage_json_alloc(size_t size);
+static void ngx_http_usage_json_free(void *p);
 static u_char *ngx_http_usage_out_reserve(ngx_http_usage_out_t *out,
     size_t n);
 static u_char *ngx_http_usage_out_escaped(u_char *p, u_char *s,
@@ -586,4 +588,94 @@ ngx_http_usage_out_value(ngx_http_usage_out_t *out, json_t *v)
         ngx_http_usage_out_lit(out, "null");
         break;
     }
+}
+
+
+/* the pool jansson allocates from while a body is parsed */
+static ngx_pool_t  *ngx_http_usage_json_pool;
+
+
+/*
+ * jansson allocates every value of the tree with its own malloc(): in a
+ * worker its allocator is the pool set by ngx_http_usage_json_pool_set(),
+ * and freeing is a no-op, the pool goes with the request (so the tree's
+ * strings outlive json_decref()).  Set once per worker process; workers
+ * are single-threaded.  The master keeps jansson's malloc().
+ */
+
+void
+ngx_http_usage_json_init(void)
+{
+    json_set_alloc_funcs(ngx_http_usage_json_alloc, ngx_http_usage_json_free);
+}
+
+
+ngx_pool_t *
+ngx_http_usage_json_pool_set(ngx_pool_t *pool)
+{
+    ngx_pool_t  *old;
+
+    old = ngx_http_usage_json_pool;
+    ngx_http_usage_json_pool = pool;
+
+    return old;
+}
+
+
+static void *
+ngx_http_usage_json_alloc(size_t size)
+{
+    if (ngx_http_usage_json_pool == NULL) {
+        return NULL;
+    }
+
+    return ngx_palloc(ngx_http_usage_json_pool, size);
+}
+
+
+static void
+ngx_http_usage_json_free(void *p)
+{
+    /* pool memory: released with the request */
+}
+
+
+/*
+ * Metadata is copied into answers as it is stored: what a state file or
+ * another instance brings must be a JSON object of valid UTF-8 (jansson
+ * checks both strictly), or an answer that shows it would not be JSON.
+ * Empty: no metadata.  The state file's loader runs in the master (pool
+ * NULL: malloc()), the stream's reader in a worker.
+ */
+
+ngx_uint_t
+ngx_http_usage_json_object_ok(ngx_str_t *metadata, ngx_pool_t *pool)
+{
+    json_t        *root;
+    ngx_uint_t     ok;
+    ngx_pool_t    *old;
+    json_error_t   err;
+
+    if (metadata->len == 0) {
+        return 1;
+    }
+
+    /* pool: the tree's memory in a worker; NULL in the master */
+    old = pool ? ngx_http_usage_json_pool_set(pool) : NULL;
+
+    root = json_loadb((char *) metadata->data, metadata->len,
+                      JSON_ALLOW_NUL|JSON_DECODE_INT_AS_REAL, &err);
+
+    if (pool) {
+        (void) ngx_http_usage_json_pool_set(old);
+    }
+
+    if (root == NULL) {
+        return 0;
+    }
+
+    ok = json_is_object(root);
+    json_decref(root);
+
+    return ok;
 }

@@ -70,6 +70,10 @@ void ngx_http_usage_out_event(ngx_http_usage_out_t *out,
     ngx_http_usage_record_t *rec);
 void ngx_http_usage_out_value(ngx_http_usage_out_t *out,
     struct json_t *v);
+void ngx_http_usage_json_init(void);
+ngx_pool_t *ngx_http_usage_json_pool_set(ngx_pool_t *pool);
+ngx_uint_t ngx_http_usage_json_object_ok(ngx_str_t *metadata,
+    ngx_pool_t *pool);
 
 
 #endif /* _NGX_HTTP_USAGE_JSON_H_INCLUDED_ */

@@ -12,6 +12,7 @@
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_state.h"
 #include "ngx_http_usage_body.h"
+#include "ngx_http_usage_json.h"
 #include "ngx_http_usage_keys.h"
 #include "ngx_http_usage_id.h"
 #include "ngx_http_usage_request.h"

@@ -23,11 +23,11 @@
 #include <ngx_event.h>
 
 #include <math.h>
-#include <jansson.h>
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
 #include "ngx_http_usage_state.h"
+#include "ngx_http_usage_json.h"
 #include "ngx_http_usage_text.h"
 #include "ngx_http_usage_time.h"
 
@@ -144,7 +144,6 @@ static ngx_int_t ngx_http_usage_state_id_entry(ngx_http_usage_rbuf_t *r,
     ngx_http_usage_raw_t **raws, uint32_t nraw, ngx_uint_t first,
     ngx_str_t *entity, ngx_str_t *id, ngx_http_usage_raw_t **raw);
 static ngx_uint_t ngx_http_usage_state_name_ok(ngx_str_t *name);
-static ngx_uint_t ngx_http_usage_state_metadata_ok(ngx_str_t *metadata);
 static void ngx_http_usage_state_unpin(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t **types, ngx_uint_t ntypes,
     ngx_http_usage_entity_t **entities, ngx_uint_t nentities);
@@ -1486,7 +1485,7 @@ ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
     }
 
     if ((idl && ngx_http_usage_utf8_valid(rec.id.data, idl) != NGX_OK)
-        || !ngx_http_usage_state_metadata_ok(&rec.metadata))
+        || !ngx_http_usage_json_object_ok(&rec.metadata, NULL))
     {
         r->skipped++;
         return NGX_OK;
@@ -1667,36 +1666,6 @@ ngx_http_usage_state_name_ok(ngx_str_t *name)
     }
 
     return ngx_http_usage_utf8_valid(name->data, name->len) == NGX_OK;
-}
-
-
-/*
- * Metadata is copied into answers as it is stored: what a snapshot holds
- * must be a JSON object of valid UTF-8 (jansson checks both strictly), or
- * an answer that shows it would not be JSON.
- */
-
-static ngx_uint_t
-ngx_http_usage_state_metadata_ok(ngx_str_t *metadata)
-{
-    json_t        *root;
-    ngx_uint_t     ok;
-    json_error_t   err;
-
-    if (metadata->len == 0) {
-        return 1;
-    }
-
-    root = json_loadb((char *) metadata->data, metadata->len,
-                      JSON_ALLOW_NUL|JSON_DECODE_INT_AS_REAL, &err);
-    if (root == NULL) {
-        return 0;
-    }
-
-    ok = json_is_object(root);
-    json_decref(root);
-
-    return ok;
 }
 
 
