@@ -55,6 +55,8 @@ static void ngx_http_usage_metrics_latency(ngx_http_usage_out_t *out,
 static void ngx_http_usage_metrics_nginx(ngx_http_usage_out_t *out);
 static void ngx_http_usage_metric_plain(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, uint64_t value);
+static void ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out,
+    ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
@@ -582,6 +584,73 @@ ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out, ngx_str_t *name,
     ngx_http_usage_out_lit(out, "} ");
     ngx_http_usage_metric_seconds(out, st.rtt);
     ngx_http_usage_out_lit(out, "\n");
+
+    ngx_http_usage_metrics_fleet(out, name, zone);
+}
+
+
+/* the stream: what was shipped, applied and refused */
+
+typedef struct {
+    const char                  *name;
+    const char                  *type;
+    const char                  *help;
+    size_t                       offset;       /* a uint64_t of the status */
+} ngx_http_usage_fleet_metric_t;
+
+
+static ngx_http_usage_fleet_metric_t  ngx_http_usage_fleet_metrics[] = {
+
+    { "usage_sync_queued", "gauge",
+      "Events accepted here that Redis does not have yet",
+      offsetof(ngx_http_usage_fleet_status_t, queued) },
+
+    { "usage_sync_shipped_total", "counter",
+      "Events of this instance that Redis took",
+      offsetof(ngx_http_usage_fleet_status_t, shipped) },
+
+    { "usage_sync_dropped_total", "counter",
+      "Events stored here but not shipped: the ship queue was full",
+      offsetof(ngx_http_usage_fleet_status_t, dropped) },
+
+    { "usage_sync_applied_total", "counter",
+      "Events of other instances applied to the zone",
+      offsetof(ngx_http_usage_fleet_status_t, applied) },
+
+    { "usage_sync_duplicates_total", "counter",
+      "Events of the stream dropped as copies of events applied already",
+      offsetof(ngx_http_usage_fleet_status_t, duplicates) },
+
+    { "usage_sync_refused_total", "counter",
+      "Records of the stream that are not events this module stores",
+      offsetof(ngx_http_usage_fleet_status_t, refused) },
+
+    { "usage_sync_foreign_total", "counter",
+      "Entries of the stream that are not batches of events",
+      offsetof(ngx_http_usage_fleet_status_t, foreign) },
+};
+
+
+static void
+ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out, ngx_str_t *name,
+    ngx_http_usage_zone_t *zone)
+{
+    ngx_uint_t                      i;
+    ngx_http_usage_fleet_metric_t  *m;
+    ngx_http_usage_fleet_status_t   fs;
+
+    if (ngx_http_usage_store_fleet_status(zone, &fs) != NGX_OK) {
+        return;
+    }
+
+    for (i = 0; i < sizeof(ngx_http_usage_fleet_metrics)
+                    / sizeof(ngx_http_usage_fleet_metric_t); i++)
+    {
+        m = &ngx_http_usage_fleet_metrics[i];
+
+        ngx_http_usage_metric(out, m->name, m->type, m->help, name,
+                              *(uint64_t *) ((u_char *) &fs + m->offset));
+    }
 }
 
 

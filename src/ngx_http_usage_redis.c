@@ -54,7 +54,12 @@ static void *ngx_http_usage_redis_create_array(const redisReadTask *task,
 
 /* known to be down: an attempt to reconnect that fails logs at info */
 #define ngx_http_usage_redis_level(rd)                                       \
-    ((ngx_uint_t) ((rd)->quiet ? NGX_LOG_INFO : NGX_LOG_ERR))
+    ((ngx_uint_t) (((rd)->quiet || (rd)->second) ? NGX_LOG_INFO             \
+                                                 : NGX_LOG_ERR))
+
+/* refused credentials: said once, by the first connection */
+#define ngx_http_usage_redis_auth_level(rd)                                  \
+    ((ngx_uint_t) ((rd)->second ? NGX_LOG_INFO : NGX_LOG_ERR))
 
 
 /* hiredis's own array constructor, which the capped one calls */
@@ -219,7 +224,8 @@ ngx_http_usage_redis_connect(ngx_http_usage_redis_t *rd)
     rd->peer.name = &rd->name;
     rd->peer.get = ngx_event_get_peer;
     rd->peer.log = rd->log;
-    rd->peer.log_error = rd->quiet ? NGX_ERROR_INFO : NGX_ERROR_ERR;
+    rd->peer.log_error = (rd->quiet || rd->second) ? NGX_ERROR_INFO
+                                                   : NGX_ERROR_ERR;
 
     /* a dead peer is found without traffic */
     rd->peer.so_keepalive = 1;
@@ -478,7 +484,7 @@ ngx_http_usage_redis_auth_done(ngx_http_usage_redis_t *rd, void *data,
 
     /* the same bad credentials, logged once until they work again */
     if (!rd->auth_failed) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        ngx_log_error(ngx_http_usage_redis_auth_level(rd), rd->log, 0,
                       "usage sync: redis %V refused the credentials: %s",
                       &rd->name, reply->str);
     }
@@ -502,7 +508,7 @@ ngx_http_usage_redis_setname_done(ngx_http_usage_redis_t *rd, void *data,
         /* -NOAUTH without a password configured: say what is missing,
          * once until it works */
         if (!rd->auth_failed) {
-            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+            ngx_log_error(ngx_http_usage_redis_auth_level(rd), rd->log, 0,
                           "usage sync: redis %V: %s", &rd->name, reply->str);
         }
 

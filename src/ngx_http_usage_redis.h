@@ -113,6 +113,9 @@ struct ngx_http_usage_redis_s {
     ngx_uint_t                     stopped;
     ngx_uint_t                     quiet;      /* known down: failures to
                                                   reconnect log at info */
+    ngx_uint_t                     second;     /* another connection to the
+                                                  same Redis logs what goes
+                                                  wrong: this one at info */
 
     ngx_msec_t                     rtt;        /* of the last reply */
 

@@ -189,12 +189,17 @@ ngx_http_usage_state_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     rc = ngx_http_usage_store_init_zone(shm_zone, data);
 
-    if (rc != NGX_DONE) {
+    if (rc == NGX_DONE) {
+        rc = ngx_http_usage_state_restore(shm_zone,
+                                       ngx_http_usage_store_old_zone(shm_zone));
+    }
+
+    if (rc != NGX_OK) {
         return rc;
     }
 
-    return ngx_http_usage_state_restore(shm_zone,
-                                       ngx_http_usage_store_old_zone(shm_zone));
+    /* after the restore: the fleet's part knows whether the zone is new */
+    return ngx_http_usage_store_fleet_init(shm_zone->data, shm_zone->shm.log);
 }
 
 

@@ -62,6 +62,8 @@ typedef struct {
     ngx_http_usage_series_t     *series;
     ngx_http_usage_bucket_t     *bucket;
     ngx_http_usage_bucket_t     *type_bucket;  /* the type's hour */
+    ngx_uint_t                   remote;       /* from another instance */
+    ngx_uint_t                   full;         /* NGX_HTTP_USAGE_FULL_* */
 } ngx_http_usage_insert_t;
 
 
@@ -100,6 +102,11 @@ static void ngx_http_usage_type_expire_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_type_t *type, int64_t now);
 static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
     int64_t oldest, ngx_uint_t evict);
+static void ngx_http_usage_raw_evict_stored_locked(
+    ngx_http_usage_zone_t *zone);
+static void ngx_http_usage_ring_advance_locked(ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_raw_link_locked(ngx_queue_t *queue,
+    ngx_queue_t *link, size_t offset, ngx_http_usage_raw_t *raw);
 static ngx_uint_t ngx_http_usage_raw_expire_backdated_locked(
     ngx_http_usage_zone_t *zone, int64_t oldest);
 static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
@@ -116,6 +123,8 @@ static void ngx_http_usage_idx_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
     int64_t time, ngx_int_t n);
+static ngx_int_t ngx_http_usage_insert_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_insert_t *ins);
 static void ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins, ngx_http_usage_record_t *rec, int64_t now);
 static ngx_int_t ngx_http_usage_insert_duplicate_locked(
@@ -347,100 +356,139 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_record_t *rec, int64_t now)
 {
     ngx_int_t                 rc;
-    ngx_uint_t                full;
+    ngx_uint_t                warn;
     ngx_slab_pool_t          *shpool;
-    ngx_http_usage_shctx_t   *sh;
+    ngx_http_usage_fleet_t   *fleet;
     ngx_http_usage_insert_t   ins;
 
     ngx_http_usage_insert_init(zone, &ins, rec, now);
 
     shpool = zone->shpool;
-    sh = zone->sh;
-    full = 0;
+    warn = 0;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    if (ins.size > ngx_http_usage_store_event_max(zone)) {
-        goto drop;
+    rc = ngx_http_usage_insert_locked(zone, pool, &ins);
+
+    fleet = zone->sh->fleet;
+
+    if (rc == NGX_OK && fleet && zone->sync) {
+        /* shipped from the same lock hold: every stored event has its
+         * seq, and seqs follow the order of the inserts */
+        if (ngx_http_usage_fleet_enqueue_locked(shpool, fleet, rec,
+                                                rec->created)
+            != NGX_OK)
+        {
+            warn = ngx_http_usage_fleet_drop_warn(fleet, now);
+        }
     }
 
-    ngx_http_usage_expire_locked(zone, now);
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_usage_store_count_drop(zone);
+    }
+
+    if (ins.full) {
+        ngx_http_usage_store_full(zone, pool->log);
+    }
+
+    if (warn) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "usage sync: the ship queue of zone \"%V\" is full "
+                      "(buffer=%uz): new events are stored here but not "
+                      "shared with the fleet until Redis takes the queue",
+                      &zone->name, zone->ship_max);
+    }
+
+    return rc;
+}
+
+
+/*
+ * One event into the store, local or from another instance, with the
+ * lock held.  NGX_OK: stored; NGX_HTTP_USAGE_DUPLICATE: its client id is
+ * stored already (rec then holds the stored event if pool is given);
+ * NGX_HTTP_USAGE_LIMIT_*: refused by its entity's bounds (local events
+ * only: another instance accepted a remote one, refusing it here would
+ * make the instances disagree); NGX_DECLINED: no room; NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_usage_insert_locked(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_int_t                 rc;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    rec = ins->rec;
+    ins->full = 0;
+
+    if (ins->size > ngx_http_usage_store_event_max(zone)) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_usage_expire_locked(zone, ins->now);
 
     if (rec->id.len) {
-        rc = ngx_http_usage_insert_duplicate_locked(zone, pool, &ins);
+        rc = ngx_http_usage_insert_duplicate_locked(zone, pool, ins);
 
         if (rc != NGX_DECLINED) {
-            ngx_shmtx_unlock(&shpool->mutex);
             return rc;
         }
     }
 
-    /*
-     * Workers' cached clocks differ by a few milliseconds; clamping keeps
-     * the log sorted by createdAt, which listing relies on.
-     */
-    ins.created = ngx_max(now, sh->last_created);
+    if (ins->remote) {
+        /* its origin's receipt; the local clock is not moved by it */
+        ins->created = rec->created;
 
-    if (!rec->has_time) {
-        rec->time = ins.created;
+    } else {
+        /*
+         * Workers' cached clocks differ by a few milliseconds; clamping
+         * keeps the log sorted by createdAt, which listing relies on.
+         */
+        ins->created = ngx_max(ins->now, sh->last_created);
+
+        if (!rec->has_time) {
+            rec->time = ins->created;
+        }
     }
 
     /* everything that can fail comes before anything is counted */
 
-    if (ngx_http_usage_insert_entity_locked(zone, &ins) != NGX_OK) {
-        full |= NGX_HTTP_USAGE_FULL_DROP;
-        goto drop;
+    if (ngx_http_usage_insert_entity_locked(zone, ins) != NGX_OK) {
+        ins->full |= NGX_HTTP_USAGE_FULL_DROP;
+        return NGX_DECLINED;
     }
 
-    rc = ngx_http_usage_insert_bounds_locked(zone, &ins);
+    rc = ngx_http_usage_insert_bounds_locked(zone, ins);
 
     if (rc != NGX_OK) {
-        ngx_shmtx_unlock(&shpool->mutex);
         return rc;
     }
 
-    if (ngx_http_usage_insert_buckets_locked(zone, &ins) != NGX_OK) {
-        goto failed;
+    if (ngx_http_usage_insert_buckets_locked(zone, ins) != NGX_OK) {
+        ins->full |= NGX_HTTP_USAGE_FULL_DROP;
+        ngx_http_usage_insert_undo_locked(zone, ins);
+        return NGX_DECLINED;
     }
 
     /* counted: from here on nothing fails */
 
-    ngx_http_usage_insert_count_locked(zone, &ins);
+    ngx_http_usage_insert_count_locked(zone, ins);
 
-    full |= ngx_http_usage_insert_raw_locked(zone, &ins);
+    ins->full |= ngx_http_usage_insert_raw_locked(zone, ins);
 
     sh->recorded++;
     sh->changes++;
 
     if (sh->full_since_warned) {
-        full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    if (full) {
-        ngx_http_usage_store_full(zone, pool->log);
+        ins->full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
     }
 
     return NGX_OK;
-
-failed:
-
-    full |= NGX_HTTP_USAGE_FULL_DROP;
-
-    ngx_http_usage_insert_undo_locked(zone, &ins);
-
-drop:
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    ngx_http_usage_store_count_drop(zone);
-
-    if (full) {
-        ngx_http_usage_store_full(zone, pool->log);
-    }
-
-    return NGX_DECLINED;
 }
 
 
@@ -456,6 +504,7 @@ ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
 {
     ins->rec = rec;
     ins->now = now;
+    ins->remote = 0;
 
     ins->entity_hash = rec->entity_hash
                        ? rec->entity_hash
@@ -501,7 +550,7 @@ ngx_http_usage_insert_duplicate_locked(ngx_http_usage_zone_t *zone,
         sh->changes++;
         rec->evicted = (idx->raw == NULL);
 
-        if (idx->raw
+        if (idx->raw && pool
             && ngx_http_usage_copy_raw(pool, rec, idx->raw) != NGX_OK)
         {
             return NGX_ERROR;
@@ -589,6 +638,10 @@ ngx_http_usage_insert_bounds_locked(ngx_http_usage_zone_t *zone,
     }
 
     ins->start = ngx_http_usage_floor(rec->time, (int64_t) ins->span);
+
+    if (ins->remote) {
+        return NGX_OK;
+    }
 
     rc = ngx_http_usage_entity_room(zone, entity, ins->series, ins->start,
                                     ins->span);
@@ -709,10 +762,13 @@ ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
     sh->total++;
     ngx_http_usage_minute_add(sh, rec->time, 1);
 
-    sh->last_created = ins->created;
+    if (!ins->remote) {
+        sh->last_created = ins->created;
+    }
+
     rec->created = ins->created;
 
-    entity->updated = ins->created;
+    entity->updated = ngx_max(entity->updated, ins->created);
     ngx_queue_remove(&entity->lru);
     ngx_queue_insert_tail(&sh->lru, &entity->lru);
 }
@@ -883,6 +939,254 @@ ngx_http_usage_store_sync(ngx_http_usage_zone_t *zone)
 }
 
 
+/*
+ * Made in the master once the zone is filled: a zone that came with
+ * events (a state file, a resize copy) has applied the stream before, up
+ * to a position it does not keep, so it reads the stream from its end
+ * rather than apply those events a second time.
+ */
+
+ngx_int_t
+ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone, ngx_log_t *log)
+{
+    ngx_http_usage_fleet_t  *fleet;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (zone->sync == NULL || sh == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (sh->fleet) {
+        sh->fleet->queue_max = zone->ship_max;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
+    fleet = ngx_http_usage_fleet_create_locked(zone->shpool, zone->ship_max);
+
+    if (fleet) {
+        fleet->read_tail = (sh->recorded != 0 || sh->total != 0);
+        sh->fleet = fleet;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (fleet == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "usage zone \"%V\" is too small for usage_sync",
+                      &zone->name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_fleet_status_t *st)
+{
+    ngx_http_usage_fleet_t  *f;
+
+    f = zone->sh->fleet;
+
+    if (f == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    st->origin = f->origin;
+    st->seq = f->seq;
+    st->acked_seq = f->acked_seq;
+    st->queued = f->queued;
+    st->queued_bytes = f->queued_bytes;
+    st->queue_max = f->queue_max;
+    st->read_ms = f->read_ms;
+    st->read_seq = f->read_seq;
+    st->read_tail = f->read_tail;
+    st->shipped = f->shipped;
+    st->applied = f->applied;
+    st->duplicates = f->duplicates;
+    st->dropped = f->dropped;
+    st->refused = f->refused;
+    st->foreign = f->foreign;
+    st->lost = f->lost;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_store_ship_take(ngx_http_usage_zone_t *zone, uint64_t after,
+    ngx_uint_t max, u_char *buf, size_t len, ngx_http_usage_ship_batch_t *batch)
+{
+    if (zone->sh->fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_fleet_take_locked(zone->sh->fleet, after, max, buf, len,
+                                     batch);
+    batch->start = zone->sh->start_time;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether the queue holds events after seq "after": read without the
+ * lock, every tick of the shipper; a stale answer costs one tick
+ */
+
+ngx_uint_t
+ngx_http_usage_store_ship_pending(ngx_http_usage_zone_t *zone,
+    uint64_t after)
+{
+    volatile ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    return fleet && fleet->queued && fleet->seq > after;
+}
+
+
+void
+ngx_http_usage_store_ship_ack(ngx_http_usage_zone_t *zone, uint64_t seq)
+{
+    if (zone->sh->fleet == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_fleet_ack_locked(zone->shpool, zone->sh->fleet, seq);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * The events of one stream entry of another instance, in one lock hold
+ * with the window of their origin (a copy that came already, through a
+ * retry or a handover, is dropped by it) and the read position, which
+ * moves past the entry only with its events (I3 and I5 of the design).
+ */
+
+ngx_int_t
+ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_apply_t *entry, int64_t now)
+{
+    ngx_int_t                 rc;
+    ngx_uint_t                i, full;
+    ngx_slab_pool_t          *shpool;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_window_t  *w;
+    ngx_http_usage_insert_t   ins;
+    ngx_http_usage_record_t  *rec;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    shpool = zone->shpool;
+    full = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
+
+    for (i = 0; w && i < entry->n; i++) {
+        rec = &entry->recs[i];
+
+        if (ngx_http_usage_window_seen(w, rec->seq)) {
+            entry->duplicates++;
+            continue;
+        }
+
+        ngx_http_usage_window_mark(w, rec->seq);
+
+        ngx_http_usage_insert_init(zone, &ins, rec, now);
+        ins.remote = 1;
+
+        rc = ngx_http_usage_insert_locked(zone, NULL, &ins);
+        full |= ins.full;
+
+        if (rc == NGX_OK) {
+            entry->applied++;
+
+        } else if (rc == NGX_HTTP_USAGE_DUPLICATE) {
+            /* two instances took the same client id at once */
+            entry->duplicates++;
+
+        } else {
+            entry->dropped++;
+        }
+    }
+
+    /* the fleet's data set began with its oldest member's: "since" is
+     * the same on every instance */
+    if (entry->start > 0 && entry->start < zone->sh->start_time) {
+        zone->sh->start_time = entry->start;
+    }
+
+    fleet->applied += entry->applied;
+    fleet->duplicates += entry->duplicates;
+    fleet->refused += entry->refused;
+    fleet->read_ms = entry->read_ms;
+    fleet->read_seq = entry->read_seq;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (entry->dropped) {
+        (void) ngx_atomic_fetch_add(&zone->sh->dropped, entry->dropped);
+    }
+
+    if (full) {
+        ngx_http_usage_store_full(zone, ngx_cycle->log);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An entry not applied (not events, or this zone's own): the position
+ * moves on.  Also where a zone that came with events starts: the stream's
+ * last entry, from then on a position like any other.
+ */
+
+void
+ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone, uint64_t read_ms,
+    uint64_t read_seq, ngx_uint_t foreign, ngx_uint_t refused)
+{
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    fleet->read_ms = read_ms;
+    fleet->read_seq = read_seq;
+    fleet->read_tail = 0;
+    fleet->foreign += foreign;
+    fleet->refused += refused;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
 size_t
 ngx_http_usage_store_event_overhead(void)
 {
@@ -992,7 +1296,8 @@ ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now)
 
 /*
  * Takes the oldest raw event out of the log if it is past "oldest" (by
- * receipt or by event time), or, to make room, unconditionally ("evict").
+ * receipt or by event time), or unconditionally ("evict"), for a count of
+ * events or the slab's room.  Its bytes go when the ring's head passes.
  * An event whose own time left the window also leaves its aggregates now:
  * that is what keeps retention exact to the millisecond.
  */
@@ -1001,7 +1306,6 @@ static ngx_uint_t
 ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
     ngx_uint_t evict)
 {
-    u_char                  *p;
     ngx_queue_t             *q;
     ngx_http_usage_raw_t    *raw;
     ngx_http_usage_shctx_t  *sh;
@@ -1019,27 +1323,50 @@ ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone, int64_t oldest,
         return 0;
     }
 
-    p = (u_char *) raw;
-
     ngx_http_usage_raw_remove_locked(zone, raw, raw->time < oldest);
 
-    /*
-     * Records leave the ring in the order they came; the head moves past
-     * this one, and past any back-dated record before it that already
-     * left the log by its time.
-     */
-    if (sh->ring_wrap && p < sh->ring_head) {
-        sh->ring_wrap = NULL;
-    }
-
-    sh->ring_head = p + ((ngx_http_usage_raw_t *) p)->size;
-
-    if (sh->ring_wrap && sh->ring_head >= sh->ring_wrap) {
-        sh->ring_head = sh->ring;
-        sh->ring_wrap = NULL;
-    }
-
     return 1;
+}
+
+
+/*
+ * Makes room in the ring: the record at its head goes, wherever it is in
+ * the log's order (the head is live: it never rests on a dead record).
+ */
+
+static void
+ngx_http_usage_raw_evict_stored_locked(ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_raw_remove_locked(zone,
+                           (ngx_http_usage_raw_t *) zone->sh->ring_head, 0);
+}
+
+
+/*
+ * Records leave the ring in the order they were stored: the head moves
+ * over the dead ones, which also left the log, to the oldest live one.
+ * Each record is passed once: amortized O(1) per insert.
+ */
+
+static void
+ngx_http_usage_ring_advance_locked(ngx_http_usage_shctx_t *sh)
+{
+    ngx_http_usage_raw_t  *raw;
+
+    while (sh->raw_count) {
+        if (sh->ring_wrap && sh->ring_head >= sh->ring_wrap) {
+            sh->ring_head = sh->ring;
+            sh->ring_wrap = NULL;
+        }
+
+        raw = (ngx_http_usage_raw_t *) sh->ring_head;
+
+        if (!(raw->flags & NGX_HTTP_USAGE_RAW_DEAD)) {
+            return;
+        }
+
+        sh->ring_head += raw->size;
+    }
 }
 
 
@@ -1149,6 +1476,12 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
     sh->raw_count--;
     sh->ring_used -= raw->size;
 
+    raw->flags |= NGX_HTTP_USAGE_RAW_DEAD;
+
+    if ((u_char *) raw == sh->ring_head) {
+        ngx_http_usage_ring_advance_locked(sh);
+    }
+
     if (b && b->count == 0 && b->raw_count == 0) {
         ngx_http_usage_bucket_free_locked(zone, series, b);
     }
@@ -1219,8 +1552,18 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
         ngx_memcpy(p, rec->metadata.data, rec->metadata.len);
     }
 
-    ngx_queue_insert_tail(&sh->raw, &raw->queue);
-    ngx_queue_insert_tail(&series->entity->raw, &raw->entity_queue);
+    if (sh->fleet == NULL) {
+        ngx_queue_insert_tail(&sh->raw, &raw->queue);
+        ngx_queue_insert_tail(&series->entity->raw, &raw->entity_queue);
+
+    } else {
+        ngx_http_usage_raw_link_locked(&sh->raw, &raw->queue,
+                                   offsetof(ngx_http_usage_raw_t, queue), raw);
+        ngx_http_usage_raw_link_locked(&series->entity->raw,
+                                   &raw->entity_queue,
+                                   offsetof(ngx_http_usage_raw_t,
+                                            entity_queue), raw);
+    }
 
     if (bucket) {
         ngx_queue_insert_tail(&bucket->raw, &raw->bucket_queue);
@@ -1236,6 +1579,45 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     sh->raw_count++;
 
     return raw;
+}
+
+
+/*
+ * In a fleet every instance lists the same events in the same order: by
+ * createdAt, the receipt at their origin, then by uuid, which is random
+ * and the same everywhere.  An event from another instance comes a little
+ * late, so it walks back from the tail past the later ones; the walk is
+ * as long as what arrived during the lag, and bounded: past the bound the
+ * order is given up for that event, never the time of an insert.
+ */
+
+#define NGX_HTTP_USAGE_LINK_STEPS  4096
+
+static void
+ngx_http_usage_raw_link_locked(ngx_queue_t *queue, ngx_queue_t *link,
+    size_t offset, ngx_http_usage_raw_t *raw)
+{
+    ngx_uint_t             n;
+    ngx_queue_t           *q;
+    ngx_http_usage_raw_t  *prev;
+
+    q = ngx_queue_last(queue);
+
+    for (n = 0; q != ngx_queue_sentinel(queue); n++) {
+        prev = (ngx_http_usage_raw_t *) ((u_char *) q - offset);
+
+        if (n == NGX_HTTP_USAGE_LINK_STEPS
+            || prev->created < raw->created
+            || (prev->created == raw->created
+                && ngx_memcmp(prev->uuid, raw->uuid, 16) < 0))
+        {
+            break;
+        }
+
+        q = ngx_queue_prev(q);
+    }
+
+    ngx_queue_insert_after(q, link);
 }
 
 
@@ -1286,7 +1668,7 @@ ngx_http_usage_ring_reserve_locked(ngx_http_usage_zone_t *zone, size_t size)
             break;
         }
 
-        (void) ngx_http_usage_raw_pop_locked(zone, INT64_MIN, 1);
+        ngx_http_usage_raw_evict_stored_locked(zone);
         sh->full_since_warned++;
     }
 

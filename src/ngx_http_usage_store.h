@@ -138,6 +138,7 @@ typedef struct {
 
     void                        *sync;         /* its usage_sync, or NULL
                                                   (ngx_http_usage_sync.h) */
+    size_t                       ship_max;     /* usage_sync buffer= */
 
     ngx_str_t                    state_file;   /* full path, or empty */
     ngx_msec_t                   state_interval;
@@ -165,7 +166,63 @@ typedef struct {
     uint32_t                     entity_hash;  /* of the names, when the */
     uint32_t                     type_hash;    /* caller knows them; 0: to
                                                   be computed */
+    uint64_t                     origin;       /* with usage_sync: the */
+    uint64_t                     seq;          /* event's place in its
+                                                  origin's sequence, 0:
+                                                  none (not shipped) */
 } ngx_http_usage_record_t;
+
+
+/* a stream entry's events, applied by ngx_http_usage_store_apply() */
+typedef struct {
+    uint64_t                     origin;
+    int64_t                      start;        /* its data set's, or 0 */
+    ngx_http_usage_record_t     *recs;         /* with their seqs */
+    ngx_uint_t                   n;
+    uint64_t                     read_ms;      /* the entry's id: the */
+    uint64_t                     read_seq;     /* position once applied */
+    ngx_uint_t                   refused;      /* its records that were
+                                                  not events */
+
+    /* out */
+    ngx_uint_t                   applied;
+    ngx_uint_t                   duplicates;   /* seen, or a client id
+                                                  stored already */
+    ngx_uint_t                   dropped;      /* no room */
+} ngx_http_usage_apply_t;
+
+
+/* a copy of the oldest queued records not sent yet: one batch */
+typedef struct {
+    u_char                      *data;
+    size_t                       len;
+    ngx_uint_t                   count;
+    uint64_t                     origin;
+    uint64_t                     first_seq;
+    uint64_t                     last_seq;
+    int64_t                      start;        /* the data set's start */
+} ngx_http_usage_ship_batch_t;
+
+
+/* the fleet's counters and positions of a zone, copied out */
+typedef struct {
+    uint64_t                     origin;
+    uint64_t                     seq;
+    uint64_t                     acked_seq;
+    uint64_t                     queued;
+    size_t                       queued_bytes;
+    size_t                       queue_max;
+    uint64_t                     read_ms;
+    uint64_t                     read_seq;
+    ngx_uint_t                   read_tail;
+    uint64_t                     shipped;
+    uint64_t                     applied;
+    uint64_t                     duplicates;
+    uint64_t                     dropped;
+    uint64_t                     refused;
+    uint64_t                     foreign;
+    uint64_t                     lost;
+} ngx_http_usage_fleet_status_t;
 
 
 /* NGX_OK: the zone's store was taken over; NGX_DONE: it is new and empty */
@@ -183,6 +240,29 @@ ngx_http_usage_traffic_t *ngx_http_usage_store_traffic(
     ngx_http_usage_zone_t *zone);
 ngx_http_usage_sync_shm_t *ngx_http_usage_store_sync(
     ngx_http_usage_zone_t *zone);
+
+/*
+ * The fleet's part of the zone (ngx_http_usage_fleet.h), made once a
+ * usage_sync names the zone: in the master, after the zone was filled.
+ */
+ngx_int_t ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log);
+ngx_int_t ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_fleet_status_t *st);
+
+/* the sync engine's side: batches out, acknowledgements and entries in */
+ngx_int_t ngx_http_usage_store_ship_take(ngx_http_usage_zone_t *zone,
+    uint64_t after, ngx_uint_t max, u_char *buf, size_t len,
+    ngx_http_usage_ship_batch_t *batch);
+ngx_uint_t ngx_http_usage_store_ship_pending(ngx_http_usage_zone_t *zone,
+    uint64_t after);
+void ngx_http_usage_store_ship_ack(ngx_http_usage_zone_t *zone,
+    uint64_t seq);
+ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_apply_t *entry, int64_t now);
+void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
+    uint64_t read_ms, uint64_t read_seq, ngx_uint_t foreign,
+    ngx_uint_t refused);
 
 /* bytes of the ring an event takes beyond its metadata and client id */
 size_t ngx_http_usage_store_event_overhead(void);

@@ -15,6 +15,7 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_siphash.h"
+#include "ngx_http_usage_fleet.h"
 
 
 /* eventsLastHour: one counter per minute, in a circle */
@@ -170,6 +171,16 @@ typedef struct {
  */
 #define NGX_HTTP_USAGE_RAW_BACKDATED  0x0001
 
+/*
+ * A record out of the log whose bytes wait for the ring's head: the head
+ * moves over dead records only.  Without usage_sync they are back-dated
+ * records that left by their time; with it, also records that left by
+ * createdAt order ahead of records stored before them (an event from
+ * another instance is linked where its createdAt puts it, section 4.6.3
+ * of docs/FLEET-DESIGN.md).
+ */
+#define NGX_HTTP_USAGE_RAW_DEAD       0x0002
+
 #define ngx_http_usage_raw_extra(backdated, id_len)                          \
     (((backdated) ? sizeof(ngx_rbtree_node_t) : 0)                           \
      + ((id_len) ? sizeof(ngx_http_usage_idx_t *) : 0))
@@ -283,6 +294,7 @@ struct ngx_http_usage_shctx_s {
 
     ngx_http_usage_traffic_t     traffic;
     ngx_http_usage_sync_shm_t    sync;
+    ngx_http_usage_fleet_t      *fleet;        /* with usage_sync only */
 };
 
 

@@ -21,6 +21,7 @@
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_redis.h"
+#include "ngx_http_usage_stream.h"
 #include "ngx_http_usage_sync.h"
 
 
@@ -36,6 +37,7 @@ typedef struct {
     ngx_http_usage_zone_t       *zone;
     ngx_http_usage_sync_shm_t   *shm;
     ngx_http_usage_redis_t       redis;
+    ngx_http_usage_stream_t      stream;
     ngx_event_t                  tick;
     ngx_atomic_uint_t            generation;   /* of this worker's cycle */
     ngx_uint_t                   owner;
@@ -46,6 +48,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_usage_sync_conf_t *sc);
+static ngx_int_t ngx_http_usage_sync_invalid(ngx_conf_t *cf,
+    ngx_str_t *value);
 static ngx_int_t ngx_http_usage_sync_address(ngx_conf_t *cf,
     ngx_http_usage_sync_conf_t *sc, ngx_str_t *value);
 static ngx_int_t ngx_http_usage_sync_time(ngx_conf_t *cf, ngx_str_t *value,
@@ -100,6 +104,8 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_set(&sc->stream, "usage:events");
     sc->name = cf->cycle->hostname;
     sc->interval = 1000;
+    sc->streaming.maxlen = 1000000;
+    sc->streaming.batch = 256;
     sc->redis.timeout = 2000;
     sc->redis.connect_timeout = 2000;
     sc->redis.resolver_timeout = 5000;
@@ -201,6 +207,27 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
         return v.len ? NGX_OK : NGX_ERROR;
     }
 
+    if (ngx_http_usage_sync_is("buffer=")) {
+        sc->buffer = ngx_parse_size(&v);
+        return (sc->buffer == (size_t) NGX_ERROR || sc->buffer == 0)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("maxlen=")) {
+        sc->streaming.maxlen = ngx_atoi(v.data, v.len);
+        return (sc->streaming.maxlen == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.maxlen == 0)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("batch=")) {
+        sc->streaming.batch = ngx_atoi(v.data, v.len);
+        return (sc->streaming.batch == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.batch == 0
+                || sc->streaming.batch > NGX_HTTP_USAGE_STREAM_BATCH_MAX)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
     if (ngx_http_usage_sync_is("interval=")) {
         return ngx_http_usage_sync_time(cf, value, 9, &sc->interval);
     }
@@ -240,6 +267,13 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
 
 #undef ngx_http_usage_sync_is
 
+    return ngx_http_usage_sync_invalid(cf, value);
+}
+
+
+static ngx_int_t
+ngx_http_usage_sync_invalid(ngx_conf_t *cf, ngx_str_t *value)
+{
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\" of usage_sync", value);
     return NGX_ERROR;
@@ -368,7 +402,26 @@ ngx_http_usage_sync_link(ngx_conf_t *cf, ngx_http_usage_sync_conf_t *sc)
         return NGX_ERROR;
     }
 
+    if (sc->buffer == 0) {
+        sc->buffer = zone->size / 4;
+
+    } else if (sc->buffer > zone->size / 2) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "usage_sync buffer=%uz in %V:%ui is more than half "
+                      "of zone \"%V\" (%uz bytes): the store would have "
+                      "no room", sc->buffer, &sc->file, sc->line,
+                      &sc->zone_name, zone->size);
+        return NGX_ERROR;
+    }
+
     zone->sync = sc;
+    zone->ship_max = sc->buffer;
+
+    sc->streaming.key = sc->stream;
+    sc->streaming.name = sc->name;
+
+    /* a blocked read answers within the reply timeout */
+    sc->streaming.block = ngx_max(sc->redis.timeout / 2, 1);
 
     return NGX_OK;
 }
@@ -521,6 +574,15 @@ ngx_http_usage_sync_init_worker(ngx_cycle_t *cycle)
         sync->redis.down = ngx_http_usage_sync_down;
         sync->redis.data = sync;
 
+        if (ngx_http_usage_stream_init(&sync->stream, &sc[i]->streaming,
+                                       zone, &sync->redis, &sc[i]->redis,
+                                       cycle->pool, cycle->log)
+            != NGX_OK)
+        {
+            ngx_http_usage_syncs->nelts--;
+            continue;
+        }
+
         sync->tick.handler = ngx_http_usage_sync_tick;
         sync->tick.data = sync;
         sync->tick.log = cycle->log;
@@ -572,6 +634,7 @@ ngx_http_usage_sync_tick(ngx_event_t *ev)
         sync->shm->beat = ngx_current_msec;
 
         ngx_http_usage_redis_start(&sync->redis);
+        ngx_http_usage_stream_start(&sync->stream);
 
         if (sync->redis.state == NGX_HTTP_USAGE_REDIS_READY
             && !sync->checking
@@ -634,6 +697,7 @@ ngx_http_usage_sync_release(ngx_http_usage_sync_t *sync)
 
     sync->owner = 0;
 
+    ngx_http_usage_stream_stop(&sync->stream);
     ngx_http_usage_redis_stop(&sync->redis);
 
     (void) ngx_atomic_cmp_set(&sync->shm->owner, ngx_pid, 0);
@@ -703,6 +767,8 @@ ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd)
 
     sync->checking = 0;
     ngx_http_usage_sync_check(sync);
+
+    ngx_http_usage_stream_up(&sync->stream);
 }
 
 
@@ -714,6 +780,7 @@ ngx_http_usage_sync_down(ngx_http_usage_redis_t *rd)
     sync = rd->data;
 
     sync->checking = 0;
+    ngx_http_usage_stream_down(&sync->stream);
 
     /* a release at exit or on a reload is not a failure */
     if (rd->stopped) {

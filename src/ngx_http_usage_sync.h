@@ -16,6 +16,7 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_redis.h"
+#include "ngx_http_usage_stream.h"
 
 
 /* the sync state of a zone, as /ready, /info and /metrics name it */
@@ -35,6 +36,10 @@ typedef struct {
     ngx_str_t                    stream;
     ngx_str_t                    name;         /* of this instance */
     ngx_msec_t                   interval;     /* of the liveness check */
+    size_t                       buffer;       /* the ship queue's bound,
+                                                  0: a quarter of the zone */
+    ngx_http_usage_stream_conf_t streaming;    /* stream= name= maxlen=
+                                                  batch= */
 
 #if (NGX_SSL)
     ngx_flag_t                   tls;

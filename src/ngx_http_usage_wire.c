@@ -170,6 +170,22 @@ ngx_http_usage_wire_set(u_char *record, uint64_t seq, int64_t created)
 }
 
 
+/* the length and the seq of a record this module wrote (a ship queue's) */
+
+size_t
+ngx_http_usage_wire_length(u_char *record)
+{
+    return ngx_http_usage_wire_get32(record);
+}
+
+
+uint64_t
+ngx_http_usage_wire_seq(u_char *record)
+{
+    return ngx_http_usage_wire_get64(record + 4);
+}
+
+
 void
 ngx_http_usage_wire_init(ngx_http_usage_wire_t *w, u_char *buf, size_t len,
     size_t metadata_max)

@@ -1,0 +1,296 @@
+
+/*
+ * The fleet's part of a zone: the ship queue and the origins' windows.
+ *
+ * The ship queue holds the wire records of the events this instance
+ * accepted and Redis has not acknowledged, in seq order, in a list of
+ * slab blocks: any worker appends (in the lock hold of its insert), the
+ * worker that holds the Redis connection copies batches out and drops
+ * them once Redis has them.  Its own bound (buffer=) keeps a Redis that
+ * stays down from taking the zone the store needs; past it, events are
+ * still stored here, only not shared, and counted.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_usage_fleet.h"
+#include "ngx_http_usage_wire.h"
+#include "ngx_http_usage_id.h"
+
+
+/* one [error] a minute at most about events that could not be queued */
+#define NGX_HTTP_USAGE_FLEET_WARN_INTERVAL  60000
+
+
+static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
+    ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
+
+
+ngx_http_usage_fleet_t *
+ngx_http_usage_fleet_create_locked(ngx_slab_pool_t *shpool, size_t queue_max)
+{
+    uint64_t                 origin;
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = ngx_slab_calloc_locked(shpool, sizeof(ngx_http_usage_fleet_t));
+    if (fleet == NULL) {
+        return NULL;
+    }
+
+    /* an incarnation of this zone's contents: never 0, which names none */
+    do {
+        if (ngx_http_usage_random_bytes(&origin, sizeof(uint64_t))
+            != NGX_OK)
+        {
+            origin = ngx_http_usage_random();
+        }
+    } while (origin == 0);
+
+    fleet->origin = origin;
+    fleet->queue_max = queue_max;
+    fleet->origins[0].id = origin;
+    fleet->self = 0;
+
+    return fleet;
+}
+
+
+ngx_int_t
+ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created)
+{
+    size_t                        len;
+    uint64_t                      seq;
+    ngx_http_usage_ship_block_t  *b;
+
+    len = ngx_http_usage_wire_size(rec);
+
+    if (len == 0 || fleet->queued_bytes + len > fleet->queue_max) {
+        goto drop;
+    }
+
+    b = fleet->tail;
+
+    if (b == NULL || b->size - b->used < len) {
+        b = ngx_http_usage_fleet_block_locked(shpool, fleet, len);
+        if (b == NULL) {
+            goto drop;
+        }
+    }
+
+    seq = ++fleet->seq;
+
+    (void) ngx_http_usage_wire_encode(b->data + b->used, rec, seq);
+    ngx_http_usage_wire_set(b->data + b->used, seq, created);
+
+    b->used += len;
+    fleet->queued_bytes += len;
+    fleet->queued++;
+
+    /* its own events come back from the stream: the window drops them */
+    ngx_http_usage_window_mark(&fleet->origins[fleet->self].window, seq);
+
+    rec->origin = fleet->origin;
+    rec->seq = seq;
+
+    return NGX_OK;
+
+drop:
+
+    fleet->dropped++;
+    rec->origin = 0;
+    rec->seq = 0;
+
+    return NGX_DECLINED;
+}
+
+
+/* 1: the caller logs the drop now; the check is under the lock */
+
+ngx_uint_t
+ngx_http_usage_fleet_drop_warn(ngx_http_usage_fleet_t *fleet, int64_t now)
+{
+    if (now - fleet->drop_warned < NGX_HTTP_USAGE_FLEET_WARN_INTERVAL) {
+        return 0;
+    }
+
+    fleet->drop_warned = now;
+
+    return 1;
+}
+
+
+static ngx_http_usage_ship_block_t *
+ngx_http_usage_fleet_block_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, size_t len)
+{
+    size_t                        size;
+    ngx_http_usage_ship_block_t  *b;
+
+    size = ngx_max(len, NGX_HTTP_USAGE_SHIP_BLOCK
+                        - offsetof(ngx_http_usage_ship_block_t, data));
+
+    b = ngx_slab_alloc_locked(shpool,
+                            offsetof(ngx_http_usage_ship_block_t, data) + size);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+
+    if (fleet->tail) {
+        fleet->tail->next = b;
+
+    } else {
+        fleet->head = b;
+        fleet->head_pos = 0;
+    }
+
+    fleet->tail = b;
+
+    return b;
+}
+
+
+void
+ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t after, ngx_uint_t max, u_char *buf, size_t len,
+    ngx_http_usage_ship_batch_t *batch)
+{
+    size_t                        pos, n;
+    uint64_t                      seq;
+    ngx_http_usage_ship_block_t  *b;
+
+    batch->data = buf;
+    batch->origin = fleet->origin;
+    batch->len = 0;
+    batch->count = 0;
+    batch->first_seq = 0;
+    batch->last_seq = 0;
+
+    pos = fleet->head_pos;
+
+    for (b = fleet->head; b; b = b->next, pos = 0) {
+
+        while (pos < b->used) {
+            n = ngx_http_usage_wire_length(b->data + pos);
+            seq = ngx_http_usage_wire_seq(b->data + pos);
+
+            if (seq > after) {
+                if (batch->count == max || batch->len + n > len) {
+                    return;
+                }
+
+                ngx_memcpy(buf + batch->len, b->data + pos, n);
+                batch->len += n;
+
+                if (batch->count++ == 0) {
+                    batch->first_seq = seq;
+                }
+
+                batch->last_seq = seq;
+            }
+
+            pos += n;
+        }
+    }
+}
+
+
+void
+ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, uint64_t seq)
+{
+    size_t                        n;
+    ngx_http_usage_ship_block_t  *b;
+
+    if (seq > fleet->acked_seq) {
+        fleet->acked_seq = seq;
+    }
+
+    while (fleet->head) {
+        b = fleet->head;
+
+        while (fleet->head_pos < b->used
+               && ngx_http_usage_wire_seq(b->data + fleet->head_pos) <= seq)
+        {
+            n = ngx_http_usage_wire_length(b->data + fleet->head_pos);
+            fleet->head_pos += n;
+            fleet->queued_bytes -= n;
+            fleet->queued--;
+            fleet->shipped++;
+        }
+
+        if (fleet->head_pos < b->used || b == fleet->tail) {
+            break;
+        }
+
+        /* a block left behind: the next one starts at its beginning */
+        fleet->head = b->next;
+        fleet->head_pos = 0;
+        ngx_slab_free_locked(shpool, b);
+    }
+
+    if (fleet->head && fleet->head == fleet->tail
+        && fleet->head_pos == fleet->head->used)
+    {
+        /* the queue is empty: the last block starts over */
+        fleet->head->used = 0;
+        fleet->head_pos = 0;
+    }
+}
+
+
+ngx_http_usage_window_t *
+ngx_http_usage_fleet_window_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t origin, int64_t now)
+{
+    ngx_uint_t                i, oldest;
+    ngx_http_usage_origin_t  *o;
+
+    if (origin == 0) {
+        return NULL;
+    }
+
+    oldest = NGX_HTTP_USAGE_ORIGINS;
+
+    for (i = 0; i < NGX_HTTP_USAGE_ORIGINS; i++) {
+        o = &fleet->origins[i];
+
+        if (o->id == origin) {
+            o->seen = now;
+            return &o->window;
+        }
+
+        if (i == fleet->self) {
+            continue;
+        }
+
+        if (oldest == NGX_HTTP_USAGE_ORIGINS
+            || o->id == 0
+            || (fleet->origins[oldest].id != 0
+                && o->seen < fleet->origins[oldest].seen))
+        {
+            oldest = i;
+        }
+    }
+
+    /*
+     * A new origin takes a free slot, or the one seen least recently: an
+     * incarnation that has not shipped for that long is gone (its events
+     * can only come again after a flush, and then the window of a slot
+     * given up lets them in once more; 64 slots make that rare).
+     */
+    o = &fleet->origins[oldest];
+
+    ngx_memzero(o, sizeof(ngx_http_usage_origin_t));
+    o->id = origin;
+    o->seen = now;
+
+    return &o->window;
+}

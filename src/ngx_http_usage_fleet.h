@@ -1,0 +1,119 @@
+
+/*
+ * The fleet's part of a zone (docs/FLEET-DESIGN.md, section 4.3): this
+ * zone's origin and the sequence of its events, the ship queue of the
+ * events that Redis does not have yet, how far the stream has been
+ * applied, and the dedup windows of the origins applied.  It lives in the
+ * zone's slab, so that a worker that dies, a reload or another worker
+ * taking over the Redis connection lose nothing of it; every function
+ * here is called with the zone's lock held.  No Redis, no HTTP.
+ */
+
+
+#ifndef _NGX_HTTP_USAGE_FLEET_H_INCLUDED_
+#define _NGX_HTTP_USAGE_FLEET_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_usage_store.h"
+#include "ngx_http_usage_window.h"
+
+
+/* origins a zone tells apart; the least recently seen slot is reused */
+#define NGX_HTTP_USAGE_ORIGINS       64
+
+/* the ship queue grows by blocks of this many bytes (or one record) */
+#define NGX_HTTP_USAGE_SHIP_BLOCK    65536
+
+
+typedef struct {
+    uint64_t                     id;           /* 0: a free slot */
+    int64_t                      seen;         /* ms, its last apply */
+    ngx_http_usage_window_t      window;
+} ngx_http_usage_origin_t;
+
+
+typedef struct ngx_http_usage_ship_block_s  ngx_http_usage_ship_block_t;
+
+struct ngx_http_usage_ship_block_s {
+    ngx_http_usage_ship_block_t *next;
+    size_t                       size;         /* of data */
+    size_t                       used;
+    u_char                       data[1];      /* wire records */
+};
+
+
+typedef struct {
+    uint64_t                     origin;       /* this zone's */
+    uint64_t                     seq;          /* its last one given */
+    ngx_uint_t                   self;         /* its slot in origins */
+
+    /* the ship queue: oldest first; head_pos is the first record Redis
+     * has not acknowledged, in head */
+    ngx_http_usage_ship_block_t *head;
+    ngx_http_usage_ship_block_t *tail;
+    size_t                       head_pos;
+    size_t                       queued_bytes; /* of records */
+    size_t                       queue_max;    /* buffer= */
+    uint64_t                     queued;       /* events */
+    uint64_t                     acked_seq;    /* in Redis up to this */
+
+    /* the stream's last entry applied: <ms>-<seq>; 0-0 with read_tail:
+     * the zone came with events (a state file, a resize), so the reader
+     * starts at the stream's end rather than apply them twice */
+    uint64_t                     read_ms;
+    uint64_t                     read_seq;
+    ngx_uint_t                   read_tail;
+
+    /* counters for /metrics */
+    uint64_t                     shipped;
+    uint64_t                     applied;
+    uint64_t                     duplicates;   /* dropped by a window */
+    uint64_t                     dropped;      /* no room in the queue */
+    uint64_t                     refused;      /* records not applied */
+    uint64_t                     foreign;      /* entries not ours */
+    uint64_t                     lost;         /* seqs never applied */
+    int64_t                      drop_warned;  /* ms, of the last [error] */
+
+    ngx_http_usage_origin_t      origins[NGX_HTTP_USAGE_ORIGINS];
+} ngx_http_usage_fleet_t;
+
+
+ngx_http_usage_fleet_t *ngx_http_usage_fleet_create_locked(
+    ngx_slab_pool_t *shpool, size_t queue_max);
+
+/*
+ * Appends the stored event rec, received at created, to the ship queue
+ * and gives it the origin's next seq (rec->origin, rec->seq).  No room in
+ * the queue or in the zone: the event stays stored here, is not shipped,
+ * and is counted as dropped (rec->seq = 0); NGX_DECLINED then, and the
+ * caller logs (ngx_http_usage_fleet_drop_warn()).
+ */
+ngx_int_t ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created);
+ngx_uint_t ngx_http_usage_fleet_drop_warn(ngx_http_usage_fleet_t *fleet,
+    int64_t now);
+
+/*
+ * Copies the queued records after seq "after" into buf (len bytes), at
+ * most max events, and fills batch; batch->count 0: nothing to send.  The
+ * sent position is the caller's, never kept here: another worker may
+ * take over and resend from what Redis acknowledged.
+ */
+void ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t after, ngx_uint_t max, u_char *buf, size_t len,
+    ngx_http_usage_ship_batch_t *batch);
+
+/* Redis holds the records up to seq: they leave the queue */
+void ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, uint64_t seq);
+
+/* the window of origin, a new slot if it has none (NULL: origin 0) */
+ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
+    ngx_http_usage_fleet_t *fleet, uint64_t origin, int64_t now);
+
+
+#endif /* _NGX_HTTP_USAGE_FLEET_H_INCLUDED_ */
