@@ -27,6 +27,7 @@
 #include "ngx_http_usage_drain.h"
 #include "ngx_http_usage_scope.h"
 #include "ngx_http_usage_sync.h"
+#include "ngx_http_usage_position.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -169,6 +170,24 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    /* a read after a write through another instance waits for it */
+    if (rt.route >= NGX_HTTP_USAGE_ROUTE_INFO) {
+        rc = ngx_http_usage_position_wait(r, ngx_http_usage_zone_of(r),
+                                          ngx_http_usage_api_handler);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_usage_position_invalid(r);
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DONE) {
+            return NGX_DONE;
+        }
     }
 
     switch (rt.route) {
@@ -428,6 +447,8 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     rec.evicted = 0;
     rec.entity_hash = 0;
     rec.type_hash = 0;
+    rec.origin = 0;
+    rec.seq = 0;
 
     rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
 
@@ -450,10 +471,11 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_usage_reply_begin(r, &out, 1,
+    if (ngx_http_usage_position_answer(r, &rec) != NGX_OK
+        || ngx_http_usage_reply_begin(r, &out, 1,
                              384 + rec.entity.len + rec.type.len
                              + rec.id.len + rec.metadata.len)
-        != NGX_OK)
+           != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;

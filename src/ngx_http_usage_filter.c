@@ -129,10 +129,14 @@ ngx_http_usage_filter_init(ngx_conf_t *cf)
  * parent's when the trace header's name and the CORS origin are the same.
  */
 
+#define NGX_HTTP_USAGE_EXPOSE_POSITION                                       \
+    ", x-usage-position, x-usage-position-reached"
+
 ngx_int_t
 ngx_http_usage_headers_init(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
     ngx_http_usage_loc_conf_t *prev)
 {
+    ngx_str_t      expose;
     ngx_keyval_t  *kv;
 
     if (prev->headers
@@ -184,8 +188,22 @@ ngx_http_usage_headers_init(ngx_conf_t *cf, ngx_http_usage_loc_conf_t *conf,
         return NGX_ERROR;
     }
 
+    /* what a page's script may read: the trace id, and the fleet's
+     * read-your-writes positions (ngx_http_usage_position.c) */
+    expose.len = conf->trace_header_lc.len
+                 + sizeof(NGX_HTTP_USAGE_EXPOSE_POSITION) - 1;
+    expose.data = ngx_pnalloc(cf->pool, expose.len);
+    if (expose.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(expose.data, conf->trace_header_lc.data,
+                          conf->trace_header_lc.len),
+               NGX_HTTP_USAGE_EXPOSE_POSITION,
+               sizeof(NGX_HTTP_USAGE_EXPOSE_POSITION) - 1);
+
     if (ngx_http_usage_template_add(conf->headers, &ngx_http_usage_aceh,
-                                    &conf->trace_header_lc)
+                                    &expose)
         != NGX_OK)
     {
         return NGX_ERROR;

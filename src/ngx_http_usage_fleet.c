@@ -246,6 +246,24 @@ ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,
 }
 
 
+/* the window of origin, NULL: none was ever applied here */
+
+ngx_http_usage_window_t *
+ngx_http_usage_fleet_find_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t origin)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; origin && i < NGX_HTTP_USAGE_ORIGINS; i++) {
+        if (fleet->origins[i].id == origin) {
+            return &fleet->origins[i].window;
+        }
+    }
+
+    return NULL;
+}
+
+
 ngx_http_usage_window_t *
 ngx_http_usage_fleet_window_locked(ngx_http_usage_fleet_t *fleet,
     uint64_t origin, int64_t now)

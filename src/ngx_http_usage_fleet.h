@@ -111,6 +111,9 @@ void ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
 void ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,
     ngx_http_usage_fleet_t *fleet, uint64_t seq);
 
+ngx_http_usage_window_t *ngx_http_usage_fleet_find_locked(
+    ngx_http_usage_fleet_t *fleet, uint64_t origin);
+
 /* the window of origin, a new slot if it has none (NULL: origin 0) */
 ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t origin, int64_t now);

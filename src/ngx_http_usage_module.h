@@ -131,6 +131,9 @@ typedef struct {
      * with another file looks again) */
     ngx_http_usage_keys_t       *api_keys_seen;
     ngx_http_usage_key_t        *api_key;
+
+    /* the X-Usage-Position a read waited for (ngx_http_usage_position.c) */
+    void                        *position;
 } ngx_http_usage_ctx_t;
 
 

@@ -1072,6 +1072,42 @@ ngx_http_usage_store_ship_ack(ngx_http_usage_zone_t *zone, uint64_t seq)
 
 
 /*
+ * Whether the zone holds event seq of origin: its own from their insert,
+ * another's once applied (or older than its window: applied or lost,
+ * nothing to wait for).
+ */
+
+ngx_uint_t
+ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone, uint64_t origin,
+    uint64_t seq)
+{
+    ngx_uint_t                reached;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_window_t  *w;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return 1;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (origin == fleet->origin) {
+        reached = (seq <= fleet->seq);
+
+    } else {
+        w = ngx_http_usage_fleet_find_locked(fleet, origin);
+        reached = (w && ngx_http_usage_window_seen(w, seq));
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return reached;
+}
+
+
+/*
  * The events of one stream entry of another instance, in one lock hold
  * with the window of their origin (a copy that came already, through a
  * retry or a handover, is dropped by it) and the read position, which

@@ -258,6 +258,8 @@ ngx_uint_t ngx_http_usage_store_ship_pending(ngx_http_usage_zone_t *zone,
     uint64_t after);
 void ngx_http_usage_store_ship_ack(ngx_http_usage_zone_t *zone,
     uint64_t seq);
+ngx_uint_t ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone,
+    uint64_t origin, uint64_t seq);
 ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now);
 void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
