@@ -312,3 +312,46 @@ ngx_http_usage_fleet_window_locked(ngx_http_usage_fleet_t *fleet,
 
     return &o->window;
 }
+
+
+/*
+ * A zone filled from a state file or a resized zone's copy goes on as
+ * this fleet's origin, a new one: the saved origin's events are all here
+ * up to its last seq, and the other origins' windows and the read
+ * position are as they were saved.  saved: n slots, not aligned.
+ */
+
+void
+ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
+    u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
+    uint64_t read_ms, uint64_t read_seq, int64_t now)
+{
+    uint64_t                  own;
+    ngx_http_usage_window_t  *w;
+
+    own = fleet->origin;
+
+    ngx_memzero(fleet->origins, sizeof(fleet->origins));
+    ngx_memcpy(fleet->origins, saved, n * sizeof(ngx_http_usage_origin_t));
+
+    /* no slot is this zone's while the slots are sorted out */
+    fleet->self = NGX_HTTP_USAGE_ORIGINS;
+
+    w = ngx_http_usage_fleet_window_locked(fleet, origin, now);
+
+    if (w && seq) {
+        w->hwm = seq;
+        w->holes = 0;
+        ngx_memset(w->bits, 0xff, sizeof(w->bits));
+    }
+
+    w = ngx_http_usage_fleet_window_locked(fleet, own, now);
+
+    fleet->self = (ngx_http_usage_origin_t *)
+                  ((u_char *) w - offsetof(ngx_http_usage_origin_t, window))
+                  - fleet->origins;
+
+    fleet->read_ms = read_ms;
+    fleet->read_seq = read_seq;
+    fleet->read_tail = 0;
+}

@@ -118,5 +118,9 @@ ngx_http_usage_window_t *ngx_http_usage_fleet_find_locked(
 ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t origin, int64_t now);
 
+void ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
+    u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
+    uint64_t read_ms, uint64_t read_seq, int64_t now);
+
 
 #endif /* _NGX_HTTP_USAGE_FLEET_H_INCLUDED_ */

@@ -36,9 +36,12 @@
 /*
  * 2: client ids are saved with their entity and id (1 had a hash only);
  * a file of version 1 is still read, and its ids that no longer had their
- * event in the log are left out
+ * event in the log are left out.
+ * 3: the fleet's part of the zone follows the ids (usage_sync: the
+ * origin, its seq, the read position and the origins' windows); files of
+ * versions 1 and 2 have none.
  */
-#define NGX_HTTP_USAGE_STATE_VERSION  2
+#define NGX_HTTP_USAGE_STATE_VERSION  3
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
 #define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
 
@@ -113,6 +116,10 @@ static void ngx_http_usage_state_dump_raw(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_shctx_t *sh);
 static void ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh);
+static ngx_int_t ngx_http_usage_state_walk_fleet(
+    ngx_http_usage_state_ctx_t *ctx);
 static void ngx_http_usage_state_dump_header(ngx_http_usage_wbuf_t *w,
     int64_t now);
 static uint32_t ngx_http_usage_state_count(ngx_queue_t *queue);
@@ -586,6 +593,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     ngx_http_usage_state_dump_entities(&w, sh);
     ngx_http_usage_state_dump_raw(&w, sh);
     ngx_http_usage_state_dump_ids(&w, sh);
+    ngx_http_usage_state_dump_fleet(&w, sh);
 
     h = (ngx_http_usage_state_header_t *) w.start;
 
@@ -869,6 +877,115 @@ ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
  * the whole payload and needs nothing of the store.
  */
 
+/*
+ * usage_sync: the origin of the zone's events and its last seq, how far
+ * the stream was read, and the windows of the origins applied.  The
+ * queue is not saved: what Redis had not confirmed at the save is stored
+ * here but not shared (docs/FLEET.md).
+ */
+
+static void
+ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
+    ngx_http_usage_shctx_t *sh)
+{
+    uint32_t                 present, n;
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = sh->fleet;
+    present = (fleet != NULL);
+    ngx_http_usage_wval(w, present);
+
+    if (fleet == NULL) {
+        return;
+    }
+
+    n = NGX_HTTP_USAGE_ORIGINS;
+
+    ngx_http_usage_wval(w, fleet->origin);
+    ngx_http_usage_wval(w, fleet->seq);
+    ngx_http_usage_wval(w, fleet->read_ms);
+    ngx_http_usage_wval(w, fleet->read_seq);
+    ngx_http_usage_wval(w, n);
+    ngx_http_usage_wput(w, fleet->origins, sizeof(fleet->origins));
+}
+
+
+/*
+ * The zone goes on as a new origin (its contents may lack events that the
+ * saved one took after the save, and shipped): the saved origin becomes
+ * one like the others, with every seq up to the saved one held, so that
+ * what the stream brings of it later is applied once, and the reader
+ * resumes where the save left it.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
+{
+    u_char                   *origins;
+    uint32_t                  present, n;
+    uint64_t                  origin, seq, read_ms, read_seq;
+    ngx_http_usage_zone_t    *zone;
+    ngx_http_usage_rbuf_t    *r;
+    ngx_http_usage_fleet_t   *fleet;
+
+    r = ctx->r;
+    zone = ctx->zone;
+
+    if (r->version < 3) {
+        return NGX_OK;
+    }
+
+    ngx_http_usage_rval(r, present);
+
+    if (r->failed || present > 1) {
+        return NGX_ERROR;
+    }
+
+    if (!present) {
+        return NGX_OK;
+    }
+
+    ngx_http_usage_rval(r, origin);
+    ngx_http_usage_rval(r, seq);
+    ngx_http_usage_rval(r, read_ms);
+    ngx_http_usage_rval(r, read_seq);
+    ngx_http_usage_rval(r, n);
+
+    if (r->failed || n > NGX_HTTP_USAGE_ORIGINS) {
+        return NGX_ERROR;
+    }
+
+    origins = ngx_http_usage_rskip(r, n * sizeof(ngx_http_usage_origin_t));
+
+    if (origins == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* a zone without usage_sync now: nothing to go on with */
+    if (!ctx->apply || zone->sync == NULL) {
+        return NGX_OK;
+    }
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        fleet = ngx_http_usage_fleet_create_locked(zone->shpool,
+                                                   zone->ship_max);
+        if (fleet == NULL) {
+            return NGX_OK;          /* fleet_init() reports it */
+        }
+
+        zone->sh->fleet = fleet;
+    }
+
+    ngx_http_usage_fleet_restore_locked(fleet, origins, n, origin, seq,
+                                        read_ms, read_seq,
+                                        ngx_http_usage_now());
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_usage_state_dump_header(ngx_http_usage_wbuf_t *w, int64_t now)
 {
@@ -980,10 +1097,10 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
         return NGX_DECLINED;
     }
 
-    if (h->version != NGX_HTTP_USAGE_STATE_VERSION && h->version != 1) {
+    if (h->version > NGX_HTTP_USAGE_STATE_VERSION || h->version == 0) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage zone \"%V\": \"%s\" has format version %uD, "
-                      "this module reads versions 1 and %d; ignored: the "
+                      "this module reads versions 1 to %d; ignored: the "
                       "store starts empty", &zone->name, from, h->version,
                       NGX_HTTP_USAGE_STATE_VERSION);
         return NGX_DECLINED;
@@ -1088,6 +1205,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
         || ngx_http_usage_state_walk_ids(zone, r, apply, ctx.raws, ctx.nraw,
                                          ctx.first)
            != NGX_OK
+        || ngx_http_usage_state_walk_fleet(&ctx) != NGX_OK
         || r->pos != r->end)
     {
         rc = NGX_ERROR;

@@ -168,6 +168,15 @@ ngx_http_usage_stream_stop(ngx_http_usage_stream_t *st)
 }
 
 
+/* a stopping worker: its ticks ship, the stream's own timer is gone */
+
+void
+ngx_http_usage_stream_flush(ngx_http_usage_stream_t *st)
+{
+    ngx_http_usage_stream_send(st);
+}
+
+
 void
 ngx_http_usage_stream_up(ngx_http_usage_stream_t *st)
 {

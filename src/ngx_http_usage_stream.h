@@ -72,6 +72,7 @@ void ngx_http_usage_stream_stop(ngx_http_usage_stream_t *st);
 /* the command connection came up (resend what Redis did not confirm),
  * or was lost */
 void ngx_http_usage_stream_up(ngx_http_usage_stream_t *st);
+void ngx_http_usage_stream_flush(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_down(ngx_http_usage_stream_t *st);
 
 

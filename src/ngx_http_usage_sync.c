@@ -30,6 +30,10 @@
 
 #define NGX_HTTP_USAGE_SYNC_TICK       250
 
+/* how long a stopping instance ships its queue, and how often it looks */
+#define NGX_HTTP_USAGE_SYNC_DRAIN      5000
+#define NGX_HTTP_USAGE_SYNC_DRAIN_TICK 5
+
 
 /* what one worker keeps of one zone's sync */
 typedef struct {
@@ -43,6 +47,7 @@ typedef struct {
     ngx_uint_t                   owner;
     ngx_msec_t                   checked;      /* the last PING sent */
     ngx_uint_t                   checking;
+    ngx_msec_t                   drain_until;  /* stopping: the deadline */
 } ngx_http_usage_sync_t;
 
 
@@ -63,6 +68,7 @@ static ngx_int_t ngx_http_usage_sync_tls(ngx_conf_t *cf,
     ngx_http_usage_sync_conf_t *sc);
 #endif
 static void ngx_http_usage_sync_tick(ngx_event_t *ev);
+static ngx_uint_t ngx_http_usage_sync_drain(ngx_http_usage_sync_t *sync);
 static ngx_uint_t ngx_http_usage_sync_claim(ngx_http_usage_sync_t *sync);
 static void ngx_http_usage_sync_release(ngx_http_usage_sync_t *sync);
 static void ngx_http_usage_sync_check(ngx_http_usage_sync_t *sync);
@@ -622,6 +628,14 @@ ngx_http_usage_sync_tick(ngx_event_t *ev)
     sync = ev->data;
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
+        if (ngx_http_usage_sync_drain(sync)) {
+            /* the worker stays until the queue is in Redis */
+            ev->cancelable = 0;
+            ngx_add_timer(ev, NGX_HTTP_USAGE_SYNC_DRAIN_TICK);
+            return;
+        }
+
+        ev->cancelable = 1;
         ngx_http_usage_sync_release(sync);
         return;
     }
@@ -644,7 +658,53 @@ ngx_http_usage_sync_tick(ngx_event_t *ev)
         }
     }
 
+    /* a holder with a queue is not let exit before its next tick, which
+     * ships the queue (sync_drain()) */
+    ev->cancelable = !(sync->owner
+                       && ngx_http_usage_store_ship_pending(sync->zone, 0));
+
     ngx_add_timer(ev, NGX_HTTP_USAGE_SYNC_TICK);
+}
+
+
+/*
+ * A graceful stop (QUIT): the holder ships what is queued before it lets
+ * go, while Redis works and for DRAIN ms at most, so that an instance
+ * taken out of the fleet leaves its events in it.  Not on a reload: a
+ * worker of the new cycle takes the queue over, it is in the zone.
+ */
+
+static ngx_uint_t
+ngx_http_usage_sync_drain(ngx_http_usage_sync_t *sync)
+{
+    if (!sync->owner || ngx_terminate
+        || sync->shm->generation != sync->generation
+        || sync->redis.state != NGX_HTTP_USAGE_REDIS_READY)
+    {
+        return 0;
+    }
+
+    if (sync->drain_until == 0) {
+        sync->drain_until = ngx_current_msec + NGX_HTTP_USAGE_SYNC_DRAIN;
+    }
+
+    sync->shm->beat = ngx_current_msec;
+
+    if (!ngx_http_usage_store_ship_pending(sync->zone, 0)) {
+        return 0;
+    }
+
+    if ((ngx_msec_int_t) (sync->drain_until - ngx_current_msec) <= 0) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "usage sync: zone \"%V\" exits with events Redis "
+                      "did not take in %d ms: they stay in this instance",
+                      &sync->conf->zone_name, NGX_HTTP_USAGE_SYNC_DRAIN);
+        return 0;
+    }
+
+    ngx_http_usage_stream_flush(&sync->stream);
+
+    return 1;
 }
 
 

@@ -1,8 +1,8 @@
 package Test::UsageState;
 
 # Reads and rewrites the module's state file (src/ngx_http_usage_state.c,
-# format version 2) for the tests that craft one: where each record
-# starts, and a version 1 file made from a version 2 one.  Little-endian
+# format version 3) for the tests that craft one: where each record
+# starts, and a version 1 file made from a version 3 one.  Little-endian
 # machines only, as the tests run.
 
 use strict;
@@ -12,6 +12,9 @@ our $HEADER = 64;    # magic, version, order, length, crc, generation,
                      # dataset, saved_at, start_time, last_created
 
 my $COUNTERS = 8 * 8 + 128 * 16;
+
+# a fleet's origin slot: id, seen, its window (hwm, holes, lost, 1024 bits)
+my $ORIGIN = 8 + 8 + 3 * 8 + 1024 / 8;
 
 # the IEEE CRC32 that nginx's ngx_crc32_long() computes
 sub crc32 {
@@ -101,14 +104,24 @@ sub parse {
 		push @{ $s{ids} }, \%i;
 	}
 
-	die "state file: " . (length($bytes) - $at) . " bytes after the ids\n"
+	# version 3: the fleet's part (usage_sync), or a 0
+	$s{fleet_at} = $at;
+	if (version($bytes) >= 3 && $take->('V', 4)) {
+		my ($origin, $seq, $read_ms, $read_seq, $n)
+			= $take->('Q< Q< Q< Q< V', 36);
+		$s{fleet} = { origin => $origin, seq => $seq, read_ms => $read_ms,
+			read_seq => $read_seq, origins => $n };
+		$at += $n * $ORIGIN;
+	}
+
+	die "state file: " . (length($bytes) - $at) . " bytes after the fleet\n"
 		unless $at == length $bytes;
 
 	return \%s;
 }
 
 # the same store as a version 1 file: its client ids hold a hash (of no
-# use to a newer module) instead of their entity and id
+# use to a newer module) instead of their entity and id, and no fleet
 sub to_v1 {
 	my ($bytes) = @_;
 	my $s = parse($bytes);
