@@ -256,6 +256,27 @@ like($b->read_file('error.log'), qr/\[warn\].*usage sync: stream "usage:events" 
 	'a [warn] names the entry');
 is($b->post_event('after', 'x')->status, 201, 'b still takes events');
 
+###############################################################################
+# Redis restarted empty (no persistence): the instances reconnect, the
+# stream starts again from new ids after their positions, they go on
+# agreeing on what comes next
+
+$redis->restart();
+for my $t (@ts) {
+	ok(wait_until(sub {
+		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+	}, 10), 'sync ok again after redis restarted empty');
+}
+my $n201 = 0;
+for my $i (0 .. 89) {
+	$n201++ if post($ts[$i % 3], 'after-restart', 'unit', 1)->status == 201;
+}
+ok(wait_until(sub {
+	!grep { ($_->get('/v1/usage/after-restart')->json->{data}{totalEvents} // 0)
+		!= $n201 } @ts
+}, 10), "the $n201 events after the restart count everywhere");
+ok(converged(\@ts, @entities, 'after-restart'), 'and the instances agree');
+
 $_->finish() for @ts;
 
 ###############################################################################
