@@ -173,9 +173,22 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
     batch->first_seq = 0;
     batch->last_seq = 0;
 
-    pos = fleet->head_pos;
+    /*
+     * The hint holds while the record it follows is not acknowledged: its
+     * block is still in the queue (blocks go only once all theirs are).
+     */
+    if (fleet->hint && after == fleet->hint_seq
+        && fleet->hint_seq > fleet->acked_seq)
+    {
+        b = fleet->hint;
+        pos = fleet->hint_pos;
 
-    for (b = fleet->head; b; b = b->next, pos = 0) {
+    } else {
+        b = fleet->head;
+        pos = fleet->head_pos;
+    }
+
+    for ( /* void */ ; b; b = b->next, pos = 0) {
 
         while (pos < b->used) {
             n = ngx_http_usage_wire_length(b->data + pos);
@@ -194,6 +207,10 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
                 }
 
                 batch->last_seq = seq;
+
+                fleet->hint = b;
+                fleet->hint_pos = pos + n;
+                fleet->hint_seq = seq;
             }
 
             pos += n;

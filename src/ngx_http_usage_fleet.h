@@ -60,6 +60,12 @@ typedef struct {
     uint64_t                     queued;       /* events */
     uint64_t                     acked_seq;    /* in Redis up to this */
 
+    /* where the last take stopped: the record after seq hint_seq, so
+     * that a deep queue is not walked from its head for every batch */
+    ngx_http_usage_ship_block_t *hint;
+    size_t                       hint_pos;
+    uint64_t                     hint_seq;
+
     /* the stream's last entry applied: <ms>-<seq>; 0-0 with read_tail:
      * the zone came with events (a state file, a resize), so the reader
      * starts at the stream's end rather than apply them twice */
