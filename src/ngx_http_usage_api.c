@@ -28,6 +28,7 @@
 #include "ngx_http_usage_scope.h"
 #include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_position.h"
+#include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -1494,8 +1495,10 @@ static void
 ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
     ngx_http_usage_zone_t *zone)
 {
-    const char                    *name;
-    ngx_http_usage_sync_status_t   st;
+    u_char                          hex[NGX_HTTP_USAGE_ORIGIN_HEX];
+    const char                     *name;
+    ngx_http_usage_sync_status_t    st;
+    ngx_http_usage_fleet_status_t   fs;
 
     if (ngx_http_usage_sync_status(zone, &st) != NGX_OK) {
         return;
@@ -1526,6 +1529,24 @@ ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
     ngx_http_usage_out_pair(out, ",\"roundTripMs\":", (uint64_t) st.rtt);
     ngx_http_usage_out_pair(out, ",\"connects\":", st.connects);
     ngx_http_usage_out_pair(out, ",\"failures\":", st.failures);
+
+    /* the zone's place in the fleet: its origin, its last event, how far
+     * it has read the stream, what Redis does not have yet */
+    if (ngx_http_usage_store_fleet_status(zone, &fs) == NGX_OK) {
+        ngx_http_usage_out_lit(out, ",\"origin\":\"");
+        ngx_http_usage_out_raw(out, hex,
+                               ngx_http_usage_origin_hex(hex, fs.origin)
+                               - hex);
+        ngx_http_usage_out_lit(out, "\"");
+        ngx_http_usage_out_pair(out, ",\"lastSeq\":", fs.seq);
+        ngx_http_usage_out_lit(out, ",\"readPosition\":\"");
+        ngx_http_usage_out_uint(out, fs.read_ms);
+        ngx_http_usage_out_lit(out, "-");
+        ngx_http_usage_out_uint(out, fs.read_seq);
+        ngx_http_usage_out_lit(out, "\"");
+        ngx_http_usage_out_pair(out, ",\"queued\":", fs.queued);
+    }
+
     ngx_http_usage_out_lit(out, "}");
 }
 

@@ -80,6 +80,12 @@ cmp_ok($s2, '>', $s1, 'and a later seq');
 like($r->header('Access-Control-Expose-Headers') // '', qr/x-usage-position/,
 	'CORS exposes it to scripts');
 
+my $info = ($ts[0]->get('/info')->json // {})->{sync} // {};
+is($info->{origin}, $o1, '/info names the same origin');
+cmp_ok($info->{lastSeq}, '>=', $s2, '/info: its last seq');
+like($info->{readPosition} // '', qr/^\d+-\d+$/, '/info: its read position');
+ok(defined $info->{queued}, '/info: what waits for Redis');
+
 $r = $ts[0]->get('/v1/usage/first', headers => ['X-Usage-Position' => $pos]);
 is($r->header('X-Usage-Position-Reached'), 'true',
 	'its own instance has it at once');
