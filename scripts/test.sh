@@ -18,8 +18,9 @@ cd "$root"
 # the sync tests start their own redis-server (t/lib/Test/UsageRedis.pm),
 # redis-cli (redis-tools, a dependency) and openssl for its TLS; the
 # package tests build the Debian package (scripts/package: dpkg-dev) and
-# check it with lintian: all required, as the tests need them
-"$root/scripts/deps.sh" prometheus redis-server redis-tools openssl \
+# check it with lintian; gdb stops a worker in the middle of an insert
+# (t/torn_change.t): all required, as the tests need them
+"$root/scripts/deps.sh" prometheus redis-server redis-tools openssl gdb \
     dpkg-dev lintian
 "$root/scripts/build.sh"
 # the same with 4-bit client id hashes: t/client_id_collisions.t

@@ -131,6 +131,12 @@ static ngx_http_usage_metric_t  ngx_http_usage_metrics_store[] = {
       offsetof(ngx_http_usage_stats_t, entity_limited),
       NGX_HTTP_USAGE_METRIC_UINT64 },
 
+    { "usage_store_torn_total", "counter",
+      "Changes of the store left half made by a process that died "
+      "holding the zone lock.",
+      offsetof(ngx_http_usage_stats_t, torn),
+      NGX_HTTP_USAGE_METRIC_UINT64 },
+
     { "usage_entities", "gauge",
       "Entities with events in the window.",
       offsetof(ngx_http_usage_stats_t, entities),

@@ -94,7 +94,7 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     q->total = 0;
     sh = zone->sh;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     ngx_http_usage_expire_locked(zone, now);
 
@@ -165,7 +165,7 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
                     if (rec == NULL
                         || ngx_http_usage_copy_raw(pool, rec, e) != NGX_OK)
                     {
-                        ngx_shmtx_unlock(&zone->shpool->mutex);
+                        ngx_http_usage_store_unlock(zone);
                         return NGX_ERROR;
                     }
 
@@ -194,7 +194,7 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
 done:
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
 }
@@ -338,13 +338,13 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
 done:
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
 
 failed:
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_ERROR;
 }
@@ -383,13 +383,13 @@ ngx_http_usage_store_history(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
                                             q->interval, now)
                 != NGX_OK)
             {
-                ngx_shmtx_unlock(&zone->shpool->mutex);
+                ngx_http_usage_store_unlock(zone);
                 return NGX_ERROR;
             }
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     /* outside the lock: order the pieces and add up equal points */
 
@@ -457,7 +457,7 @@ ngx_http_usage_range_begin(ngx_http_usage_zone_t *zone,
     q->value = 0;
     q->resolution = NGX_HTTP_USAGE_EXACT;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     ngx_http_usage_expire_locked(zone, now);
 
@@ -859,7 +859,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     shpool = zone->shpool;
     sh = zone->sh;
 
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     ngx_http_usage_expire_locked(zone, now);
     ngx_http_usage_store_expire_types_locked(zone, now);
@@ -895,6 +895,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     st->ids_evicted = sh->ids_evicted;
     st->dropped = sh->dropped;
     st->entity_limited = sh->entity_limited;
+    st->torn = sh->torn;
     st->raw_bytes = sh->ring_end - sh->ring;
     /* the bytes between head and tail: back-dated events that already
      * left by their time still occupy theirs until the head passes */
@@ -932,7 +933,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
                                             type->len)
                    != NGX_OK)
             {
-                ngx_shmtx_unlock(&shpool->mutex);
+                ngx_http_usage_store_unlock(zone);
                 return NGX_ERROR;
             }
 
@@ -942,7 +943,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
 }

@@ -76,6 +76,7 @@ typedef struct {
     uint64_t                     ids_evicted;
     uint64_t                     dropped;
     uint64_t                     entity_limited;
+    uint64_t                     torn;
     size_t                       raw_bytes;
     size_t                       raw_bytes_used;
     size_t                       bytes_used;

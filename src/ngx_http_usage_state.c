@@ -582,7 +582,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     w.pos = w.start + sizeof(ngx_http_usage_state_header_t);
     w.failed = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     ngx_gettimeofday(&t0);
 
@@ -604,7 +604,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
 
     ngx_gettimeofday(&t1);
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     if (locked) {
         *locked = ngx_http_usage_elapsed(&t0, &t1);
@@ -1133,7 +1133,7 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
 
     sh = zone->sh;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     r.pos = data + sizeof(ngx_http_usage_state_header_t);
     r.failed = 0;
@@ -1156,7 +1156,7 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
         sh->saved_at = h->saved_at;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     if (r.skipped) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
@@ -1695,7 +1695,8 @@ ngx_http_usage_state_walk_ids(ngx_http_usage_zone_t *zone,
 
         (void) ngx_http_usage_idx_add_locked(zone,
                                ngx_http_usage_idx_hash(zone->sh, &entity, &id),
-                               &entity, &id, time, raw);
+                               &entity, &id, time, raw,
+                               raw ? raw->series->entity : NULL);
     }
 
     return NGX_OK;

@@ -141,7 +141,8 @@ static void ngx_http_usage_insert_undo_locked(ngx_http_usage_zone_t *zone,
 static void ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
 static ngx_uint_t ngx_http_usage_insert_raw_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins,
+    ngx_http_usage_idx_t *idx);
 static u_char *ngx_http_usage_ring_reserve_locked(
     ngx_http_usage_zone_t *zone, size_t size);
 static void ngx_http_usage_compact_series_locked(ngx_http_usage_zone_t *zone,
@@ -344,6 +345,62 @@ ngx_http_usage_store_ring_size(size_t zone_size, ngx_uint_t raw_percent)
 
 
 /*
+ * The zone lock, for every hold of the store's files.  A process can die
+ * holding it (SIGKILL by an operator or the OOM killer, a crash); nginx's
+ * master then frees the lock and logs "shared memory zone ... was locked
+ * by", but the change that process was making stays half made.  The mark
+ * tells the next holder, which counts it and says so in the error log:
+ * an insert is ordered so that the half of it left is at most one event
+ * counted and not listed, never one counted twice.
+ */
+
+static ngx_pid_t  ngx_http_usage_torn_pid;
+
+
+void
+ngx_http_usage_store_lock(ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_shctx_t  *sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    sh = zone->sh;
+
+    if (sh->changer) {
+        sh->torn++;
+        ngx_http_usage_torn_pid = sh->changer;
+    }
+
+    sh->changer = ngx_pid;
+}
+
+
+void
+ngx_http_usage_store_unlock(ngx_http_usage_zone_t *zone)
+{
+    ngx_pid_t  pid;
+
+    zone->sh->changer = 0;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    pid = ngx_http_usage_torn_pid;
+
+    if (pid == 0) {
+        return;
+    }
+
+    /* logged outside the lock: no disk I/O while the workers wait */
+    ngx_http_usage_torn_pid = 0;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "usage zone \"%V\": process %P died while changing it; "
+                  "the event it was storing may be counted but not listed "
+                  "(usage_store_torn_total)", &zone->name, pid);
+}
+
+
+/*
  * Inserts an event: its aggregates first (they are what must not be
  * lost), then its raw record.  NGX_HTTP_USAGE_DUPLICATE: its client id is
  * already recorded; rec then holds the stored event, copied into pool.
@@ -366,7 +423,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     shpool = zone->shpool;
     warn = 0;
 
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     rc = ngx_http_usage_insert_locked(zone, pool, &ins);
 
@@ -383,7 +440,7 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     if (rc == NGX_DECLINED) {
         ngx_http_usage_store_count_drop(zone);
@@ -419,6 +476,7 @@ ngx_http_usage_insert_locked(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_insert_t *ins)
 {
     ngx_int_t                 rc;
+    ngx_http_usage_idx_t     *idx;
     ngx_http_usage_record_t  *rec;
     ngx_http_usage_shctx_t   *sh;
 
@@ -475,11 +533,28 @@ ngx_http_usage_insert_locked(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         return NGX_DECLINED;
     }
 
+    /*
+     * The client id is indexed before the event is counted: a process
+     * killed between the two leaves an id whose event is not counted (its
+     * retry is answered as stored), never an event counted that its retry
+     * would count again.
+     */
+    idx = NULL;
+
+    if (rec->id.len) {
+        idx = ngx_http_usage_idx_add_locked(zone, ins->id_hash, &rec->entity,
+                                            &rec->id, rec->time, NULL,
+                                            ins->entity);
+        if (idx == NULL) {
+            ins->full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
+        }
+    }
+
     /* counted: from here on nothing fails */
 
     ngx_http_usage_insert_count_locked(zone, ins);
 
-    ins->full |= ngx_http_usage_insert_raw_locked(zone, ins);
+    ins->full |= ngx_http_usage_insert_raw_locked(zone, ins, idx);
 
     sh->recorded++;
     sh->changes++;
@@ -776,40 +851,33 @@ ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
 
 /*
  * Appends the counted event's raw record, unpins its series and entity,
- * and indexes its client id.  Returns the NGX_HTTP_USAGE_FULL_* flags of
- * what did not fit: the event stays counted either way.
+ * and points its client id's entry, if any, at it.  Returns the
+ * NGX_HTTP_USAGE_FULL_* flags of what did not fit: the event stays
+ * counted either way, and its id remembered.
  */
 
 static ngx_uint_t
 ngx_http_usage_insert_raw_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_insert_t *ins)
+    ngx_http_usage_insert_t *ins, ngx_http_usage_idx_t *idx)
 {
-    ngx_uint_t                full;
-    ngx_http_usage_raw_t     *raw;
-    ngx_http_usage_record_t  *rec;
-
-    rec = ins->rec;
-    full = 0;
+    ngx_http_usage_raw_t  *raw;
 
     raw = ngx_http_usage_raw_append_locked(zone, ins->series, ins->bucket,
-                                           rec);
+                                           ins->rec);
 
     ins->series->raw_refs--;
     ins->entity->raw_count--;
 
     if (raw == NULL) {
-        full |= NGX_HTTP_USAGE_FULL_RAW;
-
-    } else if (rec->id.len) {
-        if (ngx_http_usage_idx_add_locked(zone, ins->id_hash, &rec->entity,
-                                          &rec->id, rec->time, raw)
-            != NGX_OK)
-        {
-            full |= NGX_HTTP_USAGE_FULL_AGGREGATES;
-        }
+        return NGX_HTTP_USAGE_FULL_RAW;
     }
 
-    return full;
+    if (idx && idx->raw == NULL && raw->id_len) {
+        idx->raw = raw;
+        *ngx_http_usage_raw_idx(raw) = idx;
+    }
+
+    return 0;
 }
 
 
@@ -958,11 +1026,11 @@ ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone, ngx_log_t *log)
         return NGX_OK;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     if (sh->fleet) {
         sh->fleet->queue_max = zone->ship_max;
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_usage_store_unlock(zone);
         return NGX_OK;
     }
 
@@ -973,7 +1041,7 @@ ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone, ngx_log_t *log)
         sh->fleet = fleet;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     if (fleet == NULL) {
         ngx_log_error(NGX_LOG_EMERG, log, 0,
@@ -998,7 +1066,7 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
         return NGX_DECLINED;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     st->origin = f->origin;
     st->seq = f->seq;
@@ -1017,7 +1085,7 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->foreign = f->foreign;
     st->lost = f->lost;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
 }
@@ -1031,11 +1099,11 @@ ngx_http_usage_store_ship_take(ngx_http_usage_zone_t *zone, uint64_t after,
         return NGX_DECLINED;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
     ngx_http_usage_fleet_take_locked(zone->sh->fleet, after, max, buf, len,
                                      batch);
     batch->start = zone->sh->start_time;
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
 }
@@ -1065,9 +1133,9 @@ ngx_http_usage_store_ship_ack(ngx_http_usage_zone_t *zone, uint64_t seq)
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
     ngx_http_usage_fleet_ack_locked(zone->shpool, zone->sh->fleet, seq);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 }
 
 
@@ -1091,7 +1159,7 @@ ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone, uint64_t origin,
         return 1;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     if (origin == fleet->origin) {
         reached = (seq <= fleet->seq);
@@ -1101,7 +1169,7 @@ ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone, uint64_t origin,
         reached = (w && ngx_http_usage_window_seen(w, seq));
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     return reached;
 }
@@ -1120,7 +1188,6 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
 {
     ngx_int_t                 rc;
     ngx_uint_t                i, full;
-    ngx_slab_pool_t          *shpool;
     ngx_http_usage_fleet_t   *fleet;
     ngx_http_usage_window_t  *w;
     ngx_http_usage_insert_t   ins;
@@ -1132,10 +1199,9 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
         return NGX_DECLINED;
     }
 
-    shpool = zone->shpool;
     full = 0;
 
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
 
@@ -1179,7 +1245,7 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     fleet->read_ms = entry->read_ms;
     fleet->read_seq = entry->read_seq;
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 
     if (entry->dropped) {
         (void) ngx_atomic_fetch_add(&zone->sh->dropped, entry->dropped);
@@ -1211,7 +1277,7 @@ ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone, uint64_t read_ms,
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_usage_store_lock(zone);
 
     fleet->read_ms = read_ms;
     fleet->read_seq = read_seq;
@@ -1219,7 +1285,7 @@ ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone, uint64_t read_ms,
     fleet->foreign += foreign;
     fleet->refused += refused;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_usage_store_unlock(zone);
 }
 
 
@@ -2778,10 +2844,10 @@ ngx_http_usage_idx_slot(size_t size)
 
 /* hash: ngx_http_usage_idx_hash() of entity and id */
 
-ngx_int_t
+ngx_http_usage_idx_t *
 ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
-    ngx_str_t *entity, ngx_str_t *id, int64_t time,
-    ngx_http_usage_raw_t *raw)
+    ngx_str_t *entity, ngx_str_t *id, int64_t time, ngx_http_usage_raw_t *raw,
+    ngx_http_usage_entity_t *pin)
 {
     size_t                   size, slot;
     ngx_queue_t             *q;
@@ -2790,8 +2856,10 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
 
     sh = zone->sh;
 
-    if (ngx_http_usage_idx_lookup(sh, hash, entity, id)) {
-        return NGX_OK;
+    idx = ngx_http_usage_idx_lookup(sh, hash, entity, id);
+
+    if (idx) {
+        return idx;
     }
 
     size = offsetof(ngx_http_usage_idx_t, data) + entity->len + id->len;
@@ -2817,17 +2885,16 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
         raw = NULL;
     }
 
-    /* room from aggregates only: evicting raw events could take "raw" */
+    /* room from aggregates only: evicting raw events could take "raw";
+     * the entity being written is pinned */
     for ( ;; ) {
         idx = ngx_slab_alloc_locked(zone->shpool, size);
         if (idx) {
             break;
         }
 
-        if (!ngx_http_usage_evict_aggregate_locked(zone,
-                                          raw ? raw->series->entity : NULL))
-        {
-            return NGX_ERROR;
+        if (!ngx_http_usage_evict_aggregate_locked(zone, pin)) {
+            return NULL;
         }
     }
 
@@ -2849,7 +2916,7 @@ ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone, uint64_t hash,
     sh->id_count++;
     sh->id_bytes += slot;
 
-    return NGX_OK;
+    return idx;
 }
 
 

@@ -295,12 +295,24 @@ struct ngx_http_usage_shctx_s {
     ngx_http_usage_traffic_t     traffic;
     ngx_http_usage_sync_shm_t    sync;
     ngx_http_usage_fleet_t      *fleet;        /* with usage_sync only */
+
+    /*
+     * The pid of the lock's holder while it may change the store.  Found
+     * set by the next holder, it names a process that died in the middle
+     * of a change (SIGKILL, a crash), whose lock nginx's master freed.
+     */
+    ngx_pid_t                    changer;
+    uint64_t                     torn;         /* such changes found */
 };
 
 
 /* the zone of the same name in the running cycle, if its size differs */
 ngx_http_usage_zone_t *ngx_http_usage_store_old_zone(
     ngx_shm_zone_t *shm_zone);
+
+/* the zone lock of every file of the store (see ngx_http_usage_store.c) */
+void ngx_http_usage_store_lock(ngx_http_usage_zone_t *zone);
+void ngx_http_usage_store_unlock(ngx_http_usage_zone_t *zone);
 
 /* shared with the reading and persisting files, lock held */
 void ngx_http_usage_expire_locked(ngx_http_usage_zone_t *zone, int64_t now);
@@ -343,9 +355,10 @@ ngx_http_usage_bucket_t *ngx_http_usage_bucket_lookup(
 ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
     ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
-ngx_int_t ngx_http_usage_idx_add_locked(ngx_http_usage_zone_t *zone,
-    uint64_t hash, ngx_str_t *entity, ngx_str_t *id, int64_t time,
-    ngx_http_usage_raw_t *raw);
+ngx_http_usage_idx_t *ngx_http_usage_idx_add_locked(
+    ngx_http_usage_zone_t *zone, uint64_t hash, ngx_str_t *entity,
+    ngx_str_t *id, int64_t time, ngx_http_usage_raw_t *raw,
+    ngx_http_usage_entity_t *pin);
 uint64_t ngx_http_usage_idx_hash(ngx_http_usage_shctx_t *sh,
     ngx_str_t *entity, ngx_str_t *id);
 

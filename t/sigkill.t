@@ -8,6 +8,13 @@
 # the acknowledged events (201 or 200) and the attempted ones, equals a
 # recount of the raw list (nothing evicted), and no client id is stored
 # twice.  The only alerts are nginx's own for the killed workers.
+#
+# A kill can land while the worker holds the zone lock, in the middle of
+# a change (nginx then says the zone "was locked by" it): that change is
+# counted in usage_store_torn_total, and may leave its one event counted
+# but not listed, or known by its id but not counted; never counted twice.
+# t/torn_change.t stops a worker at each step of an insert to show it;
+# here each such change allows one event of slack in those checks only.
 
 use strict;
 use warnings;
@@ -26,8 +33,10 @@ my @ENTITIES = map { "k$_" } 0 .. 3;
 
 my $t = Test::Usage->new();
 $t->write_config(api_conf(
-	zone => 'usage_zone zone=usage:16m max_ids=100000;'))->run();
+	zone => 'usage_zone zone=usage:16m max_ids=100000;',
+	server => 'location = /metrics { usage_metrics usage; }'))->run();
 $t->allow_emerg(qr/\[alert\] .*worker process \d+ exited on signal 9/);
+$t->allow_emerg(qr/\[alert\] .*shared memory zone "usage" was locked by \d+/);
 
 my $master = $t->master_pid;
 my $started = () = $t->read_file('error.log') =~ /start worker process/g;
@@ -131,13 +140,34 @@ my $st = $t->get('/v1/usage/stats')->data;
 is($st->{store}{evictions}, 0, 'no raw eviction');
 is($st->{store}{idEvictions}, 0, 'no client id evicted');
 
-# per entity: acknowledged <= total <= attempted, total == raw recount
-my $sum = 0;
+# the changes a kill left half made, each named by nginx and the module
+my ($torn) = ($t->get('/metrics')->body // '')
+	=~ /^usage_store_torn_total(?:\{[^}]*\})? (\d+)$/m;
+my @locked = $log =~ /shared memory zone "usage" was locked by (\d+)/g;
+my @named = $log =~ /usage zone "usage": process (\d+) died while changing/g;
+ok(defined $torn && $torn <= @locked,
+	'usage_store_torn_total (' . ($torn // 'none') . ') <= the zones nginx '
+	. 'unlocked (' . scalar(@locked) . ')');
+is(scalar @named, $torn // -1, 'an error-log line for each half-made change');
+$torn //= 0;
+diag("$torn kill(s) landed in the middle of a change") if $torn;
+
+# per entity: acknowledged <= total <= attempted, total == raw recount;
+# a half-made change may leave one event acknowledged but not counted,
+# or counted but not listed (the slack, shared by all entities)
+my ($sum, $slack) = (0, $torn);
+my $within = sub {
+	my ($off) = @_;
+	return 1 if $off <= 0;
+	return 0 if $off > $slack;
+	$slack -= $off;
+	return 1;
+};
 for my $e (@ENTITIES) {
 	my $total = $t->get("/v1/usage/$e")->data->{totalEvents};
 	my $acked = keys %{ $acked{$e} };
 	my $tried = keys %{ $attempted{$e} };
-	ok($total >= $acked && $total <= $tried,
+	ok($within->($acked - $total) && $total <= $tried,
 		"$e: $acked acknowledged <= $total counted <= $tried attempted");
 	$sum += $total;
 
@@ -154,14 +184,16 @@ for my $e (@ENTITIES) {
 		$offset += 1000;
 		last if !$d->{pagination}{hasMore} || !@ev || $offset > 100000;
 	}
-	is($count // 0, $total, "$e: the raw events recount the summary");
+	ok($within->($total - ($count // 0)) && ($count // 0) <= $total,
+		"$e: the raw events (" . ($count // 0) . ") recount the summary");
 	ok(!$dups, "$e: no client id stored twice");
 	is(scalar(grep { !$attempted{$e}{$_} } keys %listed), 0,
 		"$e: only attempted events stored");
-	is(scalar(grep { !$listed{$_} } keys %{ $acked{$e} }), 0,
+	ok($within->(scalar grep { !$listed{$_} } keys %{ $acked{$e} }),
 		"$e: every acknowledged event is listed");
 }
-is($st->{totalEvents}, $sum + 1,
-	'stats totalEvents is the sum of the entities (and one more)');
+ok($within->(abs($st->{totalEvents} - ($sum + 1))),
+	"stats totalEvents ($st->{totalEvents}) is the sum of the entities "
+	. "(and one more)");
 
 $t->done_testing();
