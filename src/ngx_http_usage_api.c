@@ -15,6 +15,7 @@
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_query.h"
 #include "ngx_http_usage_json.h"
+#include "ngx_http_usage_batch.h"
 #include "ngx_http_usage_body.h"
 #include "ngx_http_usage_id.h"
 #include "ngx_http_usage_number.h"
@@ -54,17 +55,13 @@ static ngx_int_t ngx_http_usage_invalid_path(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_allowed(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
-static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt body_handler);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
-static ngx_int_t ngx_http_usage_too_large(ngx_http_request_t *r);
-static ngx_int_t ngx_http_usage_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_filter_arg(ngx_http_request_t *r,
     const char *name, ngx_str_t *value, ngx_str_t **filter);
-static ngx_int_t ngx_http_usage_entity_limited(ngx_http_request_t *r,
-    ngx_http_usage_zone_t *zone, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
     const char *name, ngx_uint_t max, ngx_uint_t *value);
 static ngx_int_t ngx_http_usage_range_args(ngx_http_request_t *r,
@@ -158,12 +155,18 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
     if (rt.route == NGX_HTTP_USAGE_ROUTE_EVENTS
         && r->method == NGX_HTTP_POST)
     {
-        return ngx_http_usage_post_event(r);
+        return ngx_http_usage_post_event(r, ngx_http_usage_post_event_body);
+    }
+
+    if (rt.route == NGX_HTTP_USAGE_ROUTE_BATCH
+        && r->method == NGX_HTTP_POST)
+    {
+        return ngx_http_usage_post_event(r, ngx_http_usage_batch_body);
     }
 
     read = r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD);
 
-    if (!read) {
+    if (!read || rt.route == NGX_HTTP_USAGE_ROUTE_BATCH) {
         return ngx_http_usage_not_allowed(r);
     }
 
@@ -334,8 +337,11 @@ ngx_http_usage_not_found(ngx_http_request_t *r)
 }
 
 
+/* the checks of a POST's headers, then its body to body_handler */
+
 static ngx_int_t
-ngx_http_usage_post_event(ngx_http_request_t *r)
+ngx_http_usage_post_event(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt body_handler)
 {
     ngx_int_t         rc;
     ngx_str_t         msg;
@@ -366,12 +372,12 @@ ngx_http_usage_post_event(ngx_http_request_t *r)
     }
 
     if (r->headers_in.content_length_n > ngx_http_usage_body_limit(r)) {
-        return ngx_http_usage_too_large(r);
+        return ngx_http_usage_send_too_large(r);
     }
 
     r->request_body_in_single_buf = 1;
 
-    rc = ngx_http_read_client_request_body(r, ngx_http_usage_post_event_body);
+    rc = ngx_http_read_client_request_body(r, body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         /* e.g. 413: the filter turns nginx's page into the JSON envelope */
@@ -396,10 +402,10 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
     zone = ulcf->api_zone->data;
 
-    rc = ngx_http_usage_read_body(r, &body);
+    rc = ngx_http_usage_request_body(r, &body);
 
     if (rc == NGX_DECLINED) {
-        ngx_http_finalize_request(r, ngx_http_usage_too_large(r));
+        ngx_http_finalize_request(r, ngx_http_usage_send_too_large(r));
         return;
     }
 
@@ -455,7 +461,10 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
 
     if (rc == NGX_HTTP_USAGE_LIMIT_TYPES || rc == NGX_HTTP_USAGE_LIMIT_SHARE) {
         ngx_http_finalize_request(r,
-                                  ngx_http_usage_entity_limited(r, zone, rc));
+                 ngx_http_usage_send_entity_limited(r,
+                                           rc == NGX_HTTP_USAGE_LIMIT_TYPES,
+                                           zone->entity_types,
+                                           zone->entity_share, NULL));
         return;
     }
 
@@ -502,44 +511,6 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
                    ngx_http_usage_send_json(r, (rc == NGX_HTTP_USAGE_DUPLICATE)
                                           ? NGX_HTTP_OK : NGX_HTTP_CREATED,
                                        &out));
-}
-
-
-/*
- * 429, as for an exhausted quota: the entity reached one of its bounds.
- * Only this entity is refused; a bucket that leaves the window, or a type
- * whose events all did, makes room again.
- */
-
-static ngx_int_t
-ngx_http_usage_entity_limited(ngx_http_request_t *r,
-    ngx_http_usage_zone_t *zone, ngx_int_t rc)
-{
-    u_char     *p;
-    ngx_str_t   msg;
-
-    p = ngx_pnalloc(r->pool, 160);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    msg.data = p;
-
-    if (rc == NGX_HTTP_USAGE_LIMIT_TYPES) {
-        msg.len = ngx_sprintf(p, "This entity already has %ui event types, "
-                              "the most one entity may have",
-                              zone->entity_types)
-                  - p;
-
-    } else {
-        msg.len = ngx_sprintf(p, "This entity holds its whole share (%ui%%) "
-                              "of the usage store",
-                              zone->entity_share)
-                  - p;
-    }
-
-    return ngx_http_usage_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                     "ENTITY_LIMIT", &msg);
 }
 
 
@@ -610,88 +581,6 @@ ngx_http_usage_json_content_type(ngx_http_request_t *r)
         p = type_end;
         if (p >= end) {
             break;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_usage_too_large(ngx_http_request_t *r)
-{
-    ngx_str_t  msg;
-
-    if (ngx_http_usage_too_large_message(r, &msg) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                     "PAYLOAD_TOO_LARGE", &msg);
-}
-
-
-/* the whole body in one piece, wherever nginx buffered it; NGX_DECLINED:
- * over the limit */
-
-static ngx_int_t
-ngx_http_usage_read_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    u_char       *p;
-    size_t        len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    ngx_str_null(body);
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = cl->buf->last - cl->buf->pos;
-        return NGX_OK;
-    }
-
-    len = 0;
-    for ( /* void */ ; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    /* a chunked body had no length to check before it was read */
-    if ((off_t) len > ngx_http_usage_body_limit(r)) {
-        return NGX_DECLINED;
-    }
-
-    p = ngx_pnalloc(r->pool, len ? len : 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    /* bounded by client_max_body_size: a large body arrives in a temp file */
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-
-            if (n != b->file_last - b->file_pos) {
-                return NGX_ERROR;
-            }
-
-            p += n;
-
-        } else if (b->last > b->pos) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }
 
@@ -1575,6 +1464,8 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
             ",\"routes\":["
             "{\"method\":\"POST\",\"path\":\"/v1/events\","
              "\"description\":\"Record a usage event\"},"
+            "{\"method\":\"POST\",\"path\":\"/v1/events/batch\","
+             "\"description\":\"Record 1 to 1000 events, all or none\"},"
             "{\"method\":\"GET\",\"path\":\"/v1/events\","
              "\"description\":\"List events, newest first\","
              "\"query\":[\"entityId\",\"eventType\",\"limit\",\"offset\"]},"

@@ -21,13 +21,39 @@
 
 #define NGX_HTTP_USAGE_ERRORS_MAX  12
 
+#define NGX_HTTP_USAGE_BATCH_SHAPE                                           \
+    "Request body must be a JSON object with an \"events\" array"
+
 /* check_field(): the value is a string (so "must be a string" is not due) */
 #define NGX_HTTP_USAGE_NAME_STRING 0x80
+
+
+/* the single-pass reader's batch, while it is read */
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_http_usage_limits_t     *limits;
+    ngx_http_usage_batch_t      *batch;
+    ngx_array_t                  recs;
+} ngx_http_usage_batch_scan_t;
 
 
 static ngx_int_t ngx_http_usage_parse_event_tree(ngx_pool_t *pool,
     u_char *body, size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_fields_t *fields, ngx_str_t *error);
+static ngx_int_t ngx_http_usage_json_body(ngx_pool_t *pool, u_char *body,
+    size_t len, json_t **root, ngx_str_t *error);
+static ngx_int_t ngx_http_usage_tree_fields(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields);
+static ngx_int_t ngx_http_usage_batch_scan(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_batch_t *batch);
+static ngx_int_t ngx_http_usage_batch_scanned(void *data,
+    ngx_http_usage_fields_t *fields);
+static ngx_int_t ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch);
+static ngx_int_t ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v,
+    ngx_uint_t index, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_batch_t *batch);
 static void ngx_http_usage_tree_field(json_t *v, ngx_http_usage_field_t *f);
 static ngx_uint_t ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit);
 static ngx_int_t ngx_http_usage_check_event(ngx_pool_t *pool,
@@ -86,53 +112,248 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
 }
 
 
+/*
+ * Parses and validates a POST /v1/events/batch body, {"events": [...]},
+ * each event by the rules of a single POST.  NGX_OK: batch->recs holds
+ * all of them.  NGX_DECLINED: nothing is to be stored, and either
+ * batch->error says why the body is not a batch, or batch->errors names
+ * every invalid event by its index.
+ */
+
+ngx_int_t
+ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+{
+    json_t      *root;
+    ngx_int_t    rc;
+    ngx_pool_t  *old;
+
+    ngx_str_null(&batch->error);
+    batch->recs = NULL;
+    batch->n = 0;
+
+    if (ngx_array_init(&batch->errors, pool, 4,
+                       sizeof(ngx_http_usage_batch_error_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (len >= 3 && body[0] == 0xef && body[1] == 0xbb && body[2] == 0xbf) {
+        body += 3;
+        len -= 3;
+    }
+
+    if (len == 0) {
+        ngx_str_set(&batch->error, NGX_HTTP_USAGE_BATCH_SHAPE);
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_usage_batch_scan(pool, body, len, limits, batch);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /* what the reader left: jansson reads it again from the start */
+    batch->errors.nelts = 0;
+
+    old = ngx_http_usage_json_pool_set(pool);
+
+    rc = ngx_http_usage_json_body(pool, body, len, &root, &batch->error);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_usage_batch_events(pool, root, limits, batch);
+
+        /* the strings stay: the pool holds them */
+        json_decref(root);
+    }
+
+    (void) ngx_http_usage_json_pool_set(old);
+
+    return rc;
+}
+
+
+/*
+ * The single-pass reader's take on a batch: NGX_DECLINED if it is not
+ * sure of the body (see scan.c), else as parse_batch().  The records grow
+ * with the events read: a batch's size is not known before its end.
+ */
+static ngx_int_t
+ngx_http_usage_batch_scan(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+{
+    ngx_int_t                    rc;
+    ngx_http_usage_batch_scan_t  bs;
+
+    if (ngx_array_init(&bs.recs, pool, 16, sizeof(ngx_http_usage_record_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    bs.pool = pool;
+    bs.limits = limits;
+    bs.batch = batch;
+
+    rc = ngx_http_usage_scan_batch(pool, body, len,
+                                   ngx_http_usage_batch_scanned, &bs);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    batch->recs = bs.recs.elts;
+    batch->n = bs.recs.nelts;
+
+    return batch->errors.nelts ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* one event read by the scanner; past the most, jansson words the error */
+
+static ngx_int_t
+ngx_http_usage_batch_scanned(void *data, ngx_http_usage_fields_t *fields)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      error;
+    ngx_http_usage_record_t       *rec;
+    ngx_http_usage_batch_error_t  *e;
+    ngx_http_usage_batch_scan_t   *bs;
+
+    bs = data;
+
+    if (bs->recs.nelts == NGX_HTTP_USAGE_BATCH_MAX) {
+        return NGX_DECLINED;
+    }
+
+    rec = ngx_array_push(&bs->recs);
+    if (rec == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(rec, sizeof(ngx_http_usage_record_t));
+
+    rc = ngx_http_usage_check_event(bs->pool, fields, bs->limits, rec,
+                                    &error);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    e = ngx_array_push(&bs->batch->errors);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    e->index = bs->recs.nelts - 1;
+    e->message = error;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+{
+    u_char     *p;
+    size_t      i, n;
+    json_t     *events, *v;
+    ngx_int_t   rc;
+
+    events = json_is_object(root) ? json_object_get(root, "events") : NULL;
+
+    if (events == NULL || !json_is_array(events)) {
+        ngx_str_set(&batch->error, NGX_HTTP_USAGE_BATCH_SHAPE);
+        return NGX_DECLINED;
+    }
+
+    n = json_array_size(events);
+
+    if (n == 0 || n > NGX_HTTP_USAGE_BATCH_MAX) {
+        p = ngx_pnalloc(pool, 64 + NGX_SIZE_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        batch->error.data = p;
+        batch->error.len = ngx_sprintf(p, "events must hold 1 to %d events, "
+                                       "not %uz", NGX_HTTP_USAGE_BATCH_MAX, n)
+                           - p;
+        return NGX_DECLINED;
+    }
+
+    batch->recs = ngx_pcalloc(pool, n * sizeof(ngx_http_usage_record_t));
+    if (batch->recs == NULL) {
+        return NGX_ERROR;
+    }
+
+    json_array_foreach(events, i, v) {
+        rc = ngx_http_usage_batch_event(pool, v, i, limits, batch);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    batch->n = n;
+
+    return batch->errors.nelts ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* one event of a batch; an invalid one is noted by its index */
+
+static ngx_int_t
+ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v, ngx_uint_t index,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      error;
+    ngx_http_usage_fields_t        fields;
+    ngx_http_usage_batch_error_t  *e;
+
+    if (json_is_object(v)) {
+        rc = ngx_http_usage_tree_fields(pool, v, limits, &fields);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rc = ngx_http_usage_check_event(pool, &fields, limits,
+                                        &batch->recs[index], &error);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+    } else {
+        ngx_str_set(&error, "An event must be a JSON object");
+    }
+
+    e = ngx_array_push(&batch->errors);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    e->index = index;
+    e->message = error;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields,
     ngx_str_t *error)
 {
-    json_t                *root, *meta;
-    ngx_int_t              rc;
-    json_error_t           err;
-    ngx_http_usage_out_t   out;
+    json_t     *root;
+    ngx_int_t   rc;
 
-    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
-                      &err);
+    rc = ngx_http_usage_json_body(pool, body, len, &root, error);
 
-    if (root == NULL && json_error_code(&err) == json_error_numeric_overflow) {
-        /* an integer past 64 bits is still a JSON number */
-        root = json_loadb((char *) body, len,
-                          JSON_DECODE_ANY|JSON_ALLOW_NUL
-                          |JSON_DECODE_INT_AS_REAL, &err);
-    }
-
-    if (root == NULL) {
-        if (json_error_code(&err) == json_error_invalid_utf8) {
-            ngx_str_set(error, "Request body must be valid UTF-8");
-            return NGX_DECLINED;
-        }
-
-        if (json_error_code(&err) == json_error_stack_overflow) {
-            /* jansson stops at 2048 levels, far past any metadata limit,
-             * before the fields can be checked */
-            ngx_str_set(error, "Request body is nested too deeply");
-            return NGX_DECLINED;
-        }
-
-        if (json_error_code(&err) == json_error_out_of_memory) {
-            return NGX_ERROR;
-        }
-
-        error->data = ngx_pnalloc(pool, sizeof(err.text) + 64);
-        if (error->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        error->len = ngx_sprintf(error->data,
-                                 "Malformed JSON: %s at line %d column %d",
-                                 err.text, err.line, err.column)
-                     - error->data;
-        return NGX_DECLINED;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (!json_is_object(root)) {
@@ -140,6 +361,81 @@ ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
         ngx_str_set(error, "Request body must be a JSON object");
         return NGX_DECLINED;
     }
+
+    rc = ngx_http_usage_tree_fields(pool, root, limits, fields);
+
+    /* the strings stay: the pool holds them */
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * A body parsed by jansson.  NGX_DECLINED: not JSON, and error says why,
+ * as the old service's parser worded it.
+ */
+
+static ngx_int_t
+ngx_http_usage_json_body(ngx_pool_t *pool, u_char *body, size_t len,
+    json_t **root, ngx_str_t *error)
+{
+    json_error_t  err;
+
+    *root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
+                       &err);
+
+    if (*root == NULL
+        && json_error_code(&err) == json_error_numeric_overflow)
+    {
+        /* an integer past 64 bits is still a JSON number */
+        *root = json_loadb((char *) body, len,
+                           JSON_DECODE_ANY|JSON_ALLOW_NUL
+                           |JSON_DECODE_INT_AS_REAL, &err);
+    }
+
+    if (*root) {
+        return NGX_OK;
+    }
+
+    if (json_error_code(&err) == json_error_invalid_utf8) {
+        ngx_str_set(error, "Request body must be valid UTF-8");
+        return NGX_DECLINED;
+    }
+
+    if (json_error_code(&err) == json_error_stack_overflow) {
+        /* jansson stops at 2048 levels, far past any metadata limit,
+         * before the fields can be checked */
+        ngx_str_set(error, "Request body is nested too deeply");
+        return NGX_DECLINED;
+    }
+
+    if (json_error_code(&err) == json_error_out_of_memory) {
+        return NGX_ERROR;
+    }
+
+    error->data = ngx_pnalloc(pool, sizeof(err.text) + 64);
+    if (error->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    error->len = ngx_sprintf(error->data,
+                             "Malformed JSON: %s at line %d column %d",
+                             err.text, err.line, err.column)
+                 - error->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* the fields of one event object, its metadata serialized into the pool */
+
+static ngx_int_t
+ngx_http_usage_tree_fields(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields)
+{
+    json_t                *meta;
+    ngx_http_usage_out_t   out;
 
     ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
 
@@ -155,33 +451,27 @@ ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
     meta = json_object_get(root, "metadata");
     ngx_http_usage_tree_field(meta, &fields->metadata);
 
-    rc = NGX_OK;
-
-    if (fields->metadata.type == NGX_HTTP_USAGE_FIELD_OBJECT) {
-        fields->metadata_depth =
-                  ngx_http_usage_json_depth(meta, limits->metadata_max_depth);
-
-        if (fields->metadata_depth <= limits->metadata_max_depth) {
-            if (ngx_http_usage_out_init(&out, pool, 256) != NGX_OK) {
-                rc = NGX_ERROR;
-
-            } else {
-                ngx_http_usage_out_value(&out, meta);
-
-                fields->metadata.str.data = out.start;
-                fields->metadata.str.len = out.pos - out.start;
-
-                if (out.failed) {
-                    rc = NGX_ERROR;
-                }
-            }
-        }
+    if (fields->metadata.type != NGX_HTTP_USAGE_FIELD_OBJECT) {
+        return NGX_OK;
     }
 
-    /* the strings stay: the pool holds them */
-    json_decref(root);
+    fields->metadata_depth = ngx_http_usage_json_depth(meta,
+                                                limits->metadata_max_depth);
 
-    return rc;
+    if (fields->metadata_depth > limits->metadata_max_depth) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_usage_out_init(&out, pool, 256) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_usage_out_value(&out, meta);
+
+    fields->metadata.str.data = out.start;
+    fields->metadata.str.len = out.pos - out.start;
+
+    return out.failed ? NGX_ERROR : NGX_OK;
 }
 
 

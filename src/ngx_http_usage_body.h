@@ -52,6 +52,25 @@ typedef struct {
 } ngx_http_usage_fields_t;
 
 
+/* POST /v1/events/batch: at most this many events */
+#define NGX_HTTP_USAGE_BATCH_MAX      1000
+
+typedef struct {
+    ngx_uint_t                   index;
+    ngx_str_t                    message;  /* as a single POST words it */
+} ngx_http_usage_batch_error_t;
+
+typedef struct {
+    ngx_http_usage_record_t     *recs;
+    ngx_uint_t                   n;
+    ngx_array_t                  errors;   /* batch_error_t, by index */
+    ngx_str_t                    error;    /* the body is not a batch */
+} ngx_http_usage_batch_t;
+
+
+ngx_int_t ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_batch_t *batch);
 ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);

@@ -19,9 +19,14 @@
 #include "ngx_http_usage_reply.h"
 
 
+static ngx_int_t ngx_http_usage_error_body_details(ngx_http_request_t *r,
+    const char *code, ngx_str_t *message, ngx_str_t *details, ngx_str_t *out);
+
+
 static ngx_str_t  ngx_http_usage_allow_events =
     ngx_string("GET, HEAD, POST, OPTIONS");
 static ngx_str_t  ngx_http_usage_allow_read = ngx_string("GET, HEAD, OPTIONS");
+static ngx_str_t  ngx_http_usage_allow_write = ngx_string("POST, OPTIONS");
 
 
 /* size: what the answer is expected to take (the writer grows past it);
@@ -139,6 +144,17 @@ ngx_int_t
 ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, ngx_str_t *message)
 {
+    return ngx_http_usage_send_error_details(r, status, code, message, NULL);
+}
+
+
+/* the error envelope with "details": a JSON value, e.g. a batch's bad
+ * events */
+
+ngx_int_t
+ngx_http_usage_send_error_details(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, ngx_str_t *message, ngx_str_t *details)
+{
     ngx_int_t              rc;
     ngx_str_t              body;
     ngx_http_usage_out_t   out;
@@ -154,7 +170,9 @@ ngx_http_usage_send_error(ngx_http_request_t *r, ngx_uint_t status,
         return rc;
     }
 
-    if (ngx_http_usage_error_body(r, code, message, &body) != NGX_OK) {
+    if (ngx_http_usage_error_body_details(r, code, message, details, &body)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -172,6 +190,14 @@ ngx_int_t
 ngx_http_usage_error_body(ngx_http_request_t *r, const char *code,
     ngx_str_t *message, ngx_str_t *out)
 {
+    return ngx_http_usage_error_body_details(r, code, message, NULL, out);
+}
+
+
+static ngx_int_t
+ngx_http_usage_error_body_details(ngx_http_request_t *r, const char *code,
+    ngx_str_t *message, ngx_str_t *details, ngx_str_t *out)
+{
     ngx_str_t             trace;
     ngx_http_usage_out_t  o;
 
@@ -179,7 +205,11 @@ ngx_http_usage_error_body(ngx_http_request_t *r, const char *code,
         ngx_str_null(&trace);
     }
 
-    if (ngx_http_usage_out_init(&o, r->pool, 128 + message->len) != NGX_OK) {
+    if (ngx_http_usage_out_init(&o, r->pool,
+                                128 + message->len
+                                + (details ? details->len : 0))
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -187,6 +217,12 @@ ngx_http_usage_error_body(ngx_http_request_t *r, const char *code,
     ngx_http_usage_out_string(&o, (u_char *) code, ngx_strlen(code));
     ngx_http_usage_out_lit(&o, ",\"message\":");
     ngx_http_usage_out_string(&o, message->data, message->len);
+
+    if (details) {
+        ngx_http_usage_out_lit(&o, ",\"details\":");
+        ngx_http_usage_out_raw(&o, details->data, details->len);
+    }
+
     ngx_http_usage_out_lit(&o, ",\"traceId\":");
     ngx_http_usage_out_string(&o, trace.data, trace.len);
     ngx_http_usage_out_lit(&o, "}}");
@@ -253,7 +289,9 @@ ngx_http_usage_not_allowed_message(ngx_http_request_t *r, ngx_str_t *msg)
     }
 
     allow = (rt.route == NGX_HTTP_USAGE_ROUTE_EVENTS)
-            ? &ngx_http_usage_allow_events : &ngx_http_usage_allow_read;
+            ? &ngx_http_usage_allow_events
+            : (rt.route == NGX_HTTP_USAGE_ROUTE_BATCH)
+              ? &ngx_http_usage_allow_write : &ngx_http_usage_allow_read;
 
     if (ngx_http_usage_add_header_lit(r, "Allow", allow) != NGX_OK) {
         return NGX_ERROR;
@@ -291,4 +329,60 @@ ngx_http_usage_too_large_message(ngx_http_request_t *r, ngx_str_t *msg)
                - p;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_usage_send_too_large(ngx_http_request_t *r)
+{
+    ngx_str_t  msg;
+
+    if (ngx_http_usage_too_large_message(r, &msg) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "PAYLOAD_TOO_LARGE", &msg);
+}
+
+
+/*
+ * 429, as for an exhausted quota: the entity reached one of its bounds
+ * (NGX_HTTP_USAGE_LIMIT_TYPES: its "types" event types, else its "share"
+ * percent of the store).  Only this entity is refused; a bucket that
+ * leaves the window, or a type whose events all did, makes room again.
+ * "prefix" names the event of a batch.
+ */
+
+ngx_int_t
+ngx_http_usage_send_entity_limited(ngx_http_request_t *r, ngx_uint_t types,
+    ngx_uint_t limit, ngx_uint_t share, ngx_str_t *prefix)
+{
+    u_char     *p;
+    ngx_str_t   msg;
+
+    p = ngx_pnalloc(r->pool, 160 + (prefix ? prefix->len : 0));
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+
+    if (prefix) {
+        p = ngx_cpymem(p, prefix->data, prefix->len);
+    }
+
+    if (types) {
+        p = ngx_sprintf(p, "This entity already has %ui event types, the "
+                        "most one entity may have", limit);
+
+    } else {
+        p = ngx_sprintf(p, "This entity holds its whole share (%ui%%) of "
+                        "the usage store", share);
+    }
+
+    msg.len = p - msg.data;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                     "ENTITY_LIMIT", &msg);
 }

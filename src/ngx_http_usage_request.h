@@ -23,6 +23,8 @@ ngx_int_t ngx_http_usage_request_path(ngx_http_request_t *r,
 ngx_table_elt_t *ngx_http_usage_find_header(ngx_http_request_t *r,
     u_char *name, size_t len);
 off_t ngx_http_usage_body_limit(ngx_http_request_t *r);
+ngx_int_t ngx_http_usage_request_body(ngx_http_request_t *r,
+    ngx_str_t *body);
 
 
 /*

@@ -138,6 +138,9 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
     } else if (ngx_http_usage_is(&path, "/v1/events")) {
         rt->route = NGX_HTTP_USAGE_ROUTE_EVENTS;
 
+    } else if (ngx_http_usage_is(&path, "/v1/events/batch")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_BATCH;
+
     } else if (path.len > sizeof("/v1/usage/") - 1
                && ngx_http_usage_word(path.data, "/v1/usage/",
                                       sizeof("/v1/usage/") - 1))

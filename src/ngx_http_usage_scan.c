@@ -45,6 +45,14 @@ typedef struct {
 } ngx_http_usage_scan_t;
 
 
+static void ngx_http_usage_scan_init(ngx_http_usage_scan_t *s,
+    ngx_pool_t *pool, u_char *body, size_t len);
+static ngx_int_t ngx_http_usage_scan_fields(ngx_http_usage_scan_t *s,
+    ngx_http_usage_fields_t *fields);
+static ngx_http_usage_field_t *ngx_http_usage_scan_field(
+    ngx_http_usage_fields_t *fields, ngx_str_t *key);
+static ngx_int_t ngx_http_usage_scan_metadata(ngx_http_usage_scan_t *s,
+    ngx_http_usage_fields_t *fields);
 static ngx_int_t ngx_http_usage_scan_value(ngx_http_usage_scan_t *s,
     ngx_http_usage_field_t *f);
 static ngx_int_t ngx_http_usage_scan_object(ngx_http_usage_scan_t *s);
@@ -79,121 +87,78 @@ ngx_int_t
 ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_usage_fields_t *fields)
 {
+    ngx_int_t              rc;
+    ngx_http_usage_scan_t  s;
+
+    ngx_http_usage_scan_init(&s, pool, body, len);
+
+    ngx_http_usage_scan_ws(&s);
+
+    rc = ngx_http_usage_scan_fields(&s, fields);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_usage_scan_ws(&s);
+
+    return (s.pos == s.end) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * A batch, {"events": [{...}, ...]} and nothing else, each event's fields
+ * handed to "each" as they are read; NGX_DECLINED for anything else
+ * (another key, an event that is not an object, what scan_event() would
+ * decline), which then goes to jansson whole.  "each" may stop the scan
+ * with NGX_DECLINED or NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_usage_scan_batch(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_scan_each_pt each, void *data)
+{
     ngx_int_t                rc;
     ngx_str_t                key;
     ngx_uint_t               escaped;
-    ngx_http_usage_out_t     out;
     ngx_http_usage_scan_t    s;
-    ngx_http_usage_field_t  *f;
+    ngx_http_usage_fields_t  fields;
 
-    ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
-
-    s.pos = body;
-    s.end = body + len;
-    s.pool = pool;
-    s.out = NULL;
-    s.depth = 1;
-    s.meta_base = 0;
-    s.meta_depth = 0;
+    ngx_http_usage_scan_init(&s, pool, body, len);
 
     ngx_http_usage_scan_ws(&s);
 
     if (s.pos == s.end || *s.pos++ != '{') {
-        return NGX_DECLINED;     /* not an object, or not JSON: jansson */
+        return NGX_DECLINED;
     }
 
     ngx_http_usage_scan_ws(&s);
 
-    if (s.pos < s.end && *s.pos == '}') {
-        s.pos++;
-        goto end;
+    if (s.pos == s.end || *s.pos != '"'
+        || ngx_http_usage_scan_string(&s, &key, &escaped) != NGX_OK
+        || escaped || key.len != 6 || ngx_strncmp(key.data, "events", 6) != 0
+        || ngx_http_usage_scan_colon(&s) != NGX_OK
+        || *s.pos++ != '[')
+    {
+        return NGX_DECLINED;
     }
 
+    s.depth = 2;
+
     for ( ;; ) {
-        if (s.pos == s.end || *s.pos != '"') {
-            return NGX_DECLINED;
+        ngx_http_usage_scan_ws(&s);
+
+        rc = ngx_http_usage_scan_fields(&s, &fields);
+
+        if (rc == NGX_OK) {
+            rc = each(data, &fields);
         }
 
-        rc = ngx_http_usage_scan_string(&s, &key, &escaped);
-        if (rc != NGX_OK || escaped) {
-            /* an escaped key may spell a field's name: jansson decodes */
-            return NGX_DECLINED;
+        if (rc != NGX_OK) {
+            return rc;
         }
 
-        if (ngx_http_usage_scan_colon(&s) != NGX_OK) {
-            return NGX_DECLINED;
-        }
-
-        f = NULL;      /* a field the API does not read: checked, skipped */
-
-        switch (key.len) {
-
-        case 2:
-            if (ngx_strncmp(key.data, "id", 2) == 0) {
-                f = &fields->id;
-            }
-            break;
-
-        case 5:
-            if (ngx_strncmp(key.data, "value", 5) == 0) {
-                f = &fields->value;
-            }
-            break;
-
-        case 8:
-            if (ngx_strncmp(key.data, "entityId", 8) == 0) {
-                f = &fields->entity;
-
-            } else if (ngx_strncmp(key.data, "metadata", 8) == 0) {
-                f = &fields->metadata;
-            }
-            break;
-
-        case 9:
-            if (ngx_strncmp(key.data, "eventType", 9) == 0) {
-                f = &fields->type;
-
-            } else if (ngx_strncmp(key.data, "timestamp", 9) == 0) {
-                f = &fields->timestamp;
-            }
-            break;
-        }
-
-        if (f == &fields->metadata && *s.pos == '{') {
-            /* a repeated key: the last one counts, as in jansson */
-            if (ngx_http_usage_out_init(&out, pool, 256) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            s.out = &out;
-            s.meta_base = s.depth;
-            s.meta_depth = 0;
-
-            rc = ngx_http_usage_scan_object(&s);
-
-            s.out = NULL;
-
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            if (out.failed) {
-                return NGX_ERROR;
-            }
-
-            f->type = NGX_HTTP_USAGE_FIELD_OBJECT;
-            f->str.data = out.start;
-            f->str.len = out.pos - out.start;
-            fields->metadata_depth = s.meta_depth;
-
-        } else {
-            rc = ngx_http_usage_scan_value(&s, f);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-        }
-
-        rc = ngx_http_usage_scan_next(&s, '}');
+        rc = ngx_http_usage_scan_next(&s, ']');
 
         if (rc == NGX_AGAIN) {
             continue;
@@ -207,11 +172,186 @@ ngx_http_usage_scan_event(ngx_pool_t *pool, u_char *body, size_t len,
         break;
     }
 
-end:
+    s.depth = 1;
+
+    ngx_http_usage_scan_ws(&s);
+
+    if (s.pos == s.end || *s.pos++ != '}') {
+        return NGX_DECLINED;
+    }
 
     ngx_http_usage_scan_ws(&s);
 
     return (s.pos == s.end) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_usage_scan_init(ngx_http_usage_scan_t *s, ngx_pool_t *pool,
+    u_char *body, size_t len)
+{
+    s->pos = body;
+    s->end = body + len;
+    s->pool = pool;
+    s->out = NULL;
+    s->depth = 1;
+    s->meta_base = 0;
+    s->meta_depth = 0;
+}
+
+
+/*
+ * One event object at s->pos, up to and past its closing brace: the
+ * fields the API reads, each other key checked and skipped
+ */
+
+static ngx_int_t
+ngx_http_usage_scan_fields(ngx_http_usage_scan_t *s,
+    ngx_http_usage_fields_t *fields)
+{
+    ngx_int_t                rc;
+    ngx_str_t                key;
+    ngx_uint_t               escaped;
+    ngx_http_usage_field_t  *f;
+
+    ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
+
+    if (s->pos == s->end || *s->pos++ != '{') {
+        return NGX_DECLINED;     /* not an object, or not JSON: jansson */
+    }
+
+    ngx_http_usage_scan_ws(s);
+
+    if (s->pos < s->end && *s->pos == '}') {
+        s->pos++;
+        return NGX_OK;
+    }
+
+    for ( ;; ) {
+        if (s->pos == s->end || *s->pos != '"') {
+            return NGX_DECLINED;
+        }
+
+        rc = ngx_http_usage_scan_string(s, &key, &escaped);
+        if (rc != NGX_OK || escaped) {
+            /* an escaped key may spell a field's name: jansson decodes */
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_usage_scan_colon(s) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        f = ngx_http_usage_scan_field(fields, &key);
+
+        if (f == &fields->metadata && *s->pos == '{') {
+            rc = ngx_http_usage_scan_metadata(s, fields);
+
+        } else {
+            rc = ngx_http_usage_scan_value(s, f);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rc = ngx_http_usage_scan_next(s, '}');
+
+        if (rc == NGX_AGAIN) {
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        s->pos++;
+
+        return NGX_OK;
+    }
+}
+
+
+/* the field a key names, or NULL for a key the API does not read */
+
+static ngx_http_usage_field_t *
+ngx_http_usage_scan_field(ngx_http_usage_fields_t *fields, ngx_str_t *key)
+{
+    switch (key->len) {
+
+    case 2:
+        if (ngx_strncmp(key->data, "id", 2) == 0) {
+            return &fields->id;
+        }
+        break;
+
+    case 5:
+        if (ngx_strncmp(key->data, "value", 5) == 0) {
+            return &fields->value;
+        }
+        break;
+
+    case 8:
+        if (ngx_strncmp(key->data, "entityId", 8) == 0) {
+            return &fields->entity;
+        }
+
+        if (ngx_strncmp(key->data, "metadata", 8) == 0) {
+            return &fields->metadata;
+        }
+        break;
+
+    case 9:
+        if (ngx_strncmp(key->data, "eventType", 9) == 0) {
+            return &fields->type;
+        }
+
+        if (ngx_strncmp(key->data, "timestamp", 9) == 0) {
+            return &fields->timestamp;
+        }
+        break;
+    }
+
+    return NULL;
+}
+
+
+/* the metadata object, written compact while it is read; a repeated key:
+ * the last one counts, as in jansson */
+
+static ngx_int_t
+ngx_http_usage_scan_metadata(ngx_http_usage_scan_t *s,
+    ngx_http_usage_fields_t *fields)
+{
+    ngx_int_t              rc;
+    ngx_http_usage_out_t   out;
+
+    if (ngx_http_usage_out_init(&out, s->pool, 256) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s->out = &out;
+    s->meta_base = s->depth;
+    s->meta_depth = 0;
+
+    rc = ngx_http_usage_scan_object(s);
+
+    s->out = NULL;
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (out.failed) {
+        return NGX_ERROR;
+    }
+
+    fields->metadata.type = NGX_HTTP_USAGE_FIELD_OBJECT;
+    fields->metadata.str.data = out.start;
+    fields->metadata.str.len = out.pos - out.start;
+    fields->metadata_depth = s->meta_depth;
+
+    return NGX_OK;
 }
 
 

@@ -62,6 +62,7 @@ typedef struct {
     ngx_http_usage_series_t     *series;
     ngx_http_usage_bucket_t     *bucket;
     ngx_http_usage_bucket_t     *type_bucket;  /* the type's hour */
+    ngx_http_usage_raw_t        *raw;          /* its record, once stored */
     ngx_uint_t                   remote;       /* from another instance */
     ngx_uint_t                   full;         /* NGX_HTTP_USAGE_FULL_* */
 } ngx_http_usage_insert_t;
@@ -143,6 +144,11 @@ static void ngx_http_usage_insert_count_locked(ngx_http_usage_zone_t *zone,
 static ngx_uint_t ngx_http_usage_insert_raw_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins,
     ngx_http_usage_idx_t *idx);
+static ngx_int_t ngx_http_usage_insert_all_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_insert_t *ins, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res);
+static void ngx_http_usage_insert_revert_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins);
 static u_char *ngx_http_usage_ring_reserve_locked(
     ngx_http_usage_zone_t *zone, size_t size);
 static void ngx_http_usage_compact_series_locked(ngx_http_usage_zone_t *zone,
@@ -463,6 +469,171 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
 
 /*
+ * Inserts the events of a batch in one lock hold, all of them or none: an
+ * event that cannot be stored (its entity's bounds, no room) takes back
+ * those of the batch stored before it, and res->failed is its index.
+ * A stored event is shipped only once the whole batch is.  The batch
+ * takes at most half the raw log (bytes, and max_events), so that no
+ * event of it evicts another while the batch may still be taken back:
+ * else NGX_HTTP_USAGE_TOO_LARGE.
+ */
+
+ngx_int_t
+ngx_http_usage_store_insert_batch(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_http_usage_batch_result_t *res)
+{
+    size_t                    bytes;
+    ngx_int_t                 rc;
+    ngx_uint_t                i, warn, full;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_insert_t  *ins;
+
+    ins = ngx_palloc(pool, n * sizeof(ngx_http_usage_insert_t));
+    if (ins == NULL) {
+        return NGX_ERROR;
+    }
+
+    bytes = 0;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_usage_insert_init(zone, &ins[i], &recs[i], now);
+        bytes += ins[i].size;
+    }
+
+    if (bytes > (size_t) (zone->sh->ring_end - zone->sh->ring) / 2
+        || (zone->max_events && n > zone->max_events / 2))
+    {
+        return NGX_HTTP_USAGE_TOO_LARGE;
+    }
+
+    warn = 0;
+    full = 0;
+
+    ngx_http_usage_store_lock(zone);
+
+    rc = ngx_http_usage_insert_all_locked(zone, pool, ins, n, res);
+
+    fleet = zone->sh->fleet;
+
+    for (i = 0; i < n; i++) {
+        full |= ins[i].full;
+
+        if (rc == NGX_OK && fleet && zone->sync && ins[i].raw
+            && ngx_http_usage_fleet_enqueue_locked(zone->shpool, fleet,
+                                                   &recs[i], recs[i].created)
+               != NGX_OK)
+        {
+            warn = ngx_http_usage_fleet_drop_warn(fleet, now);
+        }
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    if (rc == NGX_DECLINED) {
+        (void) ngx_atomic_fetch_add(&zone->sh->dropped, n);
+    }
+
+    if (full) {
+        ngx_http_usage_store_full(zone, pool->log);
+    }
+
+    if (warn) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "usage sync: the ship queue of zone \"%V\" is full "
+                      "(buffer=%uz): new events are stored here but not "
+                      "shared with the fleet until Redis takes the queue",
+                      &zone->name, zone->ship_max);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_usage_insert_all_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_insert_t *ins, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  i;
+
+    res->stored = 0;
+    res->duplicates = 0;
+    res->failed = n;
+
+    for (i = 0; i < n; i++) {
+        rc = ngx_http_usage_insert_locked(zone, pool, &ins[i]);
+        ins[i].rec->duplicate = (rc == NGX_HTTP_USAGE_DUPLICATE);
+
+        if (rc == NGX_OK) {
+            res->stored++;
+            continue;
+        }
+
+        if (rc == NGX_HTTP_USAGE_DUPLICATE) {
+            res->duplicates++;
+            continue;
+        }
+
+        /* taken back newest first: each leaves the store as it was */
+        res->failed = i;
+
+        while (i--) {
+            if (ins[i].raw) {
+                ngx_http_usage_insert_revert_locked(zone, &ins[i]);
+            }
+        }
+
+        return rc;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Takes a stored event of a batch back out: its client id, its record and
+ * its counts, as if it had expired, without counting an expiry.  Its
+ * record is still in the ring (see store_insert_batch()); its client id's
+ * entry is looked up anew, as a later event of the batch may have evicted
+ * it.
+ */
+
+static void
+ngx_http_usage_insert_revert_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_http_usage_idx_t     *idx;
+    ngx_http_usage_record_t  *rec;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+    rec = ins->rec;
+
+    if (rec->id.len) {
+        idx = ngx_http_usage_idx_lookup(sh, ins->id_hash, &rec->entity,
+                                        &rec->id);
+        if (idx) {
+            ngx_http_usage_idx_free_locked(zone, idx);
+        }
+    }
+
+    /* the record is its own still (store_insert_batch() sees to it;
+     * checked all the same, a stale pointer must never be followed) */
+    if (!(ins->raw->flags & NGX_HTTP_USAGE_RAW_DEAD)
+        && ngx_memcmp(ins->raw->uuid, rec->uuid, 16) == 0)
+    {
+        ngx_http_usage_raw_remove_locked(zone, ins->raw, 1);
+        sh->raw_expired--;
+    }
+
+    sh->recorded--;
+    ins->raw = NULL;
+}
+
+
+/*
  * One event into the store, local or from another instance, with the
  * lock held.  NGX_OK: stored; NGX_HTTP_USAGE_DUPLICATE: its client id is
  * stored already (rec then holds the stored event if pool is given);
@@ -579,6 +750,7 @@ ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
 {
     ins->rec = rec;
     ins->now = now;
+    ins->raw = NULL;
     ins->remote = 0;
 
     ins->entity_hash = rec->entity_hash
@@ -871,6 +1043,8 @@ ngx_http_usage_insert_raw_locked(ngx_http_usage_zone_t *zone,
     if (raw == NULL) {
         return NGX_HTTP_USAGE_FULL_RAW;
     }
+
+    ins->raw = raw;
 
     if (idx && idx->raw == NULL && raw->id_len) {
         idx->raw = raw;

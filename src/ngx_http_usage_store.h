@@ -73,6 +73,8 @@
                                                 types already */
 #define NGX_HTTP_USAGE_LIMIT_SHARE       3   /* the entity holds its share
                                                 of the aggregates */
+#define NGX_HTTP_USAGE_TOO_LARGE         4   /* a batch past half the
+                                                raw log */
 
 /* what one series or bucket takes of the zone: a 64-byte slab slot */
 #define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
@@ -163,6 +165,8 @@ typedef struct {
     ngx_uint_t                   has_time;     /* time given by the client */
     ngx_uint_t                   evicted;      /* duplicate of an event no
                                                   longer in the log */
+    ngx_uint_t                   duplicate;    /* of a batch: its id was
+                                                  stored already */
     uint32_t                     entity_hash;  /* of the names, when the */
     uint32_t                     type_hash;    /* caller knows them; 0: to
                                                   be computed */
@@ -190,6 +194,15 @@ typedef struct {
                                                   stored already */
     ngx_uint_t                   dropped;      /* no room */
 } ngx_http_usage_apply_t;
+
+
+/* what a batch insert did */
+typedef struct {
+    ngx_uint_t                   stored;
+    ngx_uint_t                   duplicates;
+    ngx_uint_t                   failed;       /* the index of the event
+                                                  that was not stored, or n */
+} ngx_http_usage_batch_result_t;
 
 
 /* a copy of the oldest queued records not sent yet: one batch */
@@ -230,6 +243,9 @@ ngx_int_t ngx_http_usage_store_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 ngx_int_t ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now);
+ngx_int_t ngx_http_usage_store_insert_batch(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_http_usage_batch_result_t *res);
 size_t ngx_http_usage_store_event_max(ngx_http_usage_zone_t *zone);
 size_t ngx_http_usage_store_ring_size(size_t zone_size,
     ngx_uint_t raw_percent);

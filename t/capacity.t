@@ -24,7 +24,7 @@ my ($said_conf, $zone) = $conf =~
 	/log \(about ([\d,]+) events of\s*#\s*100-byte metadata\).*?\n\s*(usage_zone [^;]+;)/s;
 ok($said_conf, "conf/nginx.conf: about $said_conf events") or BAIL_OUT('no figure');
 my ($said_readme) = slurp("$root/README.md") =~
-	/ring hold about ([\d,]+) such\s+events/;
+	/ring\s+hold about ([\d,]+) such\s+events/;
 my ($said_deploying) = slurp("$root/docs/DEPLOYING.md") =~
 	/so about ([\d,]+) raw events/;
 is($said_readme, $said_conf, 'README says the same');

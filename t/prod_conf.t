@@ -181,6 +181,20 @@ $r = $t->post_json('/v1/events', { entityId => 'client-1', eventType => 'big',
 	metadata => { pad => 'x' x 17000 } }, key('client'));
 is_json_error($r, 413, 'PAYLOAD_TOO_LARGE', 'a 17k body');
 
+# a batch may take up to 1 MB, with the same key and scope
+my @batch = map { { entityId => 'batched', eventType => 'b',
+	metadata => { pad => 'x' x 150 } } } 1 .. 500;
+$r = $t->post_json('/v1/events/batch', { events => \@batch }, key('admin'));
+is($r->status, 201, 'a batch of 500 events (over 80k) with a key: 201')
+	or diag $r->describe;
+is($r->data->{stored}, 500, 'all stored');
+is($t->post_json('/v1/events/batch', { events => \@batch })->status, 401,
+	'a batch without a key: 401');
+is_json_error($t->post_json('/v1/events/batch', { events => \@batch },
+	key('client')), 403, 'FORBIDDEN', 'a batch of another entity');
+is($t->get('/v1/usage/batched', key('admin'))->data->{totalEvents}, 500,
+	'the 500 counted, none of the refused batches');
+
 # gzip for JSON above 1 KB
 for my $i (1 .. 12) {
 	$t->post_json('/v1/events', { entityId => 'gz', eventType => 'call',
