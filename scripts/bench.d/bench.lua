@@ -10,6 +10,8 @@
 --        usage    GET /v1/usage/{entity}
 --        history  GET /v1/usage/{entity}/history
 --        list     GET /v1/events?entityId={entity}&limit=20
+--        batch    POST /v1/events/batch of 100 events as post's, each
+--                 request the next 100 of the 5,000
 --        mix      9 POSTs (as post, to /v1/events) then 1 GET (usage,
 --                 history and list in turn), repeated: a 90/10 mix
 -- count  also count every response by status in Lua (response()); this
@@ -20,6 +22,7 @@
 -- "statuses=201:1234,200:56" when counting.
 
 local N_ENTITIES = 1000
+local BATCH = 100
 local TYPES = { "api_request", "search", "upload", "download", "login" }
 local JSON_HEADERS = { ["Content-Type"] = "application/json" }
 
@@ -77,6 +80,16 @@ function init(args)
       local f = kind == "post" and event_body or event_body100
       for k = 0, N_ENTITIES * #TYPES - 1 do
          add(wrk.format("POST", wrk.path, JSON_HEADERS, f(k)))
+      end
+   elseif kind == "batch" then
+      local n = N_ENTITIES * #TYPES
+      for b = 0, n / BATCH - 1 do
+         local events = {}
+         for i = 0, BATCH - 1 do
+            events[i + 1] = event_body(b * BATCH + i)
+         end
+         add(wrk.format("POST", wrk.path, JSON_HEADERS,
+            '{"events":[' .. table.concat(events, ",") .. ']}'))
       end
    elseif kind == "usage" or kind == "history" or kind == "list" then
       for k = 0, N_ENTITIES - 1 do

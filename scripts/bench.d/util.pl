@@ -315,6 +315,7 @@ sub cmd_report {
 		bbody   => 'POST, body read, fixed JSON (baseline)',
 		bdisc   => 'POST, body discarded, fixed JSON (info)',
 		post    => '`POST /v1/events`',
+		batch   => '`POST /v1/events/batch`, 100 events',
 		health  => '`GET /health` (info: API without the store)',
 		usage   => '`GET /v1/usage/{entity}`',
 		history => '`GET /v1/usage/{entity}/history`',
@@ -372,6 +373,7 @@ sub cmd_report {
 		bbody   => ['bbody', '-'],
 		bdisc   => ['bbody', 'body baseline'],
 		post    => ['bbody', 'body baseline'],
+		batch   => ['post',  'single POSTs, in events/s (x100)'],
 		health  => ['b204',  '`return 204`'],
 		usage   => ['b204',  '`return 204`'],
 		history => ['b204',  '`return 204`'],
@@ -426,6 +428,9 @@ sub cmd_report {
 			if ($c eq 'mix') {
 				($r, $vs) = ($blend ? $a->{rps} / $blend : undef,
 					'0.9 body + 0.1 `return 204` baselines');
+			} elsif ($c eq 'batch') {
+				my $x = $ratio->('batch', 'post');
+				($r, $vs) = (defined $x ? 100 * $x : undef, $vs{$c}[1]);
 			} else {
 				my ($b, $name) = @{ $vs{$c} };
 				($r, $vs) = ($ratio->($c, $b), $name);
@@ -440,7 +445,12 @@ sub cmd_report {
 		}
 	};
 
-	$table->(qw(b204 t204 bbody bdisc post health usage history list mix));
+	$table->(qw(b204 t204 bbody bdisc post batch health usage history list mix));
+	if ($rps->('batch') && $rps->('post')) {
+		$p->('');
+		$p->(sprintf('Batches of 100 ingest %s events/s, single POSTs %s.',
+			fmt_int(100 * $rps->('batch')), fmt_int($rps->('post'))));
+	}
 	$p->('');
 	$p->('With the JSON access log of `conf/nginx.conf` (unbuffered) on, '
 		. 'for both:');
@@ -529,6 +539,11 @@ sub cmd_report {
 	my $r_post = $ratio->('post', 'bbody');
 	$check->(defined $r_post && $r_post >= 0.70,
 		'POST /v1/events >= 0.70 of the body baseline: ' . $pct->($r_post));
+	my $r_batch = $ratio->('batch', 'post');
+	$check->(defined $r_batch && 100 * $r_batch >= 5,
+		'POST /v1/events/batch (100 events) >= 5x the events/s of single '
+		. 'POSTs: ' . (defined $r_batch ? sprintf('%.1fx', 100 * $r_batch)
+			: 'n/a'));
 	for my $c (qw(usage history)) {
 		my $r = $ratio->($c, 'b204');
 		$check->(defined $r && $r >= 0.70,
