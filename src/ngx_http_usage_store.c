@@ -752,6 +752,7 @@ ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
     ins->now = now;
     ins->raw = NULL;
     ins->remote = 0;
+    ins->full = 0;
 
     ins->entity_hash = rec->entity_hash
                        ? rec->entity_hash

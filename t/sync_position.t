@@ -2,7 +2,8 @@
 
 # Read-your-writes across the fleet (issue 12, step f), against a real
 # redis-server:
-#   - a 201 carries X-Usage-Position <origin>:<seq>; a GET through any
+#   - a 201 (of a batch too: its last event's) carries X-Usage-Position
+#     <origin>:<seq>; a GET through any
 #     other instance that sends it back counts the event, every time,
 #     for every pair of three instances, while other clients load them;
 #   - a position not reached within 500 ms: the answer comes anyway,
@@ -89,6 +90,19 @@ ok(defined $info->{queued}, '/info: what waits for Redis');
 $r = $ts[0]->get('/v1/usage/first', headers => ['X-Usage-Position' => $pos]);
 is($r->header('X-Usage-Position-Reached'), 'true',
 	'its own instance has it at once');
+
+# a batch: the position of its last event; through another instance,
+# a read with it counts the whole batch
+$r = $ts[0]->post_json('/v1/events/batch', { events => [ map {
+	{ entityId => 'batched', eventType => 'rw', id => "b-$_" } } 1 .. 50 ] });
+is($r->status, 201, 'a batch: 201');
+my $bpos = $r->header('X-Usage-Position') // '';
+my ($bo, $bs) = split /:/, $bpos;
+is($bo, $o1, 'a batch: the same origin');
+cmp_ok($bs, '>=', $s2 + 50, 'a batch: the seq of its last event');
+$r = $ts[1]->get('/v1/usage/batched', headers => ['X-Usage-Position' => $bpos]);
+is($r->header('X-Usage-Position-Reached'), 'true', 'a batch: reached elsewhere');
+is(total($r), 50, 'a batch: all of it counted through another instance');
 
 ###############################################################################
 # every pair, under load
