@@ -149,6 +149,8 @@ static ngx_int_t ngx_http_usage_insert_all_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_batch_result_t *res);
 static void ngx_http_usage_insert_revert_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
+static void ngx_http_usage_insert_report(ngx_http_usage_zone_t *zone,
+    ngx_log_t *log, ngx_uint_t dropped, ngx_uint_t full, ngx_uint_t warn);
 static u_char *ngx_http_usage_ring_reserve_locked(
     ngx_http_usage_zone_t *zone, size_t size);
 static void ngx_http_usage_compact_series_locked(ngx_http_usage_zone_t *zone,
@@ -448,21 +450,8 @@ ngx_http_usage_store_insert(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     ngx_http_usage_store_unlock(zone);
 
-    if (rc == NGX_DECLINED) {
-        ngx_http_usage_store_count_drop(zone);
-    }
-
-    if (ins.full) {
-        ngx_http_usage_store_full(zone, pool->log);
-    }
-
-    if (warn) {
-        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                      "usage sync: the ship queue of zone \"%V\" is full "
-                      "(buffer=%uz): new events are stored here but not "
-                      "shared with the fleet until Redis takes the queue",
-                      &zone->name, zone->ship_max);
-    }
+    ngx_http_usage_insert_report(zone, pool->log,
+                                 (rc == NGX_DECLINED) ? 1 : 0, ins.full, warn);
 
     return rc;
 }
@@ -530,23 +519,37 @@ ngx_http_usage_store_insert_batch(ngx_http_usage_zone_t *zone,
 
     ngx_http_usage_store_unlock(zone);
 
-    if (rc == NGX_DECLINED) {
-        (void) ngx_atomic_fetch_add(&zone->sh->dropped, n);
+    ngx_http_usage_insert_report(zone, pool->log,
+                                 (rc == NGX_DECLINED) ? n : 0, full, warn);
+
+    return rc;
+}
+
+
+/*
+ * After the lock: the events not taken, a full zone's and a full ship
+ * queue's warnings (rate-limited where they are counted)
+ */
+
+static void
+ngx_http_usage_insert_report(ngx_http_usage_zone_t *zone, ngx_log_t *log,
+    ngx_uint_t dropped, ngx_uint_t full, ngx_uint_t warn)
+{
+    if (dropped) {
+        (void) ngx_atomic_fetch_add(&zone->sh->dropped, dropped);
     }
 
     if (full) {
-        ngx_http_usage_store_full(zone, pool->log);
+        ngx_http_usage_store_full(zone, log);
     }
 
     if (warn) {
-        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage sync: the ship queue of zone \"%V\" is full "
                       "(buffer=%uz): new events are stored here but not "
                       "shared with the fleet until Redis takes the queue",
                       &zone->name, zone->ship_max);
     }
-
-    return rc;
 }
 
 
