@@ -392,6 +392,7 @@ static void
 ngx_http_usage_post_event_body(ngx_http_request_t *r)
 {
     ngx_int_t                   rc;
+    ngx_uint_t                  format;
     ngx_str_t                   body, error, scope;
     ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
@@ -419,8 +420,19 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     limits.now = ngx_http_usage_now();
     limits.retention = zone->retention;
 
-    rc = ngx_http_usage_parse_event(r->pool, body.data, body.len, &limits,
-                                    &rec, &error);
+    format = ngx_http_usage_body_format(r);
+
+    if (format == NGX_HTTP_USAGE_BODY_CLOUDEVENTS) {
+        /* a batch, whichever path it was sent to */
+        ngx_http_usage_batch_body(r);
+        return;
+    }
+
+    rc = (format == NGX_HTTP_USAGE_BODY_CLOUDEVENT)
+         ? ngx_http_usage_parse_cloudevent(r->pool, body.data, body.len,
+                                           &limits, &rec, &error)
+         : ngx_http_usage_parse_event(r->pool, body.data, body.len, &limits,
+                                      &rec, &error);
 
     if (rc == NGX_DECLINED) {
         ngx_http_finalize_request(r,

@@ -113,7 +113,8 @@ ngx_http_usage_batch_parse(ngx_http_request_t *r,
     limits.now = now;
     limits.retention = zone->retention;
 
-    rc = ngx_http_usage_parse_batch(r->pool, body.data, body.len, &limits,
+    rc = ngx_http_usage_parse_batch(r->pool, body.data, body.len,
+                                    ngx_http_usage_body_format(r), &limits,
                                     batch);
 
     if (rc == NGX_OK) {

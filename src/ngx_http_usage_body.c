@@ -21,6 +21,9 @@
 
 #define NGX_HTTP_USAGE_ERRORS_MAX  12
 
+#define NGX_HTTP_USAGE_CLOUD_SHAPE                                           \
+    "Request body must be a JSON array of CloudEvents"
+
 #define NGX_HTTP_USAGE_BATCH_SHAPE                                           \
     "Request body must be a JSON object with an \"events\" array"
 
@@ -54,6 +57,13 @@ static ngx_int_t ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
 static ngx_int_t ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v,
     ngx_uint_t index, ngx_http_usage_limits_t *limits,
     ngx_http_usage_batch_t *batch);
+static ngx_int_t ngx_http_usage_tree_metadata(ngx_pool_t *pool, json_t *meta,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields);
+static ngx_int_t ngx_http_usage_cloud_batch(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch);
+static ngx_int_t ngx_http_usage_cloud_fields(ngx_pool_t *pool, json_t *ce,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields,
+    ngx_str_t *error);
 static void ngx_http_usage_tree_field(json_t *v, ngx_http_usage_field_t *f);
 static ngx_uint_t ngx_http_usage_json_depth(json_t *v, ngx_uint_t limit);
 static ngx_int_t ngx_http_usage_check_event(ngx_pool_t *pool,
@@ -122,7 +132,8 @@ ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body, size_t len,
 
 ngx_int_t
 ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body, size_t len,
-    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+    ngx_uint_t format, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_batch_t *batch)
 {
     json_t      *root;
     ngx_int_t    rc;
@@ -145,14 +156,22 @@ ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body, size_t len,
     }
 
     if (len == 0) {
-        ngx_str_set(&batch->error, NGX_HTTP_USAGE_BATCH_SHAPE);
+        if (format == NGX_HTTP_USAGE_BODY_JSON) {
+            ngx_str_set(&batch->error, NGX_HTTP_USAGE_BATCH_SHAPE);
+
+        } else {
+            ngx_str_set(&batch->error, NGX_HTTP_USAGE_CLOUD_SHAPE);
+        }
+
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_usage_batch_scan(pool, body, len, limits, batch);
+    if (format == NGX_HTTP_USAGE_BODY_JSON) {
+        rc = ngx_http_usage_batch_scan(pool, body, len, limits, batch);
 
-    if (rc != NGX_DECLINED) {
-        return rc;
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
     /* what the reader left: jansson reads it again from the start */
@@ -162,8 +181,21 @@ ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body, size_t len,
 
     rc = ngx_http_usage_json_body(pool, body, len, &root, &batch->error);
 
+    if (rc == NGX_OK && format == NGX_HTTP_USAGE_BODY_CLOUDEVENT
+        && json_is_object(root))
+    {
+        /* one CloudEvent: a batch of one */
+        root = json_pack("[o]", root);
+
+        if (root == NULL) {
+            rc = NGX_ERROR;
+        }
+    }
+
     if (rc == NGX_OK) {
-        rc = ngx_http_usage_batch_events(pool, root, limits, batch);
+        rc = (format == NGX_HTTP_USAGE_BODY_JSON)
+             ? ngx_http_usage_batch_events(pool, root, limits, batch)
+             : ngx_http_usage_cloud_batch(pool, root, limits, batch);
 
         /* the strings stay: the pool holds them */
         json_decref(root);
@@ -342,6 +374,205 @@ ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v, ngx_uint_t index,
 }
 
 
+/*
+ * A CloudEvent (application/cloudevents+json, CloudEvents 1.0's JSON
+ * format, as OpenMeter's clients send usage): subject is the entity, type
+ * the event type, id the idempotency id, time the timestamp, data the
+ * metadata and data.value, a number, the value.  Then the rules of a POST.
+ */
+
+ngx_int_t
+ngx_http_usage_parse_cloudevent(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_record_t *rec,
+    ngx_str_t *error)
+{
+    json_t                   *root;
+    ngx_int_t                 rc;
+    ngx_pool_t               *old;
+    ngx_http_usage_fields_t   fields;
+
+    old = ngx_http_usage_json_pool_set(pool);
+
+    rc = ngx_http_usage_json_body(pool, body, len, &root, error);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_usage_cloud_fields(pool, root, limits, &fields, error);
+        json_decref(root);
+    }
+
+    (void) ngx_http_usage_json_pool_set(old);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_usage_check_event(pool, &fields, limits, rec, error);
+}
+
+
+/*
+ * The fields of one CloudEvent.  NGX_DECLINED: not one (not an object,
+ * required attributes missing, another specversion, data not JSON), and
+ * error says which.
+ */
+
+static ngx_int_t
+ngx_http_usage_cloud_fields(ngx_pool_t *pool, json_t *ce,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields,
+    ngx_str_t *error)
+{
+    u_char       *p;
+    json_t       *v, *data;
+    ngx_uint_t    i;
+    const char   *sv;
+
+    static const char  *required[] = {
+        "specversion", "id", "source", "type", "subject"
+    };
+
+    if (!json_is_object(ce)) {
+        ngx_str_set(error, "A CloudEvent must be a JSON object");
+        return NGX_DECLINED;
+    }
+
+    p = ngx_pnalloc(pool, 96);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    error->data = p;
+    p = ngx_cpymem(p, "CloudEvent is missing required attributes: ",
+                   sizeof("CloudEvent is missing required attributes: ") - 1);
+    error->len = p - error->data;
+
+    for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        v = json_object_get(ce, required[i]);
+
+        if (v == NULL || json_is_null(v)) {
+            if ((size_t) (p - error->data) > error->len) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, required[i], ngx_strlen(required[i]));
+        }
+    }
+
+    if ((size_t) (p - error->data) > error->len) {
+        error->len = p - error->data;
+        return NGX_DECLINED;
+    }
+
+    sv = json_string_value(json_object_get(ce, "specversion"));
+
+    if (sv == NULL || ngx_strcmp(sv, "1.0") != 0) {
+        ngx_str_set(error, "specversion must be \"1.0\"");
+        return NGX_DECLINED;
+    }
+
+    if (json_object_get(ce, "data_base64")) {
+        ngx_str_set(error, "data_base64 is not supported: send data as JSON");
+        return NGX_DECLINED;
+    }
+
+    data = json_object_get(ce, "data");
+
+    if (data && !json_is_object(data) && !json_is_null(data)) {
+        ngx_str_set(error, "data must be a JSON object");
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
+
+    ngx_http_usage_tree_field(json_object_get(ce, "subject"),
+                              &fields->entity);
+    ngx_http_usage_tree_field(json_object_get(ce, "type"), &fields->type);
+    ngx_http_usage_tree_field(json_object_get(ce, "id"), &fields->id);
+    ngx_http_usage_tree_field(json_object_get(ce, "time"),
+                              &fields->timestamp);
+
+    if (json_is_object(data)) {
+        v = json_object_get(data, "value");
+
+        if (json_is_number(v)) {
+            ngx_http_usage_tree_field(v, &fields->value);
+        }
+
+        return ngx_http_usage_tree_metadata(pool, data, limits, fields);
+    }
+
+    return NGX_OK;
+}
+
+
+/* application/cloudevents-batch+json: an array of CloudEvents */
+
+static ngx_int_t
+ngx_http_usage_cloud_batch(ngx_pool_t *pool, json_t *root,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
+{
+    u_char                        *p;
+    size_t                         i, n;
+    json_t                        *v;
+    ngx_int_t                      rc;
+    ngx_str_t                      error;
+    ngx_http_usage_fields_t        fields;
+    ngx_http_usage_batch_error_t  *e;
+
+    if (!json_is_array(root)) {
+        ngx_str_set(&batch->error, NGX_HTTP_USAGE_CLOUD_SHAPE);
+        return NGX_DECLINED;
+    }
+
+    n = json_array_size(root);
+
+    if (n == 0 || n > NGX_HTTP_USAGE_BATCH_MAX) {
+        p = ngx_pnalloc(pool, 64 + NGX_SIZE_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        batch->error.data = p;
+        batch->error.len = ngx_sprintf(p, "A batch holds 1 to %d events, "
+                                       "not %uz", NGX_HTTP_USAGE_BATCH_MAX, n)
+                           - p;
+        return NGX_DECLINED;
+    }
+
+    batch->recs = ngx_pcalloc(pool, n * sizeof(ngx_http_usage_record_t));
+    if (batch->recs == NULL) {
+        return NGX_ERROR;
+    }
+
+    json_array_foreach(root, i, v) {
+        rc = ngx_http_usage_cloud_fields(pool, v, limits, &fields, &error);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_usage_check_event(pool, &fields, limits,
+                                            &batch->recs[i], &error);
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            e = ngx_array_push(&batch->errors);
+            if (e == NULL) {
+                return NGX_ERROR;
+            }
+
+            e->index = i;
+            e->message = error;
+        }
+    }
+
+    batch->n = n;
+
+    return batch->errors.nelts ? NGX_DECLINED : NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_usage_parse_event_tree(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields,
@@ -434,9 +665,6 @@ static ngx_int_t
 ngx_http_usage_tree_fields(ngx_pool_t *pool, json_t *root,
     ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields)
 {
-    json_t                *meta;
-    ngx_http_usage_out_t   out;
-
     ngx_memzero(fields, sizeof(ngx_http_usage_fields_t));
 
     ngx_http_usage_tree_field(json_object_get(root, "entityId"),
@@ -448,7 +676,20 @@ ngx_http_usage_tree_fields(ngx_pool_t *pool, json_t *root,
     ngx_http_usage_tree_field(json_object_get(root, "timestamp"),
                               &fields->timestamp);
 
-    meta = json_object_get(root, "metadata");
+    return ngx_http_usage_tree_metadata(pool, json_object_get(root,
+                                                             "metadata"),
+                                        limits, fields);
+}
+
+
+/* metadata (meta may be NULL): serialized into the pool if an object */
+
+static ngx_int_t
+ngx_http_usage_tree_metadata(ngx_pool_t *pool, json_t *meta,
+    ngx_http_usage_limits_t *limits, ngx_http_usage_fields_t *fields)
+{
+    ngx_http_usage_out_t  out;
+
     ngx_http_usage_tree_field(meta, &fields->metadata);
 
     if (fields->metadata.type != NGX_HTTP_USAGE_FIELD_OBJECT) {

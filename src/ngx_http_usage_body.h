@@ -68,9 +68,18 @@ typedef struct {
 } ngx_http_usage_batch_t;
 
 
+/* a body's format, by its Content-Type (ngx_http_usage_body_format()) */
+#define NGX_HTTP_USAGE_BODY_JSON         0
+#define NGX_HTTP_USAGE_BODY_CLOUDEVENT   1   /* application/cloudevents+json */
+#define NGX_HTTP_USAGE_BODY_CLOUDEVENTS  2   /* ...cloudevents-batch+json */
+
+
 ngx_int_t ngx_http_usage_parse_batch(ngx_pool_t *pool, u_char *body,
-    size_t len, ngx_http_usage_limits_t *limits,
+    size_t len, ngx_uint_t format, ngx_http_usage_limits_t *limits,
     ngx_http_usage_batch_t *batch);
+ngx_int_t ngx_http_usage_parse_cloudevent(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_http_usage_limits_t *limits,
+    ngx_http_usage_record_t *rec, ngx_str_t *error);
 ngx_int_t ngx_http_usage_parse_event(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_usage_limits_t *limits,
     ngx_http_usage_record_t *rec, ngx_str_t *error);

@@ -10,6 +10,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_body.h"
 #include "ngx_http_usage_request.h"
 
 
@@ -163,4 +164,48 @@ ngx_http_usage_request_body(ngx_http_request_t *r, ngx_str_t *body)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The format a POST's Content-Type names (media types are compared
+ * without case, parameters aside): CloudEvents' structured JSON, one or a
+ * batch, else plain JSON events.
+ */
+
+ngx_uint_t
+ngx_http_usage_body_format(ngx_http_request_t *r)
+{
+    u_char  *p, *end;
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_HTTP_USAGE_BODY_JSON;
+    }
+
+    p = r->headers_in.content_type->value.data;
+    end = ngx_strlchr(p, p + r->headers_in.content_type->value.len, ';');
+
+    if (end == NULL) {
+        end = p + r->headers_in.content_type->value.len;
+    }
+
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+
+    if (end - p == sizeof("application/cloudevents+json") - 1
+        && ngx_strncasecmp(p, (u_char *) "application/cloudevents+json",
+                           end - p) == 0)
+    {
+        return NGX_HTTP_USAGE_BODY_CLOUDEVENT;
+    }
+
+    if (end - p == sizeof("application/cloudevents-batch+json") - 1
+        && ngx_strncasecmp(p, (u_char *) "application/cloudevents-batch+json",
+                           end - p) == 0)
+    {
+        return NGX_HTTP_USAGE_BODY_CLOUDEVENTS;
+    }
+
+    return NGX_HTTP_USAGE_BODY_JSON;
 }

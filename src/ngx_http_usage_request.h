@@ -26,6 +26,9 @@ off_t ngx_http_usage_body_limit(ngx_http_request_t *r);
 ngx_int_t ngx_http_usage_request_body(ngx_http_request_t *r,
     ngx_str_t *body);
 
+/* the format of a POST's body: NGX_HTTP_USAGE_BODY_* (body.h) */
+ngx_uint_t ngx_http_usage_body_format(ngx_http_request_t *r);
+
 
 /*
  * The path of the request line, its query cut off.  nginx noted where the

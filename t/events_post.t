@@ -107,13 +107,13 @@ is($r->data->{entityId}, 'user-5', 'escaped entityId');
 is($r->data->{eventType}, "t\x{e9}st\x{1F600}", 'escaped eventType');
 
 ###############################################################################
-# Content-Type
+# Content-Type (application/cloudevents+json is CloudEvents: t/cloudevents.t)
 
 my $body = json_encode({ entityId => 'ct', eventType => 'ct' });
 
 for my $ct ('application/json', 'application/json; charset=utf-8',
 	'application/json;charset=UTF-8', 'Application/JSON',
-	'application/vnd.api+json', 'application/cloudevents+json; charset=utf-8')
+	'application/vnd.api+json', 'application/merge-patch+json; charset=utf-8')
 {
 	$r = $t->request('POST', '/v1/events', body => $body,
 		headers => ['Content-Type' => $ct]);
