@@ -52,6 +52,10 @@ static ngx_int_t ngx_http_usage_batch_scan(ngx_pool_t *pool, u_char *body,
     ngx_http_usage_batch_t *batch);
 static ngx_int_t ngx_http_usage_batch_scanned(void *data,
     ngx_http_usage_fields_t *fields);
+static ngx_int_t ngx_http_usage_batch_open(ngx_pool_t *pool, size_t n,
+    const char *what, ngx_http_usage_batch_t *batch);
+static ngx_int_t ngx_http_usage_batch_note(ngx_http_usage_batch_t *batch,
+    ngx_uint_t index, ngx_str_t *message);
 static ngx_int_t ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
     ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch);
 static ngx_int_t ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v,
@@ -250,7 +254,6 @@ ngx_http_usage_batch_scanned(void *data, ngx_http_usage_fields_t *fields)
     ngx_int_t                      rc;
     ngx_str_t                      error;
     ngx_http_usage_record_t       *rec;
-    ngx_http_usage_batch_error_t  *e;
     ngx_http_usage_batch_scan_t   *bs;
 
     bs = data;
@@ -272,13 +275,53 @@ ngx_http_usage_batch_scanned(void *data, ngx_http_usage_fields_t *fields)
         return rc;
     }
 
-    e = ngx_array_push(&bs->batch->errors);
+    return ngx_http_usage_batch_note(bs->batch, bs->recs.nelts - 1, &error);
+}
+
+
+/* the records of a batch of n events; a count outside 1 to the most is
+ * refused, worded after "what" */
+
+static ngx_int_t
+ngx_http_usage_batch_open(ngx_pool_t *pool, size_t n, const char *what,
+    ngx_http_usage_batch_t *batch)
+{
+    u_char  *p;
+
+    if (n == 0 || n > NGX_HTTP_USAGE_BATCH_MAX) {
+        p = ngx_pnalloc(pool, 64 + NGX_SIZE_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        batch->error.data = p;
+        batch->error.len = ngx_sprintf(p, "%s 1 to %d events, not %uz", what,
+                                       NGX_HTTP_USAGE_BATCH_MAX, n)
+                           - p;
+        return NGX_DECLINED;
+    }
+
+    batch->recs = ngx_pcalloc(pool, n * sizeof(ngx_http_usage_record_t));
+
+    return batch->recs ? NGX_OK : NGX_ERROR;
+}
+
+
+/* an invalid event of a batch, by its index */
+
+static ngx_int_t
+ngx_http_usage_batch_note(ngx_http_usage_batch_t *batch, ngx_uint_t index,
+    ngx_str_t *message)
+{
+    ngx_http_usage_batch_error_t  *e;
+
+    e = ngx_array_push(&batch->errors);
     if (e == NULL) {
         return NGX_ERROR;
     }
 
-    e->index = bs->recs.nelts - 1;
-    e->message = error;
+    e->index = index;
+    e->message = *message;
 
     return NGX_OK;
 }
@@ -288,7 +331,6 @@ static ngx_int_t
 ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
     ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
 {
-    u_char     *p;
     size_t      i, n;
     json_t     *events, *v;
     ngx_int_t   rc;
@@ -302,22 +344,10 @@ ngx_http_usage_batch_events(ngx_pool_t *pool, json_t *root,
 
     n = json_array_size(events);
 
-    if (n == 0 || n > NGX_HTTP_USAGE_BATCH_MAX) {
-        p = ngx_pnalloc(pool, 64 + NGX_SIZE_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
+    rc = ngx_http_usage_batch_open(pool, n, "events must hold", batch);
 
-        batch->error.data = p;
-        batch->error.len = ngx_sprintf(p, "events must hold 1 to %d events, "
-                                       "not %uz", NGX_HTTP_USAGE_BATCH_MAX, n)
-                           - p;
-        return NGX_DECLINED;
-    }
-
-    batch->recs = ngx_pcalloc(pool, n * sizeof(ngx_http_usage_record_t));
-    if (batch->recs == NULL) {
-        return NGX_ERROR;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     json_array_foreach(events, i, v) {
@@ -343,7 +373,6 @@ ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v, ngx_uint_t index,
     ngx_int_t                      rc;
     ngx_str_t                      error;
     ngx_http_usage_fields_t        fields;
-    ngx_http_usage_batch_error_t  *e;
 
     if (json_is_object(v)) {
         rc = ngx_http_usage_tree_fields(pool, v, limits, &fields);
@@ -362,15 +391,7 @@ ngx_http_usage_batch_event(ngx_pool_t *pool, json_t *v, ngx_uint_t index,
         ngx_str_set(&error, "An event must be a JSON object");
     }
 
-    e = ngx_array_push(&batch->errors);
-    if (e == NULL) {
-        return NGX_ERROR;
-    }
-
-    e->index = index;
-    e->message = error;
-
-    return NGX_OK;
+    return ngx_http_usage_batch_note(batch, index, &error);
 }
 
 
@@ -511,13 +532,11 @@ static ngx_int_t
 ngx_http_usage_cloud_batch(ngx_pool_t *pool, json_t *root,
     ngx_http_usage_limits_t *limits, ngx_http_usage_batch_t *batch)
 {
-    u_char                        *p;
     size_t                         i, n;
     json_t                        *v;
     ngx_int_t                      rc;
     ngx_str_t                      error;
     ngx_http_usage_fields_t        fields;
-    ngx_http_usage_batch_error_t  *e;
 
     if (!json_is_array(root)) {
         ngx_str_set(&batch->error, NGX_HTTP_USAGE_CLOUD_SHAPE);
@@ -526,22 +545,10 @@ ngx_http_usage_cloud_batch(ngx_pool_t *pool, json_t *root,
 
     n = json_array_size(root);
 
-    if (n == 0 || n > NGX_HTTP_USAGE_BATCH_MAX) {
-        p = ngx_pnalloc(pool, 64 + NGX_SIZE_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
+    rc = ngx_http_usage_batch_open(pool, n, "A batch holds", batch);
 
-        batch->error.data = p;
-        batch->error.len = ngx_sprintf(p, "A batch holds 1 to %d events, "
-                                       "not %uz", NGX_HTTP_USAGE_BATCH_MAX, n)
-                           - p;
-        return NGX_DECLINED;
-    }
-
-    batch->recs = ngx_pcalloc(pool, n * sizeof(ngx_http_usage_record_t));
-    if (batch->recs == NULL) {
-        return NGX_ERROR;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     json_array_foreach(root, i, v) {
@@ -556,14 +563,10 @@ ngx_http_usage_cloud_batch(ngx_pool_t *pool, json_t *root,
             return NGX_ERROR;
         }
 
-        if (rc == NGX_DECLINED) {
-            e = ngx_array_push(&batch->errors);
-            if (e == NULL) {
-                return NGX_ERROR;
-            }
-
-            e->index = i;
-            e->message = error;
+        if (rc == NGX_DECLINED
+            && ngx_http_usage_batch_note(batch, i, &error) != NGX_OK)
+        {
+            return NGX_ERROR;
         }
     }
 
