@@ -30,6 +30,7 @@
 #include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_position.h"
 #include "ngx_http_usage_wire.h"
+#include "ngx_http_usage_cursor.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -60,6 +61,15 @@ static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r,
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_cursor_arg(ngx_http_request_t *r,
+    ngx_http_usage_list_t *q, ngx_http_usage_list_key_t *after,
+    ngx_str_t *error);
+static ngx_http_usage_sipkey_t *ngx_http_usage_cursor_key(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_usage_out_cursor_page(ngx_http_request_t *r,
+    ngx_http_usage_out_t *out, ngx_http_usage_list_t *q);
+static void ngx_http_usage_out_offset_page(ngx_http_usage_out_t *out,
+    ngx_http_usage_list_t *q);
 static ngx_int_t ngx_http_usage_filter_arg(ngx_http_request_t *r,
     const char *name, ngx_str_t *value, ngx_str_t **filter);
 static ngx_int_t ngx_http_usage_number_arg(ngx_http_request_t *r,
@@ -603,12 +613,13 @@ ngx_http_usage_json_content_type(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_usage_list_events(ngx_http_request_t *r)
 {
-    ngx_int_t                 rc;
-    ngx_str_t                 errors[4], entity, type, scope;
-    ngx_uint_t                n, i;
-    ngx_http_usage_out_t      out;
-    ngx_http_usage_list_t     q;
-    ngx_http_usage_record_t  *rec;
+    ngx_int_t                  rc;
+    ngx_str_t                  errors[4], entity, type, scope;
+    ngx_uint_t                 n, i;
+    ngx_http_usage_out_t       out;
+    ngx_http_usage_list_t      q;
+    ngx_http_usage_record_t   *rec;
+    ngx_http_usage_list_key_t  after;
 
     ngx_memzero(&q, sizeof(ngx_http_usage_list_t));
     q.limit = 100;
@@ -674,6 +685,17 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         q.entity = &scope;
     }
 
+    rc = ngx_http_usage_cursor_arg(r, &q, &after, &errors[0]);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "INVALID_CURSOR", &errors[0]);
+    }
+
     if (ngx_http_usage_store_list(ngx_http_usage_zone_of(r), r->pool, &q,
                                   ngx_http_usage_now())
         != NGX_OK)
@@ -696,18 +718,128 @@ ngx_http_usage_list_events(ngx_http_request_t *r)
         ngx_http_usage_out_event(&out, &rec[i]);
     }
 
-    ngx_http_usage_out_pair(&out, "],\"pagination\":{\"total\":", q.total);
-    ngx_http_usage_out_pair(&out, ",\"limit\":", q.limit);
-    ngx_http_usage_out_pair(&out, ",\"offset\":", q.offset);
-
-    if (q.offset + q.limit < q.total) {
-        ngx_http_usage_out_lit(&out, ",\"hasMore\":true}}}");
+    if (q.by_key) {
+        if (ngx_http_usage_out_cursor_page(r, &out, &q) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
     } else {
-        ngx_http_usage_out_lit(&out, ",\"hasMore\":false}}}");
+        ngx_http_usage_out_offset_page(&out, &q);
     }
 
     return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+static void
+ngx_http_usage_out_offset_page(ngx_http_usage_out_t *out,
+    ngx_http_usage_list_t *q)
+{
+    ngx_http_usage_out_pair(out, "],\"pagination\":{\"total\":", q->total);
+    ngx_http_usage_out_pair(out, ",\"limit\":", q->limit);
+    ngx_http_usage_out_pair(out, ",\"offset\":", q->offset);
+
+    if (q->offset + q->limit < q->total) {
+        ngx_http_usage_out_lit(out, ",\"hasMore\":true}}}");
+
+    } else {
+        ngx_http_usage_out_lit(out, ",\"hasMore\":false}}}");
+    }
+}
+
+
+/*
+ * cursor: absent, offset paging; empty, the first page of a walk by
+ * cursor; else a page's nextCursor.  NGX_DECLINED: refused, *error says
+ * why.
+ */
+
+static ngx_int_t
+ngx_http_usage_cursor_arg(ngx_http_request_t *r, ngx_http_usage_list_t *q,
+    ngx_http_usage_list_key_t *after, ngx_str_t *error)
+{
+    ngx_int_t  rc;
+    ngx_str_t  value, offset;
+
+    rc = ngx_http_usage_arg(r->pool, &r->args, "cursor", &value);
+
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
+    }
+
+    q->by_key = 1;
+
+    rc = ngx_http_usage_arg(r->pool, &r->args, "offset", &offset);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_str_set(error, "cursor cannot be combined with offset");
+        return NGX_DECLINED;
+    }
+
+    if (value.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_usage_cursor_decode(ngx_http_usage_cursor_key(r), &value,
+                                     q->entity, q->type, after, error)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    q->after = after;
+
+    return NGX_OK;
+}
+
+
+/* the key that signs cursors: usage_cursor_key's, or the zone's */
+
+static ngx_http_usage_sipkey_t *
+ngx_http_usage_cursor_key(ngx_http_request_t *r)
+{
+    ngx_http_usage_main_conf_t  *umcf;
+
+    umcf = ngx_http_get_module_main_conf(r, ngx_http_usage_module);
+
+    return umcf->cursor_key ? umcf->cursor_key
+                            : ngx_http_usage_store_cursor_key(
+                                                 ngx_http_usage_zone_of(r));
+}
+
+
+/* a cursor page's pagination: no total, which costs a walk of them all */
+
+static ngx_int_t
+ngx_http_usage_out_cursor_page(ngx_http_request_t *r,
+    ngx_http_usage_out_t *out, ngx_http_usage_list_t *q)
+{
+    u_char  token[NGX_HTTP_USAGE_CURSOR_LEN];
+
+    ngx_http_usage_out_pair(out, "],\"pagination\":{\"limit\":", q->limit);
+
+    if (!q->more) {
+        ngx_http_usage_out_lit(out,
+                               ",\"nextCursor\":null,\"hasMore\":false}}}");
+        return NGX_OK;
+    }
+
+    if (ngx_http_usage_cursor_encode(ngx_http_usage_cursor_key(r), &q->last,
+                                     q->entity, q->type, token)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_usage_out_lit(out, ",\"nextCursor\":\"");
+    ngx_http_usage_out_raw(out, token, NGX_HTTP_USAGE_CURSOR_LEN);
+    ngx_http_usage_out_lit(out, "\",\"hasMore\":true}}}");
+
+    return NGX_OK;
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_usage_track.h"
 #include "ngx_http_usage_metrics.h"
 #include "ngx_http_usage_sync.h"
+#include "ngx_http_usage_cursor.h"
 
 
 /* the parameters of one usage_zone directive, as they are parsed */
@@ -221,6 +222,13 @@ static ngx_command_t  ngx_http_usage_commands[] = {
     { ngx_string("usage_sync"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_usage_sync,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("usage_cursor_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_usage_cursor_key_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },

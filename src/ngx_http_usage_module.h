@@ -16,6 +16,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_usage_siphash.h"
+
 
 #define NGX_HTTP_USAGE_VERSION          "0.1.0"
 #define NGX_HTTP_USAGE_NAME             "ngx_http_usage_module"
@@ -59,6 +61,8 @@ typedef struct {
                                                       sync_conf_t * */
     ngx_flag_t                   tracking_used;
     ngx_int_t                    trace_var_index;
+    ngx_http_usage_sipkey_t     *cursor_key;       /* usage_cursor_key, or
+                                                      NULL: each zone's */
 } ngx_http_usage_main_conf_t;
 
 

@@ -18,6 +18,7 @@
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
 #include "ngx_http_usage_query.h"
+#include "ngx_http_usage_skip.h"
 
 
 #define ngx_http_usage_raw_at(q, off)                                        \
@@ -39,6 +40,20 @@ typedef struct {
 } ngx_http_usage_tally_t;
 
 
+/* a walk of the list: a page of a queue, the log's or an entity's */
+typedef struct {
+    ngx_http_usage_list_t       *q;
+    ngx_pool_t                  *pool;
+    ngx_http_usage_shctx_t      *sh;
+    ngx_http_usage_type_t       *type;         /* NULL: any */
+    ngx_queue_t                 *head;
+    size_t                       off;          /* of head's link */
+    ngx_uint_t                   matched;
+    ngx_uint_t                   emitted;
+    ngx_http_usage_raw_t        *last;         /* emitted */
+} ngx_http_usage_walk_t;
+
+
 /* a bucket counted whole: the answer is no finer than its span */
 #define ngx_http_usage_coarse(q, b)                                          \
     (q)->resolution = ngx_max((q)->resolution,                               \
@@ -47,6 +62,18 @@ typedef struct {
                                : NGX_HTTP_USAGE_BY_MINUTE))
 
 
+static ngx_int_t ngx_http_usage_list_walk_locked(ngx_http_usage_walk_t *w,
+    ngx_queue_t *cur, ngx_uint_t stop);
+static ngx_int_t ngx_http_usage_list_emit(ngx_http_usage_walk_t *w,
+    ngx_http_usage_raw_t *e);
+static ngx_int_t ngx_http_usage_list_after_locked(ngx_http_usage_walk_t *w,
+    ngx_http_usage_entity_t *entity);
+static ngx_queue_t *ngx_http_usage_list_place_locked(ngx_http_usage_walk_t *w,
+    ngx_http_usage_entity_t *entity, ngx_http_usage_list_key_t *key);
+static ngx_queue_t *ngx_http_usage_list_entity_place_locked(
+    ngx_http_usage_walk_t *w, ngx_http_usage_entity_t *entity,
+    ngx_http_usage_list_key_t *key, ngx_http_usage_raw_t *at,
+    ngx_uint_t how);
 static ngx_http_usage_entity_t *ngx_http_usage_range_begin(
     ngx_http_usage_zone_t *zone, ngx_http_usage_range_t *q, int64_t now);
 static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
@@ -74,13 +101,10 @@ ngx_int_t
 ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_list_t *q, int64_t now)
 {
-    size_t                    off;
-    ngx_uint_t                matched, emitted, count_all, n;
-    ngx_queue_t              *head, *cur, *first, *next, *p;
-    ngx_http_usage_raw_t     *ev, *e;
-    ngx_http_usage_type_t    *type;
+    ngx_int_t                 rc;
+    ngx_uint_t                n, count_all;
+    ngx_http_usage_walk_t     w;
     ngx_http_usage_entity_t  *entity;
-    ngx_http_usage_record_t  *rec;
     ngx_http_usage_shctx_t   *sh;
 
     n = ngx_min(q->limit, 64);
@@ -92,14 +116,21 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     q->total = 0;
+    q->more = 0;
     sh = zone->sh;
+
+    ngx_memzero(&w, sizeof(ngx_http_usage_walk_t));
+    w.q = q;
+    w.pool = pool;
+    w.sh = sh;
+
+    rc = NGX_OK;
 
     ngx_http_usage_store_lock(zone);
 
     ngx_http_usage_expire_locked(zone, now);
 
     entity = NULL;
-    type = NULL;
 
     if (q->entity) {
         entity = ngx_http_usage_entity_lookup(sh, q->entity);
@@ -109,46 +140,71 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     if (q->type) {
-        type = ngx_http_usage_type_lookup(sh, q->type);
-        if (type == NULL) {
+        w.type = ngx_http_usage_type_lookup(sh, q->type);
+        if (w.type == NULL) {
             goto done;
         }
     }
 
     if (entity) {
-        head = &entity->raw;
-        off = offsetof(ngx_http_usage_raw_t, entity_queue);
+        w.head = &entity->raw;
+        w.off = offsetof(ngx_http_usage_raw_t, entity_queue);
         q->total = entity->raw_count;
 
     } else {
-        head = &sh->raw;
-        off = offsetof(ngx_http_usage_raw_t, queue);
-        q->total = type ? type->raw_count : sh->raw_count;
+        w.head = &sh->raw;
+        w.off = offsetof(ngx_http_usage_raw_t, queue);
+        q->total = w.type ? w.type->raw_count : sh->raw_count;
+    }
+
+    if (q->by_key) {
+        rc = ngx_http_usage_list_after_locked(&w, entity);
+        goto done;
     }
 
     /* only an entity filtered by type has no maintained count */
-    count_all = (entity && type);
+    count_all = (entity && w.type);
 
     if (!count_all && q->offset >= q->total) {
         goto done;
     }
 
-    /*
-     * Newest first by createdAt; events with equal createdAt keep their
-     * insertion order, as the stable sort of the old service did.  Walk
-     * back group by group, and forward inside a group.
-     */
+    rc = ngx_http_usage_list_walk_locked(&w, ngx_queue_last(w.head),
+                                         !count_all);
 
-    matched = 0;
-    emitted = 0;
-    cur = ngx_queue_last(head);
+    if (count_all) {
+        q->total = w.matched;
+    }
 
-    while (cur != ngx_queue_sentinel(head)) {
-        ev = ngx_http_usage_raw_at(cur, off);
+done:
+
+    ngx_http_usage_store_unlock(zone);
+
+    return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * Newest first by createdAt; events with equal createdAt keep their
+ * insertion order, as the stable sort of the old service did.  Walks back
+ * millisecond by millisecond from cur, and forward inside one.  With
+ * stop, it ends once the page is full or every match counted.
+ */
+
+static ngx_int_t
+ngx_http_usage_list_walk_locked(ngx_http_usage_walk_t *w, ngx_queue_t *cur,
+    ngx_uint_t stop)
+{
+    ngx_int_t              rc;
+    ngx_queue_t           *first, *next, *p;
+    ngx_http_usage_raw_t  *ev;
+
+    while (cur != ngx_queue_sentinel(w->head)) {
+        ev = ngx_http_usage_raw_at(cur, w->off);
 
         first = cur;
-        while (ngx_queue_prev(first) != ngx_queue_sentinel(head)
-               && ngx_http_usage_raw_at(ngx_queue_prev(first), off)->created
+        while (ngx_queue_prev(first) != ngx_queue_sentinel(w->head)
+               && ngx_http_usage_raw_at(ngx_queue_prev(first), w->off)->created
                   == ev->created)
         {
             first = ngx_queue_prev(first);
@@ -157,22 +213,10 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         next = ngx_queue_prev(first);
 
         for (p = first; /* void */; p = ngx_queue_next(p)) {
-            e = ngx_http_usage_raw_at(p, off);
+            rc = ngx_http_usage_list_emit(w, ngx_http_usage_raw_at(p, w->off));
 
-            if (type == NULL || e->series->type == type) {
-                if (matched >= q->offset && emitted < q->limit) {
-                    rec = ngx_array_push(&q->records);
-                    if (rec == NULL
-                        || ngx_http_usage_copy_raw(pool, rec, e) != NGX_OK)
-                    {
-                        ngx_http_usage_store_unlock(zone);
-                        return NGX_ERROR;
-                    }
-
-                    emitted++;
-                }
-
-                matched++;
+            if (rc != NGX_OK) {
+                return rc;
             }
 
             if (p == cur) {
@@ -181,22 +225,232 @@ ngx_http_usage_store_list(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
         }
 
         /* enough, or every match of a rare type already seen */
-        if (!count_all && (emitted == q->limit || matched == q->total)) {
+        if (stop && (w->emitted == w->q->limit
+                     || w->matched == w->q->total))
+        {
             break;
         }
 
         cur = next;
     }
 
-    if (count_all) {
-        q->total = matched;
+    return NGX_OK;
+}
+
+
+/* NGX_DONE: a match past a full page of a cursor, which says there is more */
+
+static ngx_int_t
+ngx_http_usage_list_emit(ngx_http_usage_walk_t *w, ngx_http_usage_raw_t *e)
+{
+    ngx_http_usage_list_t    *q;
+    ngx_http_usage_record_t  *rec;
+
+    q = w->q;
+
+    if (w->type && e->series->type != w->type) {
+        return NGX_OK;
     }
+
+    if (w->emitted == q->limit && q->by_key) {
+        q->more = 1;
+        return NGX_DONE;
+    }
+
+    if (w->matched >= q->offset && w->emitted < q->limit) {
+        rec = ngx_array_push(&q->records);
+        if (rec == NULL
+            || ngx_http_usage_copy_raw(w->pool, rec, e) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        w->emitted++;
+        w->last = e;
+    }
+
+    w->matched++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cursor's page: the rest of its event's millisecond in the order
+ * stored, then the earlier milliseconds as any page.  The place is found
+ * in O(log n) (ngx_http_usage_skip.c), then the page costs its events.
+ */
+
+static ngx_int_t
+ngx_http_usage_list_after_locked(ngx_http_usage_walk_t *w,
+    ngx_http_usage_entity_t *entity)
+{
+    ngx_int_t                   rc;
+    ngx_queue_t                *pos, *p;
+    ngx_http_usage_raw_t       *ev;
+    ngx_http_usage_list_key_t  *key;
+
+    key = w->q->after;
+
+    if (key == NULL) {
+        rc = ngx_http_usage_list_walk_locked(w, ngx_queue_last(w->head), 0);
+        goto done;
+    }
+
+    pos = ngx_http_usage_list_place_locked(w, entity, key);
+
+    p = (pos == ngx_queue_sentinel(w->head)) ? ngx_queue_head(w->head)
+                                             : ngx_queue_next(pos);
+
+    for ( /* void */ ; p != ngx_queue_sentinel(w->head); p = ngx_queue_next(p))
+    {
+        ev = ngx_http_usage_raw_at(p, w->off);
+
+        if (ev->created != key->created) {
+            break;
+        }
+
+        rc = ngx_http_usage_list_emit(w, ev);
+
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    while (pos != ngx_queue_sentinel(w->head)
+           && ngx_http_usage_raw_at(pos, w->off)->created == key->created)
+    {
+        pos = ngx_queue_prev(pos);
+    }
+
+    rc = ngx_http_usage_list_walk_locked(w, pos, 0);
 
 done:
 
-    ngx_http_usage_store_unlock(zone);
+    if (rc != NGX_ERROR && w->emitted) {
+        w->q->last.created = w->last->created;
+        w->q->last.seq = ngx_http_usage_raw_seq(w->sh, w->last);
+        w->q->last.epoch = w->sh->log_epoch;
+        ngx_memcpy(w->q->last.uuid, w->last->uuid, 16);
+    }
 
-    return NGX_OK;
+    return rc;
+}
+
+
+/*
+ * The last record of the walked queue listed at or before the key, or
+ * its sentinel.  The key's event, when still stored, is that record;
+ * when it is gone, the page goes on from the next one stored.  A key of
+ * another ring (the store was restarted since) cannot be placed inside
+ * its millisecond but by its event: without it, that whole millisecond
+ * follows.
+ */
+
+static ngx_queue_t *
+ngx_http_usage_list_place_locked(ngx_http_usage_walk_t *w,
+    ngx_http_usage_entity_t *entity, ngx_http_usage_list_key_t *key)
+{
+    ngx_uint_t               how;
+    ngx_queue_t             *q;
+    ngx_http_usage_raw_t    *at, *exact, *r;
+    ngx_http_usage_shctx_t  *sh;
+
+    sh = w->sh;
+    how = (sh->fleet || key->epoch == sh->log_epoch)
+          ? NGX_HTTP_USAGE_SKIP_UPTO : NGX_HTTP_USAGE_SKIP_EARLIER;
+
+    at = ngx_http_usage_skip_seek_locked(sh, key, how);
+    exact = NULL;
+
+    if (how == NGX_HTTP_USAGE_SKIP_UPTO) {
+        if (at && at->created == key->created
+            && ngx_memcmp(at->uuid, key->uuid, 16) == 0)
+        {
+            exact = at;
+        }
+
+    } else {
+        for (q = at ? ngx_queue_next(&at->queue) : ngx_queue_head(&sh->raw);
+             q != ngx_queue_sentinel(&sh->raw);
+             q = ngx_queue_next(q))
+        {
+            r = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
+
+            if (r->created != key->created) {
+                break;
+            }
+
+            if (ngx_memcmp(r->uuid, key->uuid, 16) == 0) {
+                exact = r;
+                break;
+            }
+        }
+    }
+
+    if (entity == NULL) {
+        r = exact ? exact : at;
+        return r ? &r->queue : ngx_queue_sentinel(&sh->raw);
+    }
+
+    if (exact) {
+        return &exact->entity_queue;
+    }
+
+    return ngx_http_usage_list_entity_place_locked(w, entity, key, at, how);
+}
+
+
+/*
+ * The entity's last record at or before at, the log's: mostly a few
+ * records back in the log; else along the entity's own events from its
+ * oldest, which costs its events older than the key (few, when the key's
+ * event went the way of the oldest).
+ */
+
+#define NGX_HTTP_USAGE_LIST_NEAR  64
+
+static ngx_queue_t *
+ngx_http_usage_list_entity_place_locked(ngx_http_usage_walk_t *w,
+    ngx_http_usage_entity_t *entity, ngx_http_usage_list_key_t *key,
+    ngx_http_usage_raw_t *at, ngx_uint_t how)
+{
+    ngx_uint_t             n;
+    ngx_queue_t           *q, *last;
+    ngx_http_usage_raw_t  *r;
+
+    r = at;
+
+    for (n = 0; r && n < NGX_HTTP_USAGE_LIST_NEAR; n++) {
+        if (r->series->entity == entity) {
+            return &r->entity_queue;
+        }
+
+        q = ngx_queue_prev(&r->queue);
+        r = (q == ngx_queue_sentinel(&w->sh->raw))
+            ? NULL : ngx_queue_data(q, ngx_http_usage_raw_t, queue);
+    }
+
+    if (r == NULL) {
+        return ngx_queue_sentinel(&entity->raw);
+    }
+
+    last = ngx_queue_sentinel(&entity->raw);
+
+    for (q = ngx_queue_head(&entity->raw);
+         q != ngx_queue_sentinel(&entity->raw);
+         q = ngx_queue_next(q))
+    {
+        r = ngx_queue_data(q, ngx_http_usage_raw_t, entity_queue);
+
+        if (!ngx_http_usage_skip_before(w->sh, r, key, how)) {
+            break;
+        }
+
+        last = q;
+    }
+
+    return last;
 }
 
 

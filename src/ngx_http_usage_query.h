@@ -32,13 +32,27 @@ typedef struct {
 } ngx_http_usage_point_t;
 
 
+/* an event's place in the list, which a cursor carries */
+typedef struct {
+    int64_t                      created;
+    uint32_t                     seq;            /* see raw_seq() */
+    uint32_t                     epoch;          /* of the ring seq is of */
+    u_char                       uuid[16];
+} ngx_http_usage_list_key_t;
+
+
 typedef struct {
     ngx_str_t                   *entity;         /* NULL: any */
     ngx_str_t                   *type;           /* NULL: any */
     ngx_uint_t                   offset;
     ngx_uint_t                   limit;
+    ngx_uint_t                   by_key;         /* after, not offset */
+    ngx_http_usage_list_key_t   *after;          /* NULL: the newest on */
 
-    ngx_uint_t                   total;          /* out */
+    ngx_uint_t                   total;          /* out, not by_key */
+    ngx_uint_t                   more;           /* out, by_key: a match
+                                                    follows the last */
+    ngx_http_usage_list_key_t    last;           /* out, by_key */
     ngx_array_t                  records;        /* out: record_t */
 } ngx_http_usage_list_t;
 

@@ -27,6 +27,7 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
+#include "ngx_http_usage_skip.h"
 #include "ngx_http_usage_text.h"
 
 
@@ -58,6 +59,7 @@ typedef struct {
     uint64_t                     id_hash;
     size_t                       size;         /* the raw record's, if
                                                   back-dated: the most */
+    ngx_uint_t                   levels;       /* of its skip list */
     ngx_http_usage_entity_t     *entity;       /* pinned */
     ngx_http_usage_series_t     *series;
     ngx_http_usage_bucket_t     *bucket;
@@ -281,10 +283,15 @@ ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone)
     sh->dataset = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
                   ^ (uint64_t) ngx_pid ^ (uint64_t) sh->start_time;
 
+    sh->log_epoch = (uint32_t) ngx_random();
+
     /* nobody outside may know it: colliding ids cannot be made offline */
-    if (ngx_http_usage_sipkey_random(&sh->id_key) != NGX_OK) {
+    if (ngx_http_usage_sipkey_random(&sh->id_key) != NGX_OK
+        || ngx_http_usage_sipkey_random(&sh->cursor_key) != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, ngx_errno,
-                      "usage zone \"%V\": no random key for client ids",
+                      "usage zone \"%V\": no random key for client ids "
+                      "and cursors",
                       &shm_zone->shm.name);
         return NGX_ERROR;
     }
@@ -769,8 +776,10 @@ ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
                    ? ngx_http_usage_idx_hash(zone->sh, &rec->entity,
                                              &rec->id)
                    : 0;
+    ins->levels = ngx_http_usage_skip_levels(rec->uuid);
     ins->size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
-                          + ngx_http_usage_raw_extra(1, rec->id.len)
+                          + ngx_http_usage_raw_extra(1, rec->id.len,
+                                                     ins->levels)
                           + rec->id.len + rec->metadata.len, 8);
 }
 
@@ -1039,7 +1048,7 @@ ngx_http_usage_insert_raw_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_raw_t  *raw;
 
     raw = ngx_http_usage_raw_append_locked(zone, ins->series, ins->bucket,
-                                           ins->rec);
+                                           ins->rec, ins->levels);
 
     ins->series->raw_refs--;
     ins->entity->raw_count--;
@@ -1467,11 +1476,21 @@ ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone, uint64_t read_ms,
 }
 
 
+/* written when the zone is created, read without the lock */
+
+ngx_http_usage_sipkey_t *
+ngx_http_usage_store_cursor_key(ngx_http_usage_zone_t *zone)
+{
+    return &zone->sh->cursor_key;
+}
+
+
 size_t
 ngx_http_usage_store_event_overhead(void)
 {
     /* the record's header, its largest extras, and its padding */
-    return NGX_HTTP_USAGE_RAW_HEADER + ngx_http_usage_raw_extra(1, 1) + 8;
+    return NGX_HTTP_USAGE_RAW_HEADER
+           + ngx_http_usage_raw_extra(1, 1, NGX_HTTP_USAGE_SKIP_LEVELS) + 8;
 }
 
 
@@ -1747,6 +1766,7 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
         ngx_rbtree_delete(&sh->backdated, (ngx_rbtree_node_t *) raw->data);
     }
 
+    ngx_http_usage_skip_unlink_locked(sh, raw);
     ngx_queue_remove(&raw->queue);
     ngx_queue_remove(&raw->entity_queue);
 
@@ -1781,7 +1801,7 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
 ngx_http_usage_raw_t *
 ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *bucket,
-    ngx_http_usage_record_t *rec)
+    ngx_http_usage_record_t *rec, ngx_uint_t levels)
 {
     u_char                  *p;
     size_t                   size;
@@ -1789,7 +1809,7 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
-    size = ngx_http_usage_raw_size(rec);
+    size = ngx_http_usage_raw_size(rec, levels);
 
     if (size > (size_t) (sh->ring_end - sh->ring)) {
         return NULL;
@@ -1800,8 +1820,12 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     raw = (ngx_http_usage_raw_t *) p;
 
     raw->size = (uint32_t) size;
-    raw->flags = (rec->time < rec->created) ? NGX_HTTP_USAGE_RAW_BACKDATED
-                                            : 0;
+    raw->flags = (uint16_t) (levels << NGX_HTTP_USAGE_RAW_LEVEL_SHIFT);
+
+    if (rec->time < rec->created) {
+        raw->flags |= NGX_HTTP_USAGE_RAW_BACKDATED;
+    }
+
     raw->id_len = (uint16_t) rec->id.len;
     raw->metadata_len = (uint32_t) rec->metadata.len;
     raw->reserved = 0;
@@ -1844,6 +1868,8 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
                                    offsetof(ngx_http_usage_raw_t,
                                             entity_queue), raw);
     }
+
+    ngx_http_usage_skip_link_locked(sh, raw);
 
     if (bucket) {
         ngx_queue_insert_tail(&bucket->raw, &raw->bucket_queue);
@@ -1926,6 +1952,7 @@ ngx_http_usage_ring_reserve_locked(ngx_http_usage_zone_t *zone, size_t size)
             /* an empty ring starts over, whatever its positions were */
             sh->ring_head = sh->ring;
             sh->ring_wrap = NULL;
+            sh->ring_laps++;
             p = sh->ring;
 
         } else if (sh->ring_wrap == NULL) {
@@ -1936,6 +1963,7 @@ ngx_http_usage_ring_reserve_locked(ngx_http_usage_zone_t *zone, size_t size)
 
             } else if ((size_t) (sh->ring_head - sh->ring) >= size) {
                 sh->ring_wrap = sh->ring_tail;
+                sh->ring_laps++;
                 p = sh->ring;
             }
 

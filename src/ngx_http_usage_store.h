@@ -34,6 +34,8 @@
 #include <ngx_thread_pool.h>
 #endif
 
+#include "ngx_http_usage_siphash.h"
+
 
 #define NGX_HTTP_USAGE_ENTITY_MAX_BYTES  (255 * 4)
 #define NGX_HTTP_USAGE_TYPE_MAX_BYTES    (100 * 4)
@@ -284,6 +286,8 @@ void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
 
 /* bytes of the ring an event takes beyond its metadata and client id */
 size_t ngx_http_usage_store_event_overhead(void);
+ngx_http_usage_sipkey_t *ngx_http_usage_store_cursor_key(
+    ngx_http_usage_zone_t *zone);
 
 
 #endif /* _NGX_HTTP_USAGE_STORE_H_INCLUDED_ */

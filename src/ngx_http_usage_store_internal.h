@@ -141,16 +141,18 @@ struct ngx_http_usage_type_s {
 /*
  * A raw event in the ring: 120 bytes, then what only some events need
  * (a retention tree node if back-dated, a pointer to its id's index entry
- * if it has a client id), its client id and its metadata, the whole padded
- * to 8 bytes.
+ * if it has a client id, its levels of the log's skip list), its client
+ * id and its metadata, the whole padded to 8 bytes.
  */
-typedef struct {
+typedef struct ngx_http_usage_raw_s  ngx_http_usage_raw_t;
+
+struct ngx_http_usage_raw_s {
     uint32_t                     size;
-    uint16_t                     flags;
+    uint16_t                     flags;        /* and the levels */
     uint16_t                     id_len;
     uint32_t                     metadata_len;
     uint32_t                     reserved;
-    ngx_queue_t                  queue;        /* all, oldest first */
+    ngx_queue_t                  queue;        /* all, by createdAt */
     ngx_queue_t                  entity_queue;
     ngx_queue_t                  bucket_queue;
     ngx_http_usage_series_t     *series;
@@ -160,7 +162,7 @@ typedef struct {
     double                       value;
     u_char                       uuid[16];
     u_char                       data[1];
-} ngx_http_usage_raw_t;
+};
 
 #define NGX_HTTP_USAGE_RAW_HEADER  offsetof(ngx_http_usage_raw_t, data)
 
@@ -181,21 +183,35 @@ typedef struct {
  */
 #define NGX_HTTP_USAGE_RAW_DEAD       0x0002
 
-#define ngx_http_usage_raw_extra(backdated, id_len)                          \
+/* bits 8 to 11 of the flags: the record's levels above the log's queue in
+ * the skip list that seeks a cursor's place (ngx_http_usage_skip.c) */
+#define NGX_HTTP_USAGE_RAW_LEVEL_SHIFT  8
+#define NGX_HTTP_USAGE_SKIP_LEVELS      15
+
+#define ngx_http_usage_raw_levels(raw)                                       \
+    (((raw)->flags >> NGX_HTTP_USAGE_RAW_LEVEL_SHIFT) & 0x0f)
+
+#define ngx_http_usage_raw_extra(backdated, id_len, levels)                  \
     (((backdated) ? sizeof(ngx_rbtree_node_t) : 0)                           \
-     + ((id_len) ? sizeof(ngx_http_usage_idx_t *) : 0))
+     + ((id_len) ? sizeof(ngx_http_usage_idx_t *) : 0)                       \
+     + (levels) * sizeof(ngx_http_usage_raw_t *))
 #define ngx_http_usage_raw_idx(raw)                                          \
     ((ngx_http_usage_idx_t **)                                               \
      ((raw)->data + (((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED)           \
                      ? sizeof(ngx_rbtree_node_t) : 0)))
+#define ngx_http_usage_raw_tower(raw)                                        \
+    ((ngx_http_usage_raw_t **)                                               \
+     ((raw)->data                                                            \
+      + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED,\
+                                 (raw)->id_len, 0)))
 #define ngx_http_usage_raw_id(raw)                                           \
     ((raw)->data                                                             \
      + ngx_http_usage_raw_extra((raw)->flags & NGX_HTTP_USAGE_RAW_BACKDATED, \
-                                (raw)->id_len))
-#define ngx_http_usage_raw_size(rec)                                         \
+                                (raw)->id_len, ngx_http_usage_raw_levels(raw)))
+#define ngx_http_usage_raw_size(rec, levels)                                 \
     ngx_align(NGX_HTTP_USAGE_RAW_HEADER                                      \
               + ngx_http_usage_raw_extra((rec)->time < (rec)->created,       \
-                                         (rec)->id.len)                      \
+                                         (rec)->id.len, levels)              \
               + (rec)->id.len + (rec)->metadata.len, 8)
 
 
@@ -249,6 +265,15 @@ struct ngx_http_usage_shctx_s {
     u_char                      *ring_wrap;    /* end of data before the
                                                   wrap, or NULL */
     size_t                       ring_used;
+    uint64_t                     ring_laps;    /* times the tail went back
+                                                  to the ring's start */
+
+    /* the log's skip list: each level's first and last record */
+    ngx_http_usage_raw_t        *skip_head[NGX_HTTP_USAGE_SKIP_LEVELS];
+    ngx_http_usage_raw_t        *skip_tail[NGX_HTTP_USAGE_SKIP_LEVELS];
+    uint32_t                     log_epoch;    /* random, new with every
+                                                  ring built: positions of
+                                                  another are not ours */
 
     ngx_uint_t                   raw_count;
     ngx_uint_t                   entity_count;
@@ -286,6 +311,9 @@ struct ngx_http_usage_shctx_s {
     ngx_http_usage_sipkey_t      id_key;       /* of the ids' hash: random,
                                                   never saved (a copy
                                                   hashes anew) */
+    ngx_http_usage_sipkey_t      cursor_key;   /* signs cursors without
+                                                  usage_cursor_key: random,
+                                                  never saved */
     uint32_t                     generation;   /* copies since it began */
     ngx_atomic_t                 saver;        /* pid saving now, or 0 */
 
@@ -304,6 +332,30 @@ struct ngx_http_usage_shctx_s {
     ngx_pid_t                    changer;
     uint64_t                     torn;         /* such changes found */
 };
+
+
+/*
+ * A live record's place in the ring counted from the ring's first byte
+ * ever: the order the records were stored in, which without usage_sync is
+ * the log's order inside one millisecond.  A cursor needs it to tell
+ * apart the events of a millisecond (a batch's share one createdAt): 32
+ * bits of it, in units of 8 bytes, compared as serial numbers.
+ */
+static ngx_inline uint32_t
+ngx_http_usage_raw_seq(ngx_http_usage_shctx_t *sh, ngx_http_usage_raw_t *raw)
+{
+    uint64_t  lap;
+
+    lap = sh->ring_laps;
+
+    /* [head, wrap) is the lap before the tail's */
+    if (sh->ring_wrap && (u_char *) raw >= sh->ring_head) {
+        lap--;
+    }
+
+    return (uint32_t) ((lap * (uint64_t) (sh->ring_end - sh->ring)
+                        + (uint64_t) ((u_char *) raw - sh->ring)) >> 3);
+}
 
 
 /* the zone of the same name in the running cycle, if its size differs */
@@ -354,7 +406,8 @@ ngx_http_usage_bucket_t *ngx_http_usage_bucket_lookup(
     ngx_http_usage_series_t *series, int64_t start, uint32_t span);
 ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
-    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
+    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec,
+    ngx_uint_t levels);
 ngx_http_usage_idx_t *ngx_http_usage_idx_add_locked(
     ngx_http_usage_zone_t *zone, uint64_t hash, ngx_str_t *entity,
     ngx_str_t *id, int64_t time, ngx_http_usage_raw_t *raw,
