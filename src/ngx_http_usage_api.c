@@ -31,6 +31,7 @@
 #include "ngx_http_usage_position.h"
 #include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_cursor.h"
+#include "ngx_http_usage_entities.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -109,8 +110,6 @@ static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
     int64_t ms);
 static void ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
     ngx_http_usage_stats_t *st);
-static ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r,
-    ngx_str_t *errors, ngx_uint_t n);
 
 
 #define ngx_http_usage_zone_of(r)                                            \
@@ -226,6 +225,10 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_USAGE_ROUTE_STATS:
         return ngx_http_usage_store_wide(r, 1);
+
+    case NGX_HTTP_USAGE_ROUTE_ENTITIES:
+        return ngx_http_usage_entities(r, ngx_http_usage_zone_of(r),
+                                       ngx_http_usage_cursor_key(r));
 
     case NGX_HTTP_USAGE_ROUTE_SUMMARY:
         return ngx_http_usage_summary(r, &rt);
@@ -1612,7 +1615,11 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
              "\"description\":\"Record 1 to 1000 events, all or none\"},"
             "{\"method\":\"GET\",\"path\":\"/v1/events\","
              "\"description\":\"List events, newest first\","
-             "\"query\":[\"entityId\",\"eventType\",\"limit\",\"offset\"]},"
+             "\"query\":[\"entityId\",\"eventType\",\"limit\",\"offset\","
+                        "\"cursor\"]},"
+            "{\"method\":\"GET\",\"path\":\"/v1/entities\","
+             "\"description\":\"Entities ranked by usage\","
+             "\"query\":[\"since\",\"until\",\"sort\",\"limit\",\"cursor\"]},"
             "{\"method\":\"GET\",\"path\":\"/v1/usage/stats\","
              "\"description\":\"Global statistics\"},"
             "{\"method\":\"GET\",\"path\":\"/v1/usage/{entityId}\","
@@ -1681,41 +1688,4 @@ ngx_http_usage_out_uptime(ngx_http_usage_out_t *out, int64_t ms)
     ngx_http_usage_out_lit(out, ",\"human\":");
     ngx_http_usage_out_string(out, buf, p - buf);
     ngx_http_usage_out_lit(out, "}");
-}
-
-
-static ngx_int_t
-ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
-    ngx_uint_t n)
-{
-    u_char     *p;
-    size_t      len;
-    ngx_str_t   msg;
-    ngx_uint_t  i;
-
-    len = 0;
-    for (i = 0; i < n; i++) {
-        len += errors[i].len + 2;
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    msg.data = p;
-
-    for (i = 0; i < n; i++) {
-        if (i) {
-            *p++ = ',';
-            *p++ = ' ';
-        }
-
-        p = ngx_cpymem(p, errors[i].data, errors[i].len);
-    }
-
-    msg.len = p - msg.data;
-
-    return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "VALIDATION_ERROR", &msg);
 }

@@ -26,8 +26,7 @@
 
 
 #define NGX_HTTP_USAGE_CURSOR_VERSION  1
-#define NGX_HTTP_USAGE_CURSOR_BYTES    45
-#define NGX_HTTP_USAGE_CURSOR_SIGNED   37
+#define NGX_HTTP_USAGE_CURSOR_SIGNED   37     /* then the MAC: 45 bytes */
 
 /* usage_cursor_key: the file is a secret of any length in this range */
 #define NGX_HTTP_USAGE_CURSOR_KEY_MIN  16
@@ -38,8 +37,6 @@ static uint32_t ngx_http_usage_cursor_tag(ngx_http_usage_sipkey_t *sipkey,
     ngx_str_t *entity, ngx_str_t *type);
 static void ngx_http_usage_cursor_tag_part(ngx_http_usage_siphash_t *h,
     ngx_str_t *s);
-static u_char *ngx_http_usage_put_le(u_char *p, uint64_t v, size_t n);
-static uint64_t ngx_http_usage_get_le(u_char *p, size_t n);
 static ngx_int_t ngx_http_usage_cursor_key_read(ngx_conf_t *cf,
     ngx_str_t *name, u_char *buf, size_t *len);
 
@@ -49,8 +46,8 @@ ngx_http_usage_cursor_encode(ngx_http_usage_sipkey_t *sipkey,
     ngx_http_usage_list_key_t *key, ngx_str_t *entity, ngx_str_t *type,
     u_char *dst)
 {
-    u_char     *p, raw[NGX_HTTP_USAGE_CURSOR_BYTES];
-    ngx_str_t   src, out;
+    u_char     *p, raw[NGX_HTTP_USAGE_CURSOR_SIGNED];
+    ngx_str_t   out;
 
     p = raw;
     *p++ = NGX_HTTP_USAGE_CURSOR_VERSION;
@@ -59,16 +56,11 @@ ngx_http_usage_cursor_encode(ngx_http_usage_sipkey_t *sipkey,
     p = ngx_cpymem(p, key->uuid, 16);
     p = ngx_http_usage_put_le(p, ngx_http_usage_cursor_tag(sipkey, entity,
                                                            type), 4);
-    p = ngx_http_usage_put_le(p, key->epoch, 4);
-    (void) ngx_http_usage_put_le(p, ngx_http_usage_siphash(sipkey, raw,
-                                               NGX_HTTP_USAGE_CURSOR_SIGNED),
-                                 8);
+    (void) ngx_http_usage_put_le(p, key->epoch, 4);
 
-    src.data = raw;
-    src.len = NGX_HTTP_USAGE_CURSOR_BYTES;
     out.data = dst;
-
-    ngx_encode_base64url(&out, &src);
+    ngx_http_usage_cursor_seal(sipkey, raw, NGX_HTTP_USAGE_CURSOR_SIGNED,
+                               &out);
 
     return (out.len == NGX_HTTP_USAGE_CURSOR_LEN) ? NGX_OK : NGX_ERROR;
 }
@@ -81,33 +73,24 @@ ngx_http_usage_cursor_decode(ngx_http_usage_sipkey_t *sipkey,
     ngx_str_t *token, ngx_str_t *entity, ngx_str_t *type,
     ngx_http_usage_list_key_t *key, ngx_str_t *error)
 {
-    u_char     raw[NGX_HTTP_USAGE_CURSOR_BYTES + 3], *p;
-    ngx_str_t  out;
+    u_char  raw[NGX_HTTP_USAGE_CURSOR_SIGNED];
+    size_t  len;
 
-    out.data = raw;
-    out.len = 0;
-
-    /*
-     * Exactly 60 characters of the alphabet: ngx_decode_base64url() also
-     * takes padding and stops at it, which would make two spellings of
-     * one cursor.
-     */
-    if (token->len != NGX_HTTP_USAGE_CURSOR_LEN
-        || ngx_strlchr(token->data, token->data + token->len, '=') != NULL
-        || ngx_decode_base64url(&out, token) != NGX_OK
-        || out.len != NGX_HTTP_USAGE_CURSOR_BYTES
-        || raw[0] != NGX_HTTP_USAGE_CURSOR_VERSION)
-    {
+    if (token->len != NGX_HTTP_USAGE_CURSOR_LEN) {
         ngx_str_set(error, "cursor is malformed");
         return NGX_DECLINED;
     }
 
-    p = raw + NGX_HTTP_USAGE_CURSOR_SIGNED;
-
-    if (ngx_http_usage_get_le(p, 8)
-        != ngx_http_usage_siphash(sipkey, raw, NGX_HTTP_USAGE_CURSOR_SIGNED))
+    if (ngx_http_usage_cursor_open(sipkey, token,
+                                   NGX_HTTP_USAGE_CURSOR_VERSION, raw,
+                                   sizeof(raw), &len, error)
+        != NGX_OK)
     {
-        ngx_str_set(error, "cursor was not issued by this service");
+        return NGX_DECLINED;
+    }
+
+    if (len != NGX_HTTP_USAGE_CURSOR_SIGNED) {
+        ngx_str_set(error, "cursor is malformed");
         return NGX_DECLINED;
     }
 
@@ -122,6 +105,75 @@ ngx_http_usage_cursor_decode(ngx_http_usage_sipkey_t *sipkey,
     key->seq = (uint32_t) ngx_http_usage_get_le(raw + 9, 4);
     ngx_memcpy(key->uuid, raw + 13, 16);
     key->epoch = (uint32_t) ngx_http_usage_get_le(raw + 33, 4);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cursor of any kind: its payload (the kind's version first), then
+ * SipHash-2-4 of the payload, in URL-safe base64 without padding.
+ * out->data has room for ngx_base64_encoded_length(len + 8).
+ */
+
+void
+ngx_http_usage_cursor_seal(ngx_http_usage_sipkey_t *sipkey, u_char *payload,
+    size_t len, ngx_str_t *out)
+{
+    u_char     raw[NGX_HTTP_USAGE_CURSOR_MAX + 8];
+    ngx_str_t  src;
+
+    ngx_memcpy(raw, payload, len);
+    (void) ngx_http_usage_put_le(raw + len,
+                                 ngx_http_usage_siphash(sipkey, payload, len),
+                                 8);
+
+    src.data = raw;
+    src.len = len + 8;
+
+    ngx_encode_base64url(out, &src);
+}
+
+
+/*
+ * The payload of a sealed cursor of the given version, at most max bytes,
+ * into buf.  Malformed: not the alphabet (padding neither: two spellings
+ * of one cursor), too short or long, another version; then the MAC.
+ */
+
+ngx_int_t
+ngx_http_usage_cursor_open(ngx_http_usage_sipkey_t *sipkey, ngx_str_t *token,
+    ngx_uint_t version, u_char *buf, size_t max, size_t *len,
+    ngx_str_t *error)
+{
+    u_char     raw[NGX_HTTP_USAGE_CURSOR_MAX + 8 + 3];
+    ngx_str_t  out;
+
+    out.data = raw;
+    out.len = 0;
+
+    if (max > NGX_HTTP_USAGE_CURSOR_MAX
+        || token->len > ngx_base64_encoded_length(max + 8)
+        || ngx_strlchr(token->data, token->data + token->len, '=') != NULL
+        || ngx_decode_base64url(&out, token) != NGX_OK
+        || out.len < 1 + 8
+        || out.len > max + 8
+        || raw[0] != version)
+    {
+        ngx_str_set(error, "cursor is malformed");
+        return NGX_DECLINED;
+    }
+
+    *len = out.len - 8;
+
+    if (ngx_http_usage_get_le(raw + *len, 8)
+        != ngx_http_usage_siphash(sipkey, raw, *len))
+    {
+        ngx_str_set(error, "cursor was not issued by this service");
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(buf, raw, *len);
 
     return NGX_OK;
 }
@@ -162,7 +214,7 @@ ngx_http_usage_cursor_tag_part(ngx_http_usage_siphash_t *h, ngx_str_t *s)
 }
 
 
-static u_char *
+u_char *
 ngx_http_usage_put_le(u_char *p, uint64_t v, size_t n)
 {
     while (n--) {
@@ -174,7 +226,7 @@ ngx_http_usage_put_le(u_char *p, uint64_t v, size_t n)
 }
 
 
-static uint64_t
+uint64_t
 ngx_http_usage_get_le(u_char *p, size_t n)
 {
     uint64_t  v;

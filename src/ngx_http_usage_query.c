@@ -79,6 +79,10 @@ static ngx_http_usage_entity_t *ngx_http_usage_range_begin(
 static ngx_int_t ngx_http_usage_range_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_array_t *pieces, int64_t interval, int64_t now);
+static ngx_int_t ngx_http_usage_series_tally_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_range_t *q,
+    ngx_http_usage_series_t *series, ngx_array_t *pieces,
+    ngx_http_usage_tally_t *tally, int64_t now);
 static ngx_int_t ngx_http_usage_series_sum_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
     ngx_http_usage_tally_t *tally, int64_t now);
@@ -454,6 +458,109 @@ ngx_http_usage_list_entity_place_locked(ngx_http_usage_walk_t *w,
 }
 
 
+/*
+ * One series' count and value in q's range: NGX_DONE if none.  From its
+ * sums when the range takes it whole, else from its buckets (pieces is
+ * the caller's scratch).
+ */
+
+static ngx_int_t
+ngx_http_usage_series_tally_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_series_t *series,
+    ngx_array_t *pieces, ngx_http_usage_tally_t *tally, int64_t now)
+{
+    ngx_uint_t               i;
+    ngx_http_usage_piece_t  *pc;
+
+    switch (ngx_http_usage_series_sum_locked(zone, q, series, tally, now)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_DONE:
+        return NGX_DONE;    /* nothing counted in the window */
+
+    default:                /* NGX_DECLINED: the range cuts the series */
+        break;
+    }
+
+    pieces->nelts = 0;
+
+    if (ngx_http_usage_range_locked(zone, q, series, pieces, 0, now)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    tally->type = series->type;
+    tally->first = INT64_MAX;
+    tally->count = 0;
+    tally->value = 0;
+
+    pc = pieces->elts;
+
+    for (i = 0; i < pieces->nelts; i++) {
+        tally->first = ngx_min(tally->first, pc[i].time);
+        tally->count += pc[i].count;
+        tally->value += pc[i].value;
+    }
+
+    return tally->count ? NGX_OK : NGX_DONE;
+}
+
+
+/* the scratch of entity_sum_locked() */
+
+ngx_int_t
+ngx_http_usage_entity_sum_init(ngx_pool_t *pool, ngx_array_t *pieces)
+{
+    return ngx_array_init(pieces, pool, 4, sizeof(ngx_http_usage_piece_t));
+}
+
+
+/*
+ * An entity's count and value in q's range, as its summary counts them:
+ * the ranking of GET /v1/entities (ngx_http_usage_rank.c).
+ */
+
+ngx_int_t
+ngx_http_usage_entity_sum_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_entity_t *entity,
+    ngx_array_t *pieces, int64_t now)
+{
+    ngx_queue_t              *sq;
+    ngx_http_usage_tally_t    tally;
+    ngx_http_usage_series_t  *series;
+
+    q->total = 0;
+    q->value = 0;
+
+    for (sq = ngx_queue_head(&entity->series);
+         sq != ngx_queue_sentinel(&entity->series);
+         sq = ngx_queue_next(sq))
+    {
+        series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
+
+        switch (ngx_http_usage_series_tally_locked(zone, q, series, pieces,
+                                                   &tally, now))
+        {
+        case NGX_OK:
+            q->total += tally.count;
+            q->value += tally.value;
+            break;
+
+        case NGX_DONE:
+            break;
+
+        default:
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_range_t *q, int64_t now)
@@ -465,7 +572,6 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_array_t               pieces;
     ngx_http_usage_entity_t  *entity;
     ngx_http_usage_series_t  *series;
-    ngx_http_usage_piece_t   *pc;
     ngx_http_usage_tally_t   *tally, tmp;
     ngx_http_usage_count_t   *c;
 
@@ -508,47 +614,18 @@ ngx_http_usage_store_summary(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     {
         series = ngx_queue_data(sq, ngx_http_usage_series_t, queue);
 
-        switch (ngx_http_usage_series_sum_locked(zone, q, series, &tally[n],
-                                                 now))
+        switch (ngx_http_usage_series_tally_locked(zone, q, series, &pieces,
+                                                   &tally[n], now))
         {
         case NGX_OK:
             n++;
-            continue;
+            break;
 
         case NGX_DONE:
-            continue;       /* nothing counted in the window */
-
-        default:            /* NGX_DECLINED: the range cuts the series */
             break;
-        }
 
-        pieces.nelts = 0;
-
-        if (ngx_http_usage_range_locked(zone, q, series, &pieces, 0, now)
-            != NGX_OK)
-        {
+        default:
             goto failed;
-        }
-
-        if (pieces.nelts == 0) {
-            continue;
-        }
-
-        tally[n].type = series->type;
-        tally[n].first = INT64_MAX;
-        tally[n].count = 0;
-        tally[n].value = 0;
-
-        pc = pieces.elts;
-
-        for (i = 0; i < pieces.nelts; i++) {
-            tally[n].first = ngx_min(tally[n].first, pc[i].time);
-            tally[n].count += pc[i].count;
-            tally[n].value += pc[i].value;
-        }
-
-        if (tally[n].count) {
-            n++;
         }
     }
 

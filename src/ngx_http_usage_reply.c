@@ -386,3 +386,42 @@ ngx_http_usage_send_entity_limited(ngx_http_request_t *r, ngx_uint_t types,
     return ngx_http_usage_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                      "ENTITY_LIMIT", &msg);
 }
+
+
+/* 400 VALIDATION_ERROR: every failing rule, joined by ", " */
+
+ngx_int_t
+ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
+    ngx_uint_t n)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   msg;
+    ngx_uint_t  i;
+
+    len = 0;
+    for (i = 0; i < n; i++) {
+        len += errors[i].len + 2;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    msg.data = p;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, errors[i].data, errors[i].len);
+    }
+
+    msg.len = p - msg.data;
+
+    return ngx_http_usage_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "VALIDATION_ERROR", &msg);
+}

@@ -40,6 +40,8 @@ ngx_int_t ngx_http_usage_not_allowed_message(ngx_http_request_t *r,
 ngx_int_t ngx_http_usage_send_error_details(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, ngx_str_t *message,
     ngx_str_t *details);
+ngx_int_t ngx_http_usage_bad_request(ngx_http_request_t *r, ngx_str_t *errors,
+    ngx_uint_t n);
 ngx_int_t ngx_http_usage_send_too_large(ngx_http_request_t *r);
 ngx_int_t ngx_http_usage_send_entity_limited(ngx_http_request_t *r,
     ngx_uint_t types, ngx_uint_t limit, ngx_uint_t share, ngx_str_t *prefix);

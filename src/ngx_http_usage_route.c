@@ -141,6 +141,9 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
     } else if (ngx_http_usage_is(&path, "/v1/events/batch")) {
         rt->route = NGX_HTTP_USAGE_ROUTE_BATCH;
 
+    } else if (ngx_http_usage_is(&path, "/v1/entities")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_ENTITIES;
+
     } else if (path.len > sizeof("/v1/usage/") - 1
                && ngx_http_usage_word(path.data, "/v1/usage/",
                                       sizeof("/v1/usage/") - 1))

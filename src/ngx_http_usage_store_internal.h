@@ -14,6 +14,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_store.h"
+#include "ngx_http_usage_query.h"
 #include "ngx_http_usage_siphash.h"
 #include "ngx_http_usage_fleet.h"
 
@@ -378,6 +379,11 @@ ngx_uint_t ngx_http_usage_compact_due(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity, int64_t now);
 void ngx_http_usage_compact_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_entity_t *entity, int64_t now);
+ngx_int_t ngx_http_usage_entity_sum_init(ngx_pool_t *pool,
+    ngx_array_t *pieces);
+ngx_int_t ngx_http_usage_entity_sum_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_range_t *q, ngx_http_usage_entity_t *entity,
+    ngx_array_t *pieces, int64_t now);
 ngx_int_t ngx_http_usage_copy_raw(ngx_pool_t *pool,
     ngx_http_usage_record_t *rec, ngx_http_usage_raw_t *raw);
 
