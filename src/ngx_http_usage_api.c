@@ -82,7 +82,7 @@ static ngx_int_t ngx_http_usage_range_refused(ngx_http_request_t *r,
     ngx_int_t rc, ngx_http_usage_range_args_t *a);
 static ngx_int_t ngx_http_usage_entity_segment(ngx_http_request_t *r,
     ngx_http_usage_route_t *rt, ngx_http_usage_range_args_t *a);
-static ngx_int_t ngx_http_usage_time_arg(ngx_http_request_t *r,
+static ngx_int_t ngx_http_usage_range_time(ngx_http_request_t *r,
     const char *name, const char *error, ngx_http_usage_range_args_t *a,
     ngx_str_t *value, int64_t *ms);
 static ngx_int_t ngx_http_usage_interval_arg(ngx_http_request_t *r,
@@ -925,11 +925,11 @@ ngx_http_usage_range_args(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     a->q.since = INT64_MIN;
     a->q.until = INT64_MAX;
 
-    if (ngx_http_usage_time_arg(r, "since",
+    if (ngx_http_usage_range_time(r, "since",
                                 "since must be a valid ISO8601 date",
                                 a, &a->since, &a->q.since)
         != NGX_OK
-        || ngx_http_usage_time_arg(r, "until",
+        || ngx_http_usage_range_time(r, "until",
                                    "until must be a valid ISO8601 date",
                                    a, &a->until, &a->q.until)
            != NGX_OK)
@@ -1053,24 +1053,19 @@ ngx_http_usage_entity_segment(ngx_http_request_t *r,
 /* since or until: absent leaves *ms as it is; invalid is an error */
 
 static ngx_int_t
-ngx_http_usage_time_arg(ngx_http_request_t *r, const char *name,
+ngx_http_usage_range_time(ngx_http_request_t *r, const char *name,
     const char *error, ngx_http_usage_range_args_t *a, ngx_str_t *value,
     int64_t *ms)
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_usage_arg(r->pool, &r->args, name, value);
+    rc = ngx_http_usage_time_arg(r->pool, &r->args, name, value, ms);
 
-    if (rc != NGX_OK) {
-        ngx_str_null(value);
-        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
-    }
-
-    if (ngx_http_usage_parse_iso(value->data, value->len, ms) != NGX_OK) {
+    if (rc == NGX_DECLINED) {
         ngx_http_usage_range_error(a, error);
     }
 
-    return NGX_OK;
+    return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
 }
 
 

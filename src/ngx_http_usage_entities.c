@@ -185,20 +185,15 @@ ngx_http_usage_entities_time(ngx_http_request_t *r, const char *name,
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_usage_arg(r->pool, &r->args, name, value);
+    rc = ngx_http_usage_time_arg(r->pool, &r->args, name, value, ms);
 
-    if (rc != NGX_OK) {
-        ngx_str_null(value);
-        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
-    }
-
-    if (ngx_http_usage_parse_iso(value->data, value->len, ms) != NGX_OK) {
+    if (rc == NGX_DECLINED) {
         a->errors[a->nerrors].data = (u_char *) error;
         a->errors[a->nerrors].len = ngx_strlen(error);
         a->nerrors++;
     }
 
-    return NGX_OK;
+    return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
 }
 
 

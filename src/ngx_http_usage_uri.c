@@ -11,6 +11,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_usage_text.h"
+#include "ngx_http_usage_time.h"
 #include "ngx_http_usage_uri.h"
 
 
@@ -246,4 +247,27 @@ ngx_http_usage_arg(ngx_pool_t *pool, ngx_str_t *args, const char *name,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * since or until: absent, *value null and *ms as it was; NGX_DECLINED:
+ * present and not an ISO-8601 date or date-time.
+ */
+
+ngx_int_t
+ngx_http_usage_time_arg(ngx_pool_t *pool, ngx_str_t *args, const char *name,
+    ngx_str_t *value, int64_t *ms)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_usage_arg(pool, args, name, value);
+
+    if (rc != NGX_OK) {
+        ngx_str_null(value);
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
+    }
+
+    return (ngx_http_usage_parse_iso(value->data, value->len, ms) == NGX_OK)
+           ? NGX_OK : NGX_DECLINED;
 }

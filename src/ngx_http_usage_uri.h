@@ -23,6 +23,8 @@ ngx_int_t ngx_http_usage_unescape_path(ngx_pool_t *pool, ngx_str_t *src,
 ngx_uint_t ngx_http_usage_path_check(ngx_str_t *path, ngx_str_t *uri);
 ngx_int_t ngx_http_usage_arg(ngx_pool_t *pool, ngx_str_t *args,
     const char *name, ngx_str_t *value);
+ngx_int_t ngx_http_usage_time_arg(ngx_pool_t *pool, ngx_str_t *args,
+    const char *name, ngx_str_t *value, int64_t *ms);
 
 
 #endif /* _NGX_HTTP_USAGE_URI_H_INCLUDED_ */
