@@ -14,6 +14,13 @@
 #   util.pl check MAIN LOG VERIFY SELF PREFIX
 #                                    every target answers what it should; the
 #                                    body baseline really reads the body
+#   util.pl paging PORT EVENTS LIMIT RESULTS
+#                                    store exactly EVENTS events (the zone
+#                                    must be empty), walk every page by
+#                                    cursor, check that the first and the
+#                                    last page by cursor and by offset hold
+#                                    the same events; append the last page's
+#                                    cursor to RESULTS (meta paging_cursor=)
 #   util.pl report RESULTS OUT       the tables, the memory section and the
 #                                    verdicts; exit 1 if a target is missed
 
@@ -22,6 +29,7 @@ use warnings;
 
 use HTTP::Tiny;
 use IO::Socket::INET;
+use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use JSON::PP;
 use List::Util qw(max min sum);
 
@@ -46,11 +54,12 @@ my %cmd = (
 	sysbusy => \&cmd_sysbusy,
 	idle   => \&cmd_idle,
 	check  => \&cmd_check,
+	paging => \&cmd_paging,
 	report => \&cmd_report,
 );
 
 my $name = shift // '';
-die "usage: util.pl ports|wait|stats|rss|cpu|check|report ...\n"
+die "usage: util.pl ports|wait|stats|rss|cpu|sysbusy|idle|check|paging|report ...\n"
 	unless $cmd{$name};
 exit($cmd{$name}->(@ARGV) // 0);
 
@@ -260,6 +269,172 @@ sub cmd_check {
 }
 
 ###############################################################################
+# pages by depth: a list of exactly EVENTS events, by offset and by cursor
+
+# POSTs over one kept-alive connection, each request in one write:
+# $post->(PATH, BODY) returns { status, content }
+sub post_client {
+	my ($port) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+		PeerPort => $port, Proto => 'tcp', Timeout => 5)
+		or die "paging: connect to 127.0.0.1:$port: $!\n";
+	setsockopt($sock, IPPROTO_TCP, TCP_NODELAY, 1)
+		or die "paging: TCP_NODELAY: $!\n";
+	my $buf = '';
+	my $fill = sub {    # more bytes, 5 s at most
+		my $rin = '';
+		vec($rin, fileno $sock, 1) = 1;
+		select(my $rout = $rin, undef, undef, 5) > 0
+			or die "paging: no answer in 5 s\n";
+		sysread($sock, $buf, 65536, length $buf)
+			or die "paging: the connection closed\n";
+	};
+	return sub {
+		my ($path, $body) = @_;
+		my $req = "POST $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+			. "Content-Type: application/json\r\n"
+			. 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+		for (my $off = 0; $off < length $req; ) {
+			my $n = syswrite($sock, $req, length($req) - $off, $off);
+			die "paging: write: $!\n" unless defined $n;
+			$off += $n;
+		}
+		$fill->() until $buf =~ /\r\n\r\n/;
+		my ($head) = $buf =~ /^(.*?\r\n)\r\n/s;
+		my ($status) = $head =~ m{^HTTP/1\.1 (\d{3})}
+			or die "paging: not an HTTP answer: " . substr($head, 0, 100) . "\n";
+		my ($len) = $head =~ /^Content-Length:\s*(\d+)/mi;
+		die "paging: an answer without Content-Length\n" unless defined $len;
+		my $need = length($head) + 2 + $len;
+		$fill->() while length $buf < $need;
+		my $content = substr($buf, length($head) + 2, $len);
+		substr($buf, 0, $need) = '';
+		return { status => $status, content => $content };
+	};
+}
+
+sub cmd_paging {
+	# exit 1: a check failed; 2: the list could not be built or walked
+	my $rc = eval { paging(@_) };
+	return $rc if defined $rc;
+	print STDERR $@;
+	return 2;
+}
+
+sub paging {
+	my ($port, $events, $limit, $results) = @_;
+	my $pages = $events / $limit;
+	die "paging: $events events are not whole pages of $limit\n"
+		unless $pages == int $pages && $events % 100 == 0;
+	my $until = time + 240;    # bounded: seeding and walk take seconds
+	my $late = sub { die "paging: not done in 240 s ($_[0])\n" if time > $until };
+
+	my $s = stats($port);
+	die "paging: the zone is not empty: $s->{events} events\n" if $s->{events};
+
+	# 1,000 batches of 100: 5 entities, 4 types, no metadata.  Each request
+	# in one write with TCP_NODELAY: HTTP::Tiny writes the body apart from
+	# the headers, and Nagle's wait for the delayed ACK costs 40 ms a POST
+	my @types = qw(api_request search upload download);
+	my $post = post_client($port);
+	my $t0 = time;
+	my $k = 0;
+	for my $b (1 .. $events / 100) {
+		my $body = '{"events":[' . join(',', map {
+			my $i = $k++;
+			sprintf('{"entityId":"tenant-%d","eventType":"%s","value":1}',
+				$i % 5 + 1, $types[int($i / 5) % 4]);
+		} 1 .. 100) . ']}';
+		my $r = $post->('/v1/events/batch', $body);
+		die "paging: POST /v1/events/batch (batch $b): $r->{status} "
+			. substr($r->{content} // '', 0, 300) . "\n"
+			unless $r->{status} == 201 && $r->{content} =~ /"stored":100\b/;
+		$late->('seeding') if $b % 50 == 0;
+	}
+	my $seed_s = time - $t0;
+	$s = stats($port);
+	ok($s->{events} == $events && $s->{evictions} == 0,
+		sprintf('%s events stored in %.1f s (%d batches of 100), no '
+			. 'eviction: events=%s evictions=%s rawBytesUsed=%s of %s',
+			fmt_int($events), $seed_s, $events / 100, $s->{events},
+			$s->{evictions}, $s->{rawBytesUsed}, $s->{rawBytes}))
+		or die "paging: the zone does not hold $events events: raise "
+			. "BENCH_PAGING_ZONE\n";
+
+	my $get = sub {
+		my ($q) = @_;
+		my $r = req($port, 'GET', "/v1/events?$q");
+		die "paging: GET /v1/events?$q: $r->{status} "
+			. substr($r->{content} // '', 0, 300) . "\n"
+			unless $r->{status} == 200;
+		return $r->{content};
+	};
+	my $decode = sub {    # the ids and the pagination, by a JSON parser
+		my ($q) = @_;
+		my $d = $JSON->decode($get->($q))->{data};
+		return ([map { $_->{id} } @{ $d->{events} }], $d->{pagination});
+	};
+
+	# the walk: the ids by a pattern (JSON::PP takes ~10 ms a page); every
+	# page full, no event twice, nextCursor null on the last page only
+	$t0 = time;
+	my (%seen, $cursor, $twice);
+	$cursor = '';
+	for my $page (1 .. $pages) {
+		my $c = $get->("limit=$limit&cursor=$cursor");
+		my @ids = $c =~ /"id":"([^"]+)"/g;
+		die "paging: page $page by cursor has " . @ids . " events, not "
+			. "$limit\n" unless @ids == $limit;
+		$seen{$_}++ and $twice++ for @ids;
+		my ($next) = $c =~ /"nextCursor":(null|"[A-Za-z0-9_-]+")/
+			or die "paging: page $page by cursor has no nextCursor\n";
+		if ($page == $pages) {
+			die "paging: page $page (the last) has nextCursor $next\n"
+				unless $next eq 'null';
+			last;
+		}
+		die "paging: page $page of $pages has nextCursor null\n"
+			if $next eq 'null';
+		($cursor = $next) =~ tr/"//d;
+		$late->("walk, page $page") if $page % 50 == 0;
+	}
+	my $walk_s = time - $t0;
+	ok(!$twice && keys %seen == $events,
+		sprintf('the walk by cursor: %d pages of %d in %.1f s, %s distinct '
+			. 'events, %d listed twice, nextCursor null on page %d only',
+			$pages, $limit, $walk_s, fmt_int(scalar keys %seen),
+			$twice // 0, $pages));
+
+	# the pages wrk measures, read by a JSON parser
+	my $deep = $events - $limit;
+	my ($o1, $op1) = $decode->("offset=0&limit=$limit");
+	my ($od, $opd) = $decode->("offset=$deep&limit=$limit");
+	my ($c1) = $decode->("cursor=&limit=$limit");
+	my ($cd, $cpd) = $decode->("cursor=$cursor&limit=$limit");
+	my ($cd2) = $decode->("cursor=$cursor&limit=$limit");
+	ok(($op1->{total} // -1) == $events && @$o1 == $limit
+		&& $op1->{hasMore} && !$opd->{hasMore} && @$od == $limit,
+		"offset=0 and offset=$deep: total " . ($op1->{total} // 'none')
+		. ", $limit events each, hasMore true then false");
+	ok("@$o1" eq "@$c1",
+		"page 1: the same $limit events, in the same order, by offset and by cursor");
+	ok("@$od" eq "@$cd" && "@$cd" eq "@$cd2" && !defined $cpd->{nextCursor}
+		&& !$cpd->{hasMore},
+		"page $pages: the same $limit events, in the same order, by "
+		. "offset=$deep and by cursor (twice), the cursor's nextCursor null");
+	my %o1 = map { $_ => 1 } @$o1;
+	ok(!grep({ $o1{$_} } @$od), "pages 1 and $pages share no event");
+
+	open my $fh, '>>', $results or die "$results: $!\n";
+	printf $fh "meta paging_cursor=%s paging_events=%d paging_limit=%d "
+		. "paging_pages=%d paging_seed_s=%.1f paging_walk_s=%.1f\n",
+		$cursor, $events, $limit, $pages, $seed_s, $walk_s;
+	close $fh;
+
+	return $failed ? 1 : 0;
+}
+
+###############################################################################
 # the report
 
 sub fmt_int {
@@ -324,6 +499,16 @@ sub cmd_report {
 		lbody   => 'POST, body read, fixed JSON + JSON log',
 		lpost   => '`POST /v1/events` + JSON log',
 	);
+	my $pages = $meta{paging_pages} // 1000;
+	my $plim = $meta{paging_limit} // 100;
+	my $deep = ($pages - 1) * $plim;
+	%label = (%label,
+		off1    => "page 1 by offset (`offset=0&limit=$plim`)",
+		off1000 => "page $pages by offset (`offset=$deep&limit=$plim`)",
+		cur1    => "page 1 by cursor (`cursor=&limit=$plim`)",
+		cur1000 => "page $pages by cursor (`cursor=<page ${pages}'s>&limit=$plim`)",
+	);
+	my $paging_only = ($meta{mode} // 'all') eq 'paging';
 
 	my %agg;
 	for my $c (keys %runs) {
@@ -380,6 +565,10 @@ sub cmd_report {
 		list    => ['b204',  '`return 204`'],
 		lbody   => ['bbody', 'body baseline, no log'],
 		lpost   => ['lbody', 'body baseline + log'],
+		off1    => ['off1',  '-'],
+		off1000 => ['off1',  'offset page 1'],
+		cur1    => ['off1',  'offset page 1'],
+		cur1000 => ['cur1',  'cursor page 1'],
 	);
 
 	my @o;
@@ -393,19 +582,21 @@ sub cmd_report {
 		. "$meta{rounds} runs of $meta{duration} s per case alternated "
 		. "(A B .. A B ..) after a $meta{warmup} s warm-up; "
 		. "$meta{cpus} CPUs ($meta{cpu_model}); module $meta{module_rev}.");
-	$p->("API zone $meta{zone} (maxEvents "
-		. ($meta{max_events} || 'unset: what the raw log holds')
-		. "), self-tracking zone $meta{self_zone} (maxEvents "
-		. ($meta{self_max_events} || 'unset') . "), both "
-		. "filled before the runs so that every insert evicts (evictions "
-		. "during the runs: API zone " . fmt_int($meta{evictions_after}
-			- $meta{evictions_before}) . ', self-tracking zone '
-		. fmt_int($meta{self_evictions_after} - $meta{self_evictions_before})
-		. "). POST bodies $meta{body_bytes} bytes on average over 1,000 "
-		. "entities and 5 types. The API location and the tracked `return "
-		. "204` have `usage_track self` (a POST is 2 inserts); with one zone "
-		. "for both, the tracked GETs would evict the queried entities' "
-		. "events within seconds.");
+	unless ($paging_only) {
+		$p->("API zone $meta{zone} (maxEvents "
+			. ($meta{max_events} || 'unset: what the raw log holds')
+			. "), self-tracking zone $meta{self_zone} (maxEvents "
+			. ($meta{self_max_events} || 'unset') . "), both "
+			. "filled before the runs so that every insert evicts (evictions "
+			. "during the runs: API zone " . fmt_int($meta{evictions_after}
+				- $meta{evictions_before}) . ', self-tracking zone '
+			. fmt_int($meta{self_evictions_after} - $meta{self_evictions_before})
+			. "). POST bodies $meta{body_bytes} bytes on average over 1,000 "
+			. "entities and 5 types. The API location and the tracked `return "
+			. "204` have `usage_track self` (a POST is 2 inserts); with one zone "
+			. "for both, the tracked GETs would evict the queried entities' "
+			. "events within seconds.");
+	}
 	$p->('');
 	$p->('Access log off everywhere. req/s: median of the runs (each run '
 		. 'under "runs"); p50: median; p99: the best run (other loads on the '
@@ -445,87 +636,122 @@ sub cmd_report {
 		}
 	};
 
-	$table->(qw(b204 t204 bbody bdisc post batch health usage history list mix));
-	if ($rps->('batch') && $rps->('post')) {
-		$p->('');
-		$p->(sprintf('Batches of 100 ingest %s events/s, single POSTs %s.',
-			fmt_int(100 * $rps->('batch')), fmt_int($rps->('post'))));
-	}
-	$p->('');
-	$p->('With the JSON access log of `conf/nginx.conf` (unbuffered) on, '
-		. 'for both:');
-	$p->('');
-	$table->(qw(lbody lpost));
-	if ($rps->('lpost') && $rps->('post')) {
-		$p->('');
-		$p->(sprintf('The log costs the body baseline %.0f%% and '
-			. '`POST /v1/events` %.0f%% of their throughput.',
-			100 * (1 - $ratio->('lbody', 'bbody')),
-			100 * (1 - $ratio->('lpost', 'post'))));
-	}
-
-	# memory
-	$p->('');
-	$p->('### Memory');
-	$p->('');
-	my %m = map { %$_ } @mem;
-	if (defined $m{bytes_per_event}) {
-		$p->(sprintf('Zone bytes per stored event with a 100-byte metadata '
-			. 'object: **%.1f** (%s events -> %s events: the raw log\'s '
-			. 'rawBytesUsed plus the slab\'s zoneBytesUsed %s -> %s, no '
-			. 'eviction, no tracking).',
-			$m{bytes_per_event}, fmt_int($m{e1}), fmt_int($m{e2}),
-			fmt_int($m{b1}), fmt_int($m{b2})));
-	} else {
-		(my $why = $m{bytes_note}) =~ tr/_/ /;
-		$p->("Zone bytes per event: not measured ($why).");
-	}
-	$p->('');
-	$p->('| worker RSS | inserts (both zones) | VmRSS kB | RssAnon kB | RssShmem kB |');
-	$p->('|---|---:|---:|---:|---:|');
-	for my $x (@mem) {
-		next unless defined $x->{point};
-		(my $pt = $x->{point}) =~ tr/_/ /;
-		$p->(sprintf('| %s | %s | %s | %s | %s |', $pt,
-			fmt_int($x->{recorded}), fmt_int($x->{vmrss}),
-			fmt_int($x->{rssanon}), fmt_int($x->{rssshmem})));
-	}
-
-	my ($m1) = grep { defined $_->{point} && $_->{recorded} >= 1_000_000 } @mem;
-	if ($m1) {
-		$p->('');
-		$p->(sprintf('Worker RSS after %s inserts (>= 1,000,000, store at its '
-			. 'maximum): **%.1f MB** (VmRSS; %.1f MB of it the zones\' '
-			. 'shared pages, %.1f MB private).', fmt_int($m1->{recorded}),
-			$m1->{vmrss} / 1024, $m1->{rssshmem} / 1024,
-			$m1->{rssanon} / 1024));
-	}
-
 	my ($flat, $drift, $range, $anon_drift);
-	if (@steady) {
-		$p->('');
-		$p->("Eviction-steady POST load for $meta{steady} s, RSS every "
-			. "$meta{steady_every} s:");
-		$p->('');
-		$p->('| t s | VmRSS kB | RssAnon kB | RssShmem kB | store.events | store.evictions |');
-		$p->('|---:|---:|---:|---:|---:|---:|');
-		for my $s (@steady) {
-			$p->(sprintf('| %d | %s | %s | %s | %s | %s |', $s->{t},
-				fmt_int($s->{vmrss}), fmt_int($s->{rssanon}),
-				fmt_int($s->{rssshmem}), fmt_int($s->{events}),
-				fmt_int($s->{evictions})));
+	unless ($paging_only) {
+		$table->(qw(b204 t204 bbody bdisc post batch health usage history list mix));
+		if ($rps->('batch') && $rps->('post')) {
+			$p->('');
+			$p->(sprintf('Batches of 100 ingest %s events/s, single POSTs %s.',
+				fmt_int(100 * $rps->('batch')), fmt_int($rps->('post'))));
 		}
-		my @v = map { $_->{vmrss} } @steady;
-		$drift = $v[-1] - $v[0];
-		$range = max(@v) - min(@v);
-		$anon_drift = $steady[-1]{rssanon} - $steady[0]{rssanon};
-		my $evicting = $steady[-1]{evictions} > $steady[0]{evictions};
-		$flat = $range <= 1024 && $evicting;
 		$p->('');
-		$p->(sprintf('Drift: VmRSS %+d kB (last - first), range %d kB; '
-			. 'RssAnon %+d kB; evictions %s during the load.',
-			$drift, $range, $anon_drift,
-			$evicting ? 'grew' : 'did NOT grow'));
+		$p->('With the JSON access log of `conf/nginx.conf` (unbuffered) on, '
+			. 'for both:');
+		$p->('');
+		$table->(qw(lbody lpost));
+		if ($rps->('lpost') && $rps->('post')) {
+			$p->('');
+			$p->(sprintf('The log costs the body baseline %.0f%% and '
+				. '`POST /v1/events` %.0f%% of their throughput.',
+				100 * (1 - $ratio->('lbody', 'bbody')),
+				100 * (1 - $ratio->('lpost', 'post'))));
+		}
+
+		# memory
+		$p->('');
+		$p->('### Memory');
+		$p->('');
+		my %m = map { %$_ } @mem;
+		if (defined $m{bytes_per_event}) {
+			$p->(sprintf('Zone bytes per stored event with a 100-byte metadata '
+				. 'object: **%.1f** (%s events -> %s events: the raw log\'s '
+				. 'rawBytesUsed plus the slab\'s zoneBytesUsed %s -> %s, no '
+				. 'eviction, no tracking).',
+				$m{bytes_per_event}, fmt_int($m{e1}), fmt_int($m{e2}),
+				fmt_int($m{b1}), fmt_int($m{b2})));
+		} else {
+			(my $why = $m{bytes_note}) =~ tr/_/ /;
+			$p->("Zone bytes per event: not measured ($why).");
+		}
+		$p->('');
+		$p->('| worker RSS | inserts (both zones) | VmRSS kB | RssAnon kB | RssShmem kB |');
+		$p->('|---|---:|---:|---:|---:|');
+		for my $x (@mem) {
+			next unless defined $x->{point};
+			(my $pt = $x->{point}) =~ tr/_/ /;
+			$p->(sprintf('| %s | %s | %s | %s | %s |', $pt,
+				fmt_int($x->{recorded}), fmt_int($x->{vmrss}),
+				fmt_int($x->{rssanon}), fmt_int($x->{rssshmem})));
+		}
+
+		my ($m1) = grep { defined $_->{point} && $_->{recorded} >= 1_000_000 } @mem;
+		if ($m1) {
+			$p->('');
+			$p->(sprintf('Worker RSS after %s inserts (>= 1,000,000, store at its '
+				. 'maximum): **%.1f MB** (VmRSS; %.1f MB of it the zones\' '
+				. 'shared pages, %.1f MB private).', fmt_int($m1->{recorded}),
+				$m1->{vmrss} / 1024, $m1->{rssshmem} / 1024,
+				$m1->{rssanon} / 1024));
+		}
+
+		if (@steady) {
+			$p->('');
+			$p->("Eviction-steady POST load for $meta{steady} s, RSS every "
+				. "$meta{steady_every} s:");
+			$p->('');
+			$p->('| t s | VmRSS kB | RssAnon kB | RssShmem kB | store.events | store.evictions |');
+			$p->('|---:|---:|---:|---:|---:|---:|');
+			for my $s (@steady) {
+				$p->(sprintf('| %d | %s | %s | %s | %s | %s |', $s->{t},
+					fmt_int($s->{vmrss}), fmt_int($s->{rssanon}),
+					fmt_int($s->{rssshmem}), fmt_int($s->{events}),
+					fmt_int($s->{evictions})));
+			}
+			my @v = map { $_->{vmrss} } @steady;
+			$drift = $v[-1] - $v[0];
+			$range = max(@v) - min(@v);
+			$anon_drift = $steady[-1]{rssanon} - $steady[0]{rssanon};
+			my $evicting = $steady[-1]{evictions} > $steady[0]{evictions};
+			$flat = $range <= 1024 && $evicting;
+			$p->('');
+			$p->(sprintf('Drift: VmRSS %+d kB (last - first), range %d kB; '
+				. 'RssAnon %+d kB; evictions %s during the load.',
+				$drift, $range, $anon_drift,
+				$evicting ? 'grew' : 'did NOT grow'));
+		}
+	}
+
+	# pages by depth
+	if ($agg{off1} || $agg{cur1}) {
+		$p->('') unless $paging_only;
+		$p->('### Pages by depth');
+		$p->('');
+		$p->("`GET /v1/events?limit=$plim` on a list of exactly "
+			. fmt_int($meta{paging_events}) . ' events, ' . fmt_int($pages)
+			. " pages (a "
+			. "server and a zone of its own, $meta{paging_zone}, untracked; 5 "
+			. "entities, 4 types, no metadata; stored in $meta{paging_seed_s} s "
+			. "by batches of 100). Page $pages by cursor is reached by "
+			. "following `nextCursor` from `cursor=` " . ($pages - 1)
+			. " times ($meta{paging_walk_s} s; every page full, no event "
+			. "twice, `nextCursor` null on page $pages only); it holds the same "
+			. "$plim events as `offset=$deep`, and page 1 by cursor the same "
+			. "as `offset=0`. $meta{paging_rounds} run" . ($meta{paging_rounds} == 1
+				? '' : 's') . " of $meta{duration} s per case (median), "
+			. "alternated after a $meta{warmup} s warm-up; the list still "
+			. "held " . fmt_int($meta{paging_events_after}) . " events "
+			. "($meta{paging_evictions_after} evicted) after the runs.");
+		$p->('');
+		$table->(qw(off1 off1000 cur1 cur1000));
+		my ($ro, $rc) = ($ratio->('off1000', 'off1'),
+			$ratio->('cur1000', 'cur1'));
+		$p->('');
+		$p->("Page $pages against page 1: by offset "
+			. (defined $ro ? sprintf('%.2f', $ro) : 'n/a')
+			. ' (it walks past the ' . fmt_int($deep) . ' events before its '
+			. 'page: O(offset)), by cursor '
+			. (defined $rc ? sprintf('%.2f', $rc) : 'n/a')
+			. " (it finds its place, then reads $plim events: O(limit)).");
 	}
 
 	# verdicts
@@ -536,45 +762,63 @@ sub cmd_report {
 	};
 	my $pct = sub { defined $_[0] ? sprintf('%.2f', $_[0]) : 'n/a' };
 
-	my $r_post = $ratio->('post', 'bbody');
-	$check->(defined $r_post && $r_post >= 0.70,
-		'POST /v1/events >= 0.70 of the body baseline: ' . $pct->($r_post));
-	my $r_batch = $ratio->('batch', 'post');
-	$check->(defined $r_batch && 100 * $r_batch >= 5,
-		'POST /v1/events/batch (100 events) >= 5x the events/s of single '
-		. 'POSTs: ' . (defined $r_batch ? sprintf('%.1fx', 100 * $r_batch)
-			: 'n/a'));
-	for my $c (qw(usage history)) {
-		my $r = $ratio->($c, 'b204');
-		$check->(defined $r && $r >= 0.70,
-			"$label{$c} >= 0.70 of return 204: " . $pct->($r));
+	unless ($paging_only) {
+		my $r_post = $ratio->('post', 'bbody');
+		$check->(defined $r_post && $r_post >= 0.70,
+			'POST /v1/events >= 0.70 of the body baseline: ' . $pct->($r_post));
+		my $r_batch = $ratio->('batch', 'post');
+		$check->(defined $r_batch && 100 * $r_batch >= 5,
+			'POST /v1/events/batch (100 events) >= 5x the events/s of single '
+			. 'POSTs: ' . (defined $r_batch ? sprintf('%.1fx', 100 * $r_batch)
+				: 'n/a'));
+		for my $c (qw(usage history)) {
+			my $r = $ratio->($c, 'b204');
+			$check->(defined $r && $r >= 0.70,
+				"$label{$c} >= 0.70 of return 204: " . $pct->($r));
+		}
+		my $r_t = $ratio->('t204', 'b204');
+		$check->(defined $r_t && 1 - $r_t <= 0.10,
+			'tracking costs <= 10% of return 204: '
+			. (defined $r_t ? sprintf('%.1f%%', 100 * (1 - $r_t)) : 'n/a'));
 	}
-	my $r_t = $ratio->('t204', 'b204');
-	$check->(defined $r_t && 1 - $r_t <= 0.10,
-		'tracking costs <= 10% of return 204: '
-		. (defined $r_t ? sprintf('%.1f%%', 100 * (1 - $r_t)) : 'n/a'));
 
 	my $non2xx = sum(0, map { $_->{non2xx} + $_->{warm} } values %agg)
 		+ sum(0, values %extra_non2xx);
-	$check->($non2xx == 0, "non-2xx = 0 over every run (timed, warm-up, "
-		. "fill, steady): $non2xx");
+	$check->($non2xx == 0, "non-2xx = 0 over every run (timed, warm-up"
+		. ($paging_only ? '' : ', fill, steady') . "): $non2xx");
 
-	my @slow = grep { $agg{$_} && $agg{$_}{p99} >= 2000 }
-		qw(t204 post usage history list mix);
-	my $worst = max(map { $agg{$_} ? $agg{$_}{p99} : 0 }
-		qw(t204 post usage history list mix));
-	$check->(!@slow, 'p99 < 2 ms at ' . $meta{conns} . ' connections, '
-		. 'every module case (its best run): worst ' . fmt_ms($worst) . ' ms'
-		. (@slow ? ' (' . join(', ', @slow) . ')' : ''));
+	unless ($paging_only) {
+		my @slow = grep { $agg{$_} && $agg{$_}{p99} >= 2000 }
+			qw(t204 post usage history list mix);
+		my $worst = max(map { $agg{$_} ? $agg{$_}{p99} : 0 }
+			qw(t204 post usage history list mix));
+		$check->(!@slow, 'p99 < 2 ms at ' . $meta{conns} . ' connections, '
+			. 'every module case (its best run): worst ' . fmt_ms($worst) . ' ms'
+			. (@slow ? ' (' . join(', ', @slow) . ')' : ''));
 
-	$check->(($meta{evictions_after} // 0) > ($meta{evictions_before} // 0)
-		&& ($meta{self_evictions_after} // 0)
-			> ($meta{self_evictions_before} // 0),
-		'both zones evicted during the runs (every insert at the maximum)');
+		$check->(($meta{evictions_after} // 0) > ($meta{evictions_before} // 0)
+			&& ($meta{self_evictions_after} // 0)
+				> ($meta{self_evictions_before} // 0),
+			'both zones evicted during the runs (every insert at the maximum)');
+	}
 
 	if (defined $flat) {
 		$check->($flat, "worker RSS flat under eviction-steady load "
 			. "(range <= 1024 kB): range $range kB, drift $drift kB");
+	}
+	if ($paging_only || $agg{off1} || $agg{cur1}) {
+		my ($ro, $rc) = ($ratio->('off1000', 'off1'),
+			$ratio->('cur1000', 'cur1'));
+		$check->(defined $rc && $rc >= 0.80,
+			"GET /v1/events page $pages by cursor >= 0.80 of page 1 by cursor "
+			. '(' . fmt_int($meta{paging_events} // 0) . " events, limit $plim): "
+			. $pct->($rc) . "; by offset, for comparison: page $pages "
+			. $pct->($ro) . ' of page 1');
+		$check->(($meta{paging_events_after} // -1)
+				== ($meta{paging_events} // -2)
+			&& ($meta{paging_evictions_after} // -1) == 0,
+			'the paging list held its ' . fmt_int($meta{paging_events} // 0)
+			. ' events through the runs, none evicted');
 	}
 	$check->(($meta{error_log_alerts} // 0) == 0,
 		'error.log has no [alert]/[crit]/[emerg]: '
