@@ -64,5 +64,9 @@ if [ ! -f "$out/Makefile" ] || [ "$(cat "$out/.sig" 2>/dev/null)" != "$sig" ]; t
     echo "$sig" > "$out/.sig"
 fi
 
+# assets/ (the OpenAPI document, the pages) into src/ngx_http_usage_assets.c:
+# the generated file is committed, this keeps it current while editing
+perl "$root/scripts/embed"
+
 make -s -f "$out/Makefile" -C "$tree" modules
 echo "built $out/ngx_http_usage_module.so"

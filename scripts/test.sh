@@ -19,9 +19,12 @@ cd "$root"
 # redis-cli (redis-tools, a dependency) and openssl for its TLS; the
 # package tests build the Debian package (scripts/package: dpkg-dev) and
 # check it with lintian; gdb stops a worker in the middle of an insert
-# (t/torn_change.t): all required, as the tests need them
+# (t/torn_change.t); Node.js runs @redocly/cli and ajv on the OpenAPI
+# document (t/openapi.t, scripts/node-tools): all required, as the tests
+# need them
 "$root/scripts/deps.sh" prometheus redis-server redis-tools openssl gdb \
-    dpkg-dev lintian
+    dpkg-dev lintian nodejs npm
+"$root/scripts/node-tools"
 "$root/scripts/build.sh"
 # the same with 4-bit client id hashes: t/client_id_collisions.t
 ID_HASH_BITS=4 "$root/scripts/build.sh"

@@ -32,6 +32,8 @@
 #include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_cursor.h"
 #include "ngx_http_usage_entities.h"
+#include "ngx_http_usage_assets.h"
+#include "ngx_http_usage_static.h"
 #include "ngx_http_usage_api.h"
 
 
@@ -106,6 +108,7 @@ static void ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
     ngx_http_usage_zone_t *zone);
 static ngx_int_t ngx_http_usage_root(ngx_http_request_t *r,
     ngx_uint_t docs);
+static ngx_int_t ngx_http_usage_docs(ngx_http_request_t *r);
 static void ngx_http_usage_out_uptime(ngx_http_usage_out_t *out,
     int64_t ms);
 static void ngx_http_usage_out_totals(ngx_http_usage_out_t *out,
@@ -209,7 +212,11 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
         return ngx_http_usage_root(r, 0);
 
     case NGX_HTTP_USAGE_ROUTE_DOCS:
-        return ngx_http_usage_root(r, 1);
+        return ngx_http_usage_docs(r);
+
+    case NGX_HTTP_USAGE_ROUTE_OPENAPI:
+        return ngx_http_usage_send_asset(r,
+                                         NGX_HTTP_USAGE_ASSET_OPENAPI_JSON);
 
     case NGX_HTTP_USAGE_ROUTE_HEALTH:
         return ngx_http_usage_health(r);
@@ -1628,15 +1635,48 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
             "{\"method\":\"GET\",\"path\":\"/ready\","
              "\"description\":\"Readiness\"},"
             "{\"method\":\"GET\",\"path\":\"/info\","
-             "\"description\":\"Service information\"}]}");
+             "\"description\":\"Service information\"},"
+            "{\"method\":\"GET\",\"path\":\"/\","
+             "\"description\":\"Where things are\"},"
+            "{\"method\":\"GET\",\"path\":\"/docs\","
+             "\"description\":\"This list; for a browser, the HTML "
+             "reference\"},"
+            "{\"method\":\"GET\",\"path\":\"/openapi.json\","
+             "\"description\":\"The OpenAPI 3.1 document of this "
+             "API\"}]}");
 
     } else {
         ngx_http_usage_out_lit(&out,
-            ",\"documentation\":\"/docs\",\"health\":\"/health\","
+            ",\"documentation\":\"/docs\",\"openapi\":\"/openapi.json\","
+            "\"health\":\"/health\","
             "\"api\":{\"events\":\"/v1/events\",\"usage\":\"/v1/usage\"}}");
     }
 
     return ngx_http_usage_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+/*
+ * GET /docs: for a browser the HTML reference made from the OpenAPI
+ * document (scripts/embed), for any other client the JSON list of routes;
+ * either way the answer depends on Accept, which caches must know.
+ */
+
+static ngx_int_t
+ngx_http_usage_docs(ngx_http_request_t *r)
+{
+    ngx_str_t  vary;
+
+    ngx_str_set(&vary, "Accept");
+    if (ngx_http_usage_add_header_lit(r, "Vary", &vary) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_usage_prefers_html(r)) {
+        return ngx_http_usage_send_asset(r, NGX_HTTP_USAGE_ASSET_DOCS_HTML);
+    }
+
+    return ngx_http_usage_root(r, 1);
 }
 
 

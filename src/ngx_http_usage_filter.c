@@ -44,6 +44,7 @@ static ngx_uint_t ngx_http_usage_closing(ngx_http_request_t *r,
     ngx_http_usage_loc_conf_t *ulcf);
 static ngx_int_t ngx_http_usage_template_add(ngx_array_t *headers,
     ngx_str_t *key, ngx_str_t *value);
+static void ngx_http_usage_set_csp(ngx_http_request_t *r, ngx_str_t *csp);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -351,6 +352,10 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
         h->hash = 0;        /* not sent */
     }
 
+    if (ctx->csp.len) {
+        ngx_http_usage_set_csp(r, &ctx->csp);
+    }
+
 #if (NGX_HTTP_SSL)
     if (r->connection->ssl) {
         if (ngx_http_usage_add_header(r, &ngx_http_usage_hsts.key,
@@ -382,6 +387,47 @@ ngx_http_usage_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * A page of the module's own (ngx_http_usage_static.c) has a policy that
+ * lets it show its inline style: it replaces the API's, which the
+ * template put among the headers just pushed.
+ */
+
+static void
+ngx_http_usage_set_csp(ngx_http_request_t *r, ngx_str_t *csp)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash
+            && h[i].key.len == sizeof("Content-Security-Policy") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Content-Security-Policy",
+                               sizeof("Content-Security-Policy") - 1)
+               == 0)
+        {
+            h[i].value = *csp;
+        }
+    }
 }
 
 

@@ -131,6 +131,10 @@ typedef struct {
 
     ngx_str_t                    swap;
 
+    /* a page's own Content-Security-Policy (an embedded asset's), sent
+     * instead of the API's; empty: the API's */
+    ngx_str_t                    csp;
+
     /* the request's API key, looked up in api_keys_seen (a location
      * with another file looks again) */
     ngx_http_usage_keys_t       *api_keys_seen;

@@ -40,6 +40,7 @@ is_deeply($r->json, {
 	service => 'ngx_http_usage_module',
 	version => '0.1.0',
 	documentation => '/docs',
+	openapi => '/openapi.json',
 	health => '/health',
 	api => { events => '/v1/events', usage => '/v1/usage' },
 }, 'root document');
