@@ -64,6 +64,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_usage_list_walk_locked(ngx_http_usage_walk_t *w,
     ngx_queue_t *cur, ngx_uint_t stop);
+static ngx_queue_t *ngx_http_usage_list_group_first(
+    ngx_http_usage_walk_t *w, ngx_queue_t *cur, int64_t created);
 static ngx_int_t ngx_http_usage_list_emit(ngx_http_usage_walk_t *w,
     ngx_http_usage_raw_t *e);
 static ngx_int_t ngx_http_usage_list_after_locked(ngx_http_usage_walk_t *w,
@@ -206,14 +208,7 @@ ngx_http_usage_list_walk_locked(ngx_http_usage_walk_t *w, ngx_queue_t *cur,
     while (cur != ngx_queue_sentinel(w->head)) {
         ev = ngx_http_usage_raw_at(cur, w->off);
 
-        first = cur;
-        while (ngx_queue_prev(first) != ngx_queue_sentinel(w->head)
-               && ngx_http_usage_raw_at(ngx_queue_prev(first), w->off)->created
-                  == ev->created)
-        {
-            first = ngx_queue_prev(first);
-        }
-
+        first = ngx_http_usage_list_group_first(w, cur, ev->created);
         next = ngx_queue_prev(first);
 
         for (p = first; /* void */; p = ngx_queue_next(p)) {
@@ -239,6 +234,54 @@ ngx_http_usage_list_walk_locked(ngx_http_usage_walk_t *w, ngx_queue_t *cur,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The first record of the millisecond of cur, which is of it, in the
+ * walked queue.  The events of a batch share one: walking back over them
+ * all costs the batch, so past a few steps a walk by cursor of the log
+ * asks the skip list, where the log's order is exact (without a fleet).
+ */
+
+#define NGX_HTTP_USAGE_LIST_BACK  16
+
+static ngx_queue_t *
+ngx_http_usage_list_group_first(ngx_http_usage_walk_t *w, ngx_queue_t *cur,
+    int64_t created)
+{
+    ngx_uint_t                  n;
+    ngx_queue_t                *first, *prev;
+    ngx_http_usage_raw_t       *r;
+    ngx_http_usage_list_key_t   key;
+
+    first = cur;
+
+    for (n = 0; /* void */; n++) {
+        prev = ngx_queue_prev(first);
+
+        if (prev == ngx_queue_sentinel(w->head)
+            || ngx_http_usage_raw_at(prev, w->off)->created != created)
+        {
+            return first;
+        }
+
+        if (n == NGX_HTTP_USAGE_LIST_BACK && w->q->by_key
+            && w->head == &w->sh->raw && w->sh->fleet == NULL)
+        {
+            break;
+        }
+
+        first = prev;
+    }
+
+    ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
+    key.created = created;
+
+    r = ngx_http_usage_skip_seek_locked(w->sh, &key,
+                                        NGX_HTTP_USAGE_SKIP_EARLIER);
+
+    return r ? ngx_queue_next(&r->queue) : ngx_queue_head(&w->sh->raw);
 }
 
 
@@ -321,10 +364,11 @@ ngx_http_usage_list_after_locked(ngx_http_usage_walk_t *w,
         }
     }
 
-    while (pos != ngx_queue_sentinel(w->head)
-           && ngx_http_usage_raw_at(pos, w->off)->created == key->created)
+    if (pos != ngx_queue_sentinel(w->head)
+        && ngx_http_usage_raw_at(pos, w->off)->created == key->created)
     {
-        pos = ngx_queue_prev(pos);
+        pos = ngx_queue_prev(ngx_http_usage_list_group_first(w, pos,
+                                                             key->created));
     }
 
     rc = ngx_http_usage_list_walk_locked(w, pos, 0);
