@@ -9,7 +9,7 @@
  * whole ranking.  Between two chunks the walk keeps the next entity's name
  * and finds its place again by it, so an entity that leaves meanwhile is
  * simply not there.  The cost is every entity's types (its buckets too
- * where since or until cuts them), about 0.1 ms a chunk: a ranking of
+ * where since or until cuts them), about 0.3 ms a chunk: a ranking of
  * 100,000 entities reads 98 chunks.
  */
 
