@@ -22,6 +22,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_usage_module.h"
+#include "ngx_http_usage_le.h"
 #include "ngx_http_usage_cursor.h"
 
 
@@ -46,17 +47,16 @@ ngx_http_usage_cursor_encode(ngx_http_usage_sipkey_t *sipkey,
     ngx_http_usage_list_key_t *key, ngx_str_t *entity, ngx_str_t *type,
     u_char *dst)
 {
-    u_char     *p, raw[NGX_HTTP_USAGE_CURSOR_SIGNED];
-    ngx_str_t   out;
+    u_char     raw[NGX_HTTP_USAGE_CURSOR_SIGNED];
+    ngx_str_t  out;
 
-    p = raw;
-    *p++ = NGX_HTTP_USAGE_CURSOR_VERSION;
-    p = ngx_http_usage_put_le(p, (uint64_t) key->created, 8);
-    p = ngx_http_usage_put_le(p, key->seq, 4);
-    p = ngx_cpymem(p, key->uuid, 16);
-    p = ngx_http_usage_put_le(p, ngx_http_usage_cursor_tag(sipkey, entity,
-                                                           type), 4);
-    (void) ngx_http_usage_put_le(p, key->epoch, 4);
+    raw[0] = NGX_HTTP_USAGE_CURSOR_VERSION;
+    ngx_http_usage_le_put64(raw + 1, (uint64_t) key->created);
+    ngx_http_usage_le_put32(raw + 9, key->seq);
+    ngx_memcpy(raw + 13, key->uuid, 16);
+    ngx_http_usage_le_put32(raw + 29, ngx_http_usage_cursor_tag(sipkey, entity,
+                                                                type));
+    ngx_http_usage_le_put32(raw + 33, key->epoch);
 
     out.data = dst;
     ngx_http_usage_cursor_seal(sipkey, raw, NGX_HTTP_USAGE_CURSOR_SIGNED,
@@ -94,17 +94,17 @@ ngx_http_usage_cursor_decode(ngx_http_usage_sipkey_t *sipkey,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_usage_get_le(raw + 29, 4)
+    if (ngx_http_usage_le_get32(raw + 29)
         != ngx_http_usage_cursor_tag(sipkey, entity, type))
     {
         ngx_str_set(error, "cursor was issued for other filters");
         return NGX_DECLINED;
     }
 
-    key->created = (int64_t) ngx_http_usage_get_le(raw + 1, 8);
-    key->seq = (uint32_t) ngx_http_usage_get_le(raw + 9, 4);
+    key->created = (int64_t) ngx_http_usage_le_get64(raw + 1);
+    key->seq = ngx_http_usage_le_get32(raw + 9);
     ngx_memcpy(key->uuid, raw + 13, 16);
-    key->epoch = (uint32_t) ngx_http_usage_get_le(raw + 33, 4);
+    key->epoch = ngx_http_usage_le_get32(raw + 33);
 
     return NGX_OK;
 }
@@ -124,9 +124,8 @@ ngx_http_usage_cursor_seal(ngx_http_usage_sipkey_t *sipkey, u_char *payload,
     ngx_str_t  src;
 
     ngx_memcpy(raw, payload, len);
-    (void) ngx_http_usage_put_le(raw + len,
-                                 ngx_http_usage_siphash(sipkey, payload, len),
-                                 8);
+    ngx_http_usage_le_put64(raw + len,
+                            ngx_http_usage_siphash(sipkey, payload, len));
 
     src.data = raw;
     src.len = len + 8;
@@ -166,7 +165,7 @@ ngx_http_usage_cursor_open(ngx_http_usage_sipkey_t *sipkey, ngx_str_t *token,
 
     *len = out.len - 8;
 
-    if (ngx_http_usage_get_le(raw + *len, 8)
+    if (ngx_http_usage_le_get64(raw + *len)
         != ngx_http_usage_siphash(sipkey, raw, *len))
     {
         ngx_str_set(error, "cursor was not issued by this service");
@@ -207,37 +206,10 @@ ngx_http_usage_cursor_tag_part(ngx_http_usage_siphash_t *h, ngx_str_t *s)
     }
 
     len[0] = 1;
-    (void) ngx_http_usage_put_le(len + 1, s->len, 4);
+    ngx_http_usage_le_put32(len + 1, (uint32_t) s->len);
 
     ngx_http_usage_siphash_update(h, len, 5);
     ngx_http_usage_siphash_update(h, s->data, s->len);
-}
-
-
-u_char *
-ngx_http_usage_put_le(u_char *p, uint64_t v, size_t n)
-{
-    while (n--) {
-        *p++ = (u_char) (v & 0xff);
-        v >>= 8;
-    }
-
-    return p;
-}
-
-
-uint64_t
-ngx_http_usage_get_le(u_char *p, size_t n)
-{
-    uint64_t  v;
-
-    v = 0;
-
-    while (n--) {
-        v = (v << 8) | p[n];
-    }
-
-    return v;
 }
 
 

@@ -35,8 +35,6 @@ void ngx_http_usage_cursor_seal(ngx_http_usage_sipkey_t *sipkey,
 ngx_int_t ngx_http_usage_cursor_open(ngx_http_usage_sipkey_t *sipkey,
     ngx_str_t *token, ngx_uint_t version, u_char *buf, size_t max,
     size_t *len, ngx_str_t *error);
-u_char *ngx_http_usage_put_le(u_char *p, uint64_t v, size_t n);
-uint64_t ngx_http_usage_get_le(u_char *p, size_t n);
 char *ngx_http_usage_cursor_key_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 

@@ -19,6 +19,7 @@
 #include "ngx_http_usage_uri.h"
 #include "ngx_http_usage_reply.h"
 #include "ngx_http_usage_scope.h"
+#include "ngx_http_usage_le.h"
 #include "ngx_http_usage_cursor.h"
 #include "ngx_http_usage_entities.h"
 
@@ -59,7 +60,7 @@ static ngx_int_t ngx_http_usage_entities_cursor(ngx_http_request_t *r,
     ngx_str_t *error);
 static ngx_int_t ngx_http_usage_entities_reply(ngx_http_request_t *r,
     ngx_http_usage_sipkey_t *sipkey, ngx_http_usage_entities_args_t *a);
-static u_char *ngx_http_usage_entities_filters(u_char *p,
+static void ngx_http_usage_entities_filters(u_char *p,
     ngx_http_usage_rank_t *q);
 
 
@@ -233,13 +234,13 @@ ngx_http_usage_entities_cursor(ngx_http_request_t *r,
 
     if (len < NGX_HTTP_USAGE_RANK_CURSOR_HEAD
         || len != NGX_HTTP_USAGE_RANK_CURSOR_HEAD
-                  + ngx_http_usage_get_le(buf + 34, 2))
+                  + (size_t) ngx_http_usage_le_get16(buf + 34))
     {
         ngx_str_set(error, "cursor is malformed");
         return NGX_DECLINED;
     }
 
-    (void) ngx_http_usage_entities_filters(filters, &a->q);
+    ngx_http_usage_entities_filters(filters, &a->q);
 
     if (ngx_memcmp(buf, filters, 18) != 0) {
         ngx_str_set(error, "cursor was issued for other filters");
@@ -251,8 +252,8 @@ ngx_http_usage_entities_cursor(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    row->count = ngx_http_usage_get_le(buf + 18, 8);
-    bits = ngx_http_usage_get_le(buf + 26, 8);
+    row->count = ngx_http_usage_le_get64(buf + 18);
+    bits = ngx_http_usage_le_get64(buf + 26);
     ngx_memcpy(&row->value, &bits, sizeof(double));
 
     row->entity.len = len - NGX_HTTP_USAGE_RANK_CURSOR_HEAD;
@@ -272,15 +273,13 @@ ngx_http_usage_entities_cursor(ngx_http_request_t *r,
 
 /* the version, the sort, since and until: what a cursor must match */
 
-static u_char *
+static void
 ngx_http_usage_entities_filters(u_char *p, ngx_http_usage_rank_t *q)
 {
-    *p++ = NGX_HTTP_USAGE_RANK_CURSOR;
-    *p++ = (u_char) q->by_value;
-    p = ngx_http_usage_put_le(p, (uint64_t) q->since, 8);
-    p = ngx_http_usage_put_le(p, (uint64_t) q->until, 8);
-
-    return p;
+    p[0] = NGX_HTTP_USAGE_RANK_CURSOR;
+    p[1] = (u_char) q->by_value;
+    ngx_http_usage_le_put64(p + 2, (uint64_t) q->since);
+    ngx_http_usage_le_put64(p + 10, (uint64_t) q->until);
 }
 
 
@@ -355,12 +354,13 @@ ngx_http_usage_entities_reply(ngx_http_request_t *r,
 
     row = &row[a->q.rows.nelts - 1];
 
-    p = ngx_http_usage_entities_filters(buf, &a->q);
-    p = ngx_http_usage_put_le(p, row->count, 8);
+    ngx_http_usage_entities_filters(buf, &a->q);
+    ngx_http_usage_le_put64(buf + 18, row->count);
     ngx_memcpy(&bits, &row->value, sizeof(double));
-    p = ngx_http_usage_put_le(p, bits, 8);
-    p = ngx_http_usage_put_le(p, row->entity.len, 2);
-    p = ngx_cpymem(p, row->entity.data, row->entity.len);
+    ngx_http_usage_le_put64(buf + 26, bits);
+    ngx_http_usage_le_put16(buf + 34, (uint16_t) row->entity.len);
+    p = ngx_cpymem(buf + NGX_HTTP_USAGE_RANK_CURSOR_HEAD, row->entity.data,
+                   row->entity.len);
 
     token.data = ngx_pnalloc(r->pool, ngx_base64_encoded_length(p - buf + 8));
     if (token.data == NULL) {

@@ -16,6 +16,7 @@
 
 #include <math.h>
 
+#include "ngx_http_usage_le.h"
 #include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_text.h"
 #include "ngx_http_usage_time.h"
@@ -34,55 +35,6 @@ static ngx_int_t ngx_http_usage_wire_event(ngx_http_usage_record_t *rec);
 static ngx_uint_t ngx_http_usage_wire_name(ngx_str_t *name,
     size_t max_chars);
 static ngx_uint_t ngx_http_usage_wire_id(ngx_str_t *id);
-
-
-static ngx_inline void
-ngx_http_usage_wire_put16(u_char *p, uint16_t v)
-{
-    p[0] = (u_char) v;
-    p[1] = (u_char) (v >> 8);
-}
-
-
-static ngx_inline void
-ngx_http_usage_wire_put32(u_char *p, uint32_t v)
-{
-    p[0] = (u_char) v;
-    p[1] = (u_char) (v >> 8);
-    p[2] = (u_char) (v >> 16);
-    p[3] = (u_char) (v >> 24);
-}
-
-
-static ngx_inline void
-ngx_http_usage_wire_put64(u_char *p, uint64_t v)
-{
-    ngx_http_usage_wire_put32(p, (uint32_t) v);
-    ngx_http_usage_wire_put32(p + 4, (uint32_t) (v >> 32));
-}
-
-
-static ngx_inline uint16_t
-ngx_http_usage_wire_get16(u_char *p)
-{
-    return (uint16_t) (p[0] | (p[1] << 8));
-}
-
-
-static ngx_inline uint32_t
-ngx_http_usage_wire_get32(u_char *p)
-{
-    return (uint32_t) p[0] | ((uint32_t) p[1] << 8)
-           | ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 24);
-}
-
-
-static ngx_inline uint64_t
-ngx_http_usage_wire_get64(u_char *p)
-{
-    return (uint64_t) ngx_http_usage_wire_get32(p)
-           | ((uint64_t) ngx_http_usage_wire_get32(p + 4) << 32);
-}
 
 
 /* memcpy() of no bytes from NULL (an absent client id) is undefined */
@@ -129,24 +81,24 @@ ngx_http_usage_wire_encode(u_char *p, ngx_http_usage_record_t *rec,
 {
     uint64_t  bits;
 
-    ngx_http_usage_wire_put32(p, (uint32_t) ngx_http_usage_wire_size(rec));
-    ngx_http_usage_wire_put64(p + 4, seq);
+    ngx_http_usage_le_put32(p, (uint32_t) ngx_http_usage_wire_size(rec));
+    ngx_http_usage_le_put64(p + 4, seq);
     p[12] = rec->has_time ? NGX_HTTP_USAGE_WIRE_TIME : 0;
     p[13] = 0;
-    ngx_http_usage_wire_put16(p + 14, (uint16_t) rec->entity.len);
-    ngx_http_usage_wire_put16(p + 16, (uint16_t) rec->type.len);
-    ngx_http_usage_wire_put16(p + 18, (uint16_t) rec->id.len);
-    ngx_http_usage_wire_put32(p + 20, (uint32_t) rec->metadata.len);
+    ngx_http_usage_le_put16(p + 14, (uint16_t) rec->entity.len);
+    ngx_http_usage_le_put16(p + 16, (uint16_t) rec->type.len);
+    ngx_http_usage_le_put16(p + 18, (uint16_t) rec->id.len);
+    ngx_http_usage_le_put32(p + 20, (uint32_t) rec->metadata.len);
     ngx_memcpy(p + 24, rec->uuid, 16);
 
     /* two's complement: a negative time keeps its bits */
-    ngx_http_usage_wire_put64(p + 40, (uint64_t) rec->time);
-    ngx_http_usage_wire_put64(p + 48, (uint64_t) rec->created);
+    ngx_http_usage_le_put64(p + 40, (uint64_t) rec->time);
+    ngx_http_usage_le_put64(p + 48, (uint64_t) rec->created);
 
     /* a double's bits as the integer of the same byte order: IEEE-754
      * binary64, as on every host nginx runs on */
     ngx_memcpy(&bits, &rec->value, sizeof(uint64_t));
-    ngx_http_usage_wire_put64(p + 56, bits);
+    ngx_http_usage_le_put64(p + 56, bits);
 
     p += NGX_HTTP_USAGE_WIRE_HEADER;
     p = ngx_http_usage_wire_bytes(p, &rec->entity);
@@ -165,8 +117,8 @@ ngx_http_usage_wire_encode(u_char *p, ngx_http_usage_record_t *rec,
 void
 ngx_http_usage_wire_set(u_char *record, uint64_t seq, int64_t created)
 {
-    ngx_http_usage_wire_put64(record + 4, seq);
-    ngx_http_usage_wire_put64(record + 48, (uint64_t) created);
+    ngx_http_usage_le_put64(record + 4, seq);
+    ngx_http_usage_le_put64(record + 48, (uint64_t) created);
 }
 
 
@@ -175,14 +127,14 @@ ngx_http_usage_wire_set(u_char *record, uint64_t seq, int64_t created)
 size_t
 ngx_http_usage_wire_length(u_char *record)
 {
-    return ngx_http_usage_wire_get32(record);
+    return ngx_http_usage_le_get32(record);
 }
 
 
 uint64_t
 ngx_http_usage_wire_seq(u_char *record)
 {
-    return ngx_http_usage_wire_get64(record + 4);
+    return ngx_http_usage_le_get64(record + 4);
 }
 
 
@@ -218,7 +170,7 @@ ngx_http_usage_wire_next(ngx_http_usage_wire_t *w,
         return NGX_ERROR;
     }
 
-    len = ngx_http_usage_wire_get32(p);
+    len = ngx_http_usage_le_get32(p);
 
     if (len < NGX_HTTP_USAGE_WIRE_HEADER || len > left) {
         /* w->pos stays: the next call fails the same way */
@@ -229,11 +181,11 @@ ngx_http_usage_wire_next(ngx_http_usage_wire_t *w,
     w->pos = p + len;
     w->flags = p[12];
 
-    *seq = ngx_http_usage_wire_get64(p + 4);
-    el = ngx_http_usage_wire_get16(p + 14);
-    tl = ngx_http_usage_wire_get16(p + 16);
-    il = ngx_http_usage_wire_get16(p + 18);
-    ml = ngx_http_usage_wire_get32(p + 20);
+    *seq = ngx_http_usage_le_get64(p + 4);
+    el = ngx_http_usage_le_get16(p + 14);
+    tl = ngx_http_usage_le_get16(p + 16);
+    il = ngx_http_usage_le_get16(p + 18);
+    ml = ngx_http_usage_le_get32(p + 20);
 
     ngx_memzero(rec, sizeof(ngx_http_usage_record_t));
 
@@ -260,9 +212,9 @@ ngx_http_usage_wire_next(ngx_http_usage_wire_t *w,
     }
 
     ngx_memcpy(rec->uuid, p + 24, 16);
-    rec->time = (int64_t) ngx_http_usage_wire_get64(p + 40);
-    rec->created = (int64_t) ngx_http_usage_wire_get64(p + 48);
-    bits = ngx_http_usage_wire_get64(p + 56);
+    rec->time = (int64_t) ngx_http_usage_le_get64(p + 40);
+    rec->created = (int64_t) ngx_http_usage_le_get64(p + 48);
+    bits = ngx_http_usage_le_get64(p + 56);
     ngx_memcpy(&rec->value, &bits, sizeof(double));
     rec->has_time = (p[12] & NGX_HTTP_USAGE_WIRE_TIME) ? 1 : 0;
 
