@@ -933,12 +933,12 @@ ngx_http_usage_range_args(ngx_http_request_t *r, ngx_http_usage_route_t *rt,
     a->q.until = INT64_MAX;
 
     if (ngx_http_usage_range_time(r, "since",
-                                "since must be a valid ISO8601 date",
-                                a, &a->since, &a->q.since)
+                                  "since must be a valid ISO8601 date",
+                                  a, &a->since, &a->q.since)
         != NGX_OK
         || ngx_http_usage_range_time(r, "until",
-                                   "until must be a valid ISO8601 date",
-                                   a, &a->until, &a->q.until)
+                                     "until must be a valid ISO8601 date",
+                                     a, &a->until, &a->q.until)
            != NGX_OK)
     {
         return NGX_ERROR;

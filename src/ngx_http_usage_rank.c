@@ -39,6 +39,8 @@ static ngx_int_t ngx_http_usage_rank_chunk_locked(ngx_http_usage_zone_t *zone,
 static ngx_int_t ngx_http_usage_rank_entity_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_heap_t *h,
     ngx_http_usage_entity_t *entity, int64_t now);
+static ngx_int_t ngx_http_usage_rank_before(ngx_http_usage_rank_t *q,
+    ngx_http_usage_rank_row_t *a, ngx_http_usage_rank_row_t *b);
 static ngx_int_t ngx_http_usage_heap_offer(ngx_http_usage_heap_t *h,
     ngx_http_usage_rank_row_t *row);
 static void ngx_http_usage_heap_down(ngx_http_usage_heap_t *h, ngx_uint_t i,
@@ -202,7 +204,7 @@ ngx_http_usage_rank_entity_locked(ngx_http_usage_zone_t *zone,
 
 /* whether a ranks before b: more events (or value), then by name */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_usage_rank_before(ngx_http_usage_rank_t *q,
     ngx_http_usage_rank_row_t *a, ngx_http_usage_rank_row_t *b)
 {

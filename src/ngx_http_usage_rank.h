@@ -44,8 +44,6 @@ typedef struct {
 
 ngx_int_t ngx_http_usage_store_rank(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_rank_t *q, int64_t now);
-ngx_int_t ngx_http_usage_rank_before(ngx_http_usage_rank_t *q,
-    ngx_http_usage_rank_row_t *a, ngx_http_usage_rank_row_t *b);
 
 
 #endif /* _NGX_HTTP_USAGE_RANK_H_INCLUDED_ */

@@ -26,7 +26,6 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
-#include "ngx_http_usage_skip.h"
 #include "ngx_http_usage_state.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_text.h"
@@ -1565,7 +1564,6 @@ ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
     uint16_t                  idl;
     uint32_t                  ei, ti, ml, span;
     ngx_str_t                 name;
-    ngx_uint_t                levels;
     ngx_http_usage_rbuf_t    *r;
     ngx_http_usage_bucket_t  *b;
     ngx_http_usage_record_t   rec;
@@ -1635,9 +1633,8 @@ ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
         b = ngx_http_usage_bucket_lookup(series,
                      rec.time - ((rec.time % span) + span) % span, span);
     }
-    levels = ngx_http_usage_skip_levels(rec.uuid);
     ctx->raws[i] = ngx_http_usage_raw_append_locked(ctx->zone, series, b,
-                                                    &rec, levels);
+                                                    &rec);
 
     series->raw_refs--;
     ngx_http_usage_series_release_locked(ctx->zone, series);

@@ -59,7 +59,6 @@ typedef struct {
     uint64_t                     id_hash;
     size_t                       size;         /* the raw record's, if
                                                   back-dated: the most */
-    ngx_uint_t                   levels;       /* of its skip list */
     ngx_http_usage_entity_t     *entity;       /* pinned */
     ngx_http_usage_series_t     *series;
     ngx_http_usage_bucket_t     *bucket;
@@ -776,10 +775,9 @@ ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
                    ? ngx_http_usage_idx_hash(zone->sh, &rec->entity,
                                              &rec->id)
                    : 0;
-    ins->levels = ngx_http_usage_skip_levels(rec->uuid);
     ins->size = ngx_align(NGX_HTTP_USAGE_RAW_HEADER
                           + ngx_http_usage_raw_extra(1, rec->id.len,
-                                                     ins->levels)
+                                        ngx_http_usage_skip_levels(rec->uuid))
                           + rec->id.len + rec->metadata.len, 8);
 }
 
@@ -1048,7 +1046,7 @@ ngx_http_usage_insert_raw_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_raw_t  *raw;
 
     raw = ngx_http_usage_raw_append_locked(zone, ins->series, ins->bucket,
-                                           ins->rec, ins->levels);
+                                           ins->rec);
 
     ins->series->raw_refs--;
     ins->entity->raw_count--;
@@ -1801,14 +1799,18 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
 ngx_http_usage_raw_t *
 ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_series_t *series, ngx_http_usage_bucket_t *bucket,
-    ngx_http_usage_record_t *rec, ngx_uint_t levels)
+    ngx_http_usage_record_t *rec)
 {
     u_char                  *p;
     size_t                   size;
+    ngx_uint_t               levels;
     ngx_http_usage_raw_t    *raw;
     ngx_http_usage_shctx_t  *sh;
 
     sh = zone->sh;
+
+    /* its levels come from its uuid: the same in every copy of the store */
+    levels = ngx_http_usage_skip_levels(rec->uuid);
     size = ngx_http_usage_raw_size(rec, levels);
 
     if (size > (size_t) (sh->ring_end - sh->ring)) {

@@ -412,8 +412,7 @@ ngx_http_usage_bucket_t *ngx_http_usage_bucket_lookup(
     ngx_http_usage_series_t *series, int64_t start, uint32_t span);
 ngx_http_usage_raw_t *ngx_http_usage_raw_append_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_series_t *series,
-    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec,
-    ngx_uint_t levels);
+    ngx_http_usage_bucket_t *bucket, ngx_http_usage_record_t *rec);
 ngx_http_usage_idx_t *ngx_http_usage_idx_add_locked(
     ngx_http_usage_zone_t *zone, uint64_t hash, ngx_str_t *entity,
     ngx_str_t *id, int64_t time, ngx_http_usage_raw_t *raw,
