@@ -606,6 +606,9 @@ for my $e (['A', 'r', undef], ['B', 's', undef], ['C', 'r', 8500],
 		or diag $r->describe;
 	$E{$name} = $r->data->{id};
 	$E{ $r->data->{id} } = $name;
+	# two events of one millisecond list in insertion order (API.md),
+	# which would put D before E: keep their createdAt apart
+	sleep 0.003;
 }
 
 sub names { join ' ', map { $E{ $_->{id} } // '?' } @{ $_[0] } }
