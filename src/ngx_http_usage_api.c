@@ -1321,6 +1321,7 @@ static ngx_int_t
 ngx_http_usage_stats(ngx_http_request_t *r)
 {
     int64_t                  now;
+    ngx_uint_t               i;
     ngx_http_usage_out_t     out;
     ngx_http_usage_stats_t   st;
 
@@ -1338,7 +1339,20 @@ ngx_http_usage_stats(ngx_http_request_t *r)
     }
 
     ngx_http_usage_out_totals(&out, &st);
-    ngx_http_usage_out_lit(&out, ",\"eventTypes\":");
+    ngx_http_usage_out_lit(&out, ",\"eventsByMinute\":[");
+
+    for (i = 0; i < st.nminutes; i++) {
+        if (i) {
+            ngx_http_usage_out_lit(&out, ",");
+        }
+
+        ngx_http_usage_out_lit(&out, "{\"timestamp\":");
+        ngx_http_usage_out_iso(&out, st.minute[i].start);
+        ngx_http_usage_out_pair(&out, ",\"count\":", st.minute[i].count);
+        ngx_http_usage_out_lit(&out, "}");
+    }
+
+    ngx_http_usage_out_lit(&out, "],\"eventTypes\":");
     ngx_http_usage_out_counts(&out, &st.types, 0);
     ngx_http_usage_out_lit(&out, ",\"uptime\":");
     ngx_http_usage_out_uptime(&out, now - st.start_time);

@@ -14,7 +14,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* docs.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"438205d839b69402\""),
+      ngx_string("\"fbfe02876de9c29b\""),
       ngx_string("default-src 'none'; style-src 'sha256-vMrJiHPMhgP3QB7d0EGo9yECA5wrTzh+r7HOc9kIm90='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
@@ -4292,6 +4292,19 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>uniqueEntities</c"
           "ode> <b>*</b></td><td>integer <span class=\"c\">(&ge; 0)</span></td><td>"
           "</td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>eventsByMinute</c"
+          "ode> <b>*</b></td><td>array of object <span class=\"c\">(items &le; 66)<"
+          "/span></td><td><p>The minutes <code>eventsLastHour</code> counts that ho"
+          "ld events (the current one, the sixty before it, and those ahead that cl"
+          "ient times reach), ascending, each by its start; their counts add up to "
+          "<code>eventsLastHour</code>.</p>\n"
+          "</td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:1.7em\"><code>timestamp</code> "
+          "<b>*</b></td><td>string <span class=\"c\">(format date-time)</span></td>"
+          "<td></td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:1.7em\"><code>count</code> <b>*"
+          "</b></td><td>integer <span class=\"c\">(&ge; 1)</span></td><td></td></tr"
+          ">\n"
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>eventTypes</code>"
           " <b>*</b></td><td><a href=\"#schemas-Counts\">Counts</a></td><td></td></"
           "tr>\n"
@@ -4896,7 +4909,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* openapi.json */
     { ngx_string("application/json; charset=utf-8"), sizeof("application/json") - 1,
-      ngx_string("\"460f11bdec949451\""),
+      ngx_string("\"000095bae33377df\""),
       ngx_null_string,
       ngx_string(
           "{\n"
@@ -7637,6 +7650,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "          \"totalEvents\",\n"
           "          \"eventsLastHour\",\n"
           "          \"uniqueEntities\",\n"
+          "          \"eventsByMinute\",\n"
           "          \"eventTypes\",\n"
           "          \"uptime\",\n"
           "          \"startTime\",\n"
@@ -7647,6 +7661,24 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "          \"totalEvents\": {\"type\": \"integer\", \"minimum\": 0},\n"
           "          \"eventsLastHour\": {\"type\": \"integer\", \"minimum\": 0},\n"
           "          \"uniqueEntities\": {\"type\": \"integer\", \"minimum\": 0},\n"
+          "          \"eventsByMinute\": {\n"
+          "            \"description\": \"The minutes `eventsLastHour` counts that "
+          "hold events (the current one, the sixty before it, and those ahead that "
+          "client times reach), ascending, each by its start; their counts add up t"
+          "o `eventsLastHour`.\",\n"
+          "            \"type\": \"array\",\n"
+          "            \"maxItems\": 66,\n"
+          "            \"items\": {\n"
+          "              \"type\": \"object\",\n"
+          "              \"required\": [\"timestamp\", \"count\"],\n"
+          "              \"additionalProperties\": false,\n"
+          "              \"properties\": {\n"
+          "                \"timestamp\": {\"type\": \"string\", \"format\": \"date"
+          "-time\"},\n"
+          "                \"count\": {\"type\": \"integer\", \"minimum\": 1}\n"
+          "              }\n"
+          "            }\n"
+          "          },\n"
           "          \"eventTypes\": {\"$ref\": \"#/components/schemas/Counts\"},\n"
           "          \"uptime\": {\"$ref\": \"#/components/schemas/Uptime\"},\n"
           "          \"startTime\": {\"type\": \"string\", \"format\": \"date-time"

@@ -97,6 +97,8 @@ static int64_t ngx_http_usage_window_edge(ngx_http_usage_range_t *q,
     ngx_http_usage_series_t *series, int64_t oldest);
 static ngx_inline ngx_int_t ngx_http_usage_piece_add(ngx_array_t *pieces,
     int64_t time, uint64_t count, double value, int64_t interval);
+static uint64_t ngx_http_usage_stats_minutes_locked(
+    ngx_http_usage_shctx_t *sh, ngx_http_usage_stats_t *st, int64_t now);
 static int ngx_libc_cdecl ngx_http_usage_piece_cmp(const void *a,
     const void *b);
 static ngx_int_t ngx_http_usage_copy_name(ngx_pool_t *pool, ngx_str_t *dst,
@@ -1211,14 +1213,63 @@ ngx_http_usage_piece_cmp(const void *a, const void *b)
 }
 
 
+/*
+ * eventsLastHour, minute by minute: the current minute and the sixty
+ * before it (and the few ahead a client's time may reach), those that
+ * hold events, ascending; their sum.  The circle has a slot for every one
+ * of them, so none is ever missing.
+ */
+
+static uint64_t
+ngx_http_usage_stats_minutes_locked(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_stats_t *st, int64_t now)
+{
+    int64_t                   minute;
+    uint64_t                  sum;
+    ngx_uint_t                i, j, n;
+    ngx_http_usage_minute_t   m;
+
+    minute = now - now % NGX_HTTP_USAGE_MINUTE;
+    sum = 0;
+    n = 0;
+
+    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
+        if (sh->minute_start[i] < minute - NGX_HTTP_USAGE_HOUR
+            || sh->minute_start[i] > now + NGX_HTTP_USAGE_FUTURE_MAX
+            || sh->minute_count[i] == 0)
+        {
+            continue;
+        }
+
+        sum += sh->minute_count[i];
+
+        if (n == NGX_HTTP_USAGE_STATS_MINUTES) {
+            continue;
+        }
+
+        /* insertion: at most 66 of them */
+        m.start = sh->minute_start[i];
+        m.count = sh->minute_count[i];
+
+        for (j = n++; j > 0 && st->minute[j - 1].start > m.start; j--) {
+            st->minute[j] = st->minute[j - 1];
+        }
+
+        st->minute[j] = m;
+    }
+
+    st->nminutes = n;
+
+    return sum;
+}
+
+
 ngx_int_t
 ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_stats_t *st, ngx_uint_t with_types, int64_t now)
 {
     size_t                   pages;
-    int64_t                  minute;
     uint64_t                 last_hour;
-    ngx_uint_t               i;
     ngx_queue_t             *p;
     ngx_slab_pool_t         *shpool;
     ngx_http_usage_type_t   *type;
@@ -1239,18 +1290,7 @@ ngx_http_usage_store_stats(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_expire_locked(zone, now);
     ngx_http_usage_store_expire_types_locked(zone, now);
 
-    /* the current minute and the sixty before it; never more than the
-     * window holds */
-    minute = now - now % NGX_HTTP_USAGE_MINUTE;
-    last_hour = 0;
-
-    for (i = 0; i < NGX_HTTP_USAGE_MINUTE_SLOTS; i++) {
-        if (sh->minute_start[i] >= minute - NGX_HTTP_USAGE_HOUR
-            && sh->minute_start[i] <= now + NGX_HTTP_USAGE_FUTURE_MAX)
-        {
-            last_hour += sh->minute_count[i];
-        }
-    }
+    last_hour = ngx_http_usage_stats_minutes_locked(sh, st, now);
 
     st->total = sh->total;
     st->last_hour = ngx_min(last_hour, sh->total);

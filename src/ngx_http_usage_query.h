@@ -71,9 +71,21 @@ typedef struct {
 } ngx_http_usage_range_t;
 
 
+/* the minutes eventsLastHour counts: the hour, its current minute and
+ * the five ahead that client times may reach */
+#define NGX_HTTP_USAGE_STATS_MINUTES     66
+
+typedef struct {
+    int64_t                      start;          /* ms */
+    uint64_t                     count;
+} ngx_http_usage_minute_t;
+
+
 typedef struct {
     uint64_t                     total;
     uint64_t                     last_hour;
+    ngx_uint_t                   nminutes;       /* of minute[], ascending */
+    ngx_http_usage_minute_t      minute[NGX_HTTP_USAGE_STATS_MINUTES];
     ngx_uint_t                   entities;
     ngx_uint_t                   event_types;    /* held by the store */
     int64_t                      start_time;

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
 # GET /v1/usage/stats and GET /info: totalEvents, eventsLastHour,
-# uniqueEntities, eventTypes, uptime {ms, human} and its format, startTime,
+# uniqueEntities, eventsByMinute, eventTypes, uptime {ms, human} and its
+# format, startTime,
 # the "store" object (maxEvents from max_events or SIZE/256, events,
 # evictions, drops, zone bytes).
 
@@ -12,7 +13,7 @@ use utf8;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Test::Usage qw(api_conf parse_iso $ISO_RE);
+use Test::Usage qw(api_conf parse_iso iso_ms $ISO_RE);
 use Time::HiRes qw(sleep time);
 
 my $t = Test::Usage->new();
@@ -79,6 +80,34 @@ is_deeply($i->{stats},
 like($i->{uptime}{human} // '', qr/^\d+s$/, 'info uptime.human');
 ok($i->{uptime}{ms} >= 1000, 'info uptime.ms');
 
+$t->finish();
+
+###############################################################################
+# eventsByMinute: the minutes eventsLastHour counts that hold events, by
+# event time, ascending; their counts add up to eventsLastHour
+
+$t = Test::Usage->new();
+$t->write_config(api_conf())->run();
+is_deeply($t->get('/v1/usage/stats')->data->{eventsByMinute}, [],
+	'no event: eventsByMinute []');
+my $now = int(time() * 1000);
+my %want;
+for my $back (50, 30, 30, 0, -3, 61.5, 90) {
+	my $ms = $now - int($back * 60000);
+	is($t->post_json('/v1/events', { entityId => 'm', eventType => 't',
+		timestamp => iso_ms($ms) })->status, 201, "an event $back minutes back");
+	$want{ $ms - $ms % 60000 }++ if $back <= 50;
+}
+$d = $t->get('/v1/usage/stats')->data;
+my $mins = $d->{eventsByMinute};
+is_deeply([map { parse_iso($_->{timestamp}) } @$mins], [sort { $a <=> $b } keys %want],
+	'eventsByMinute: the minutes of the hour with events, ascending, the one ahead too');
+is_deeply([map { $_->{count} } @$mins], [map { $want{$_} } sort { $a <=> $b } keys %want],
+	'eventsByMinute: their counts');
+my $sum = 0;
+$sum += $_->{count} for @$mins;
+is($sum, $d->{eventsLastHour}, 'they add up to eventsLastHour');
+is($d->{totalEvents}, 7, 'the older ones are in totalEvents only');
 $t->finish();
 
 ###############################################################################
