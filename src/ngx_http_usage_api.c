@@ -218,6 +218,10 @@ ngx_http_usage_api_handler(ngx_http_request_t *r)
         return ngx_http_usage_send_asset(r,
                                          NGX_HTTP_USAGE_ASSET_OPENAPI_JSON);
 
+    case NGX_HTTP_USAGE_ROUTE_DASHBOARD:
+        return ngx_http_usage_send_asset(r,
+                                         NGX_HTTP_USAGE_ASSET_DASHBOARD_HTML);
+
     case NGX_HTTP_USAGE_ROUTE_HEALTH:
         return ngx_http_usage_health(r);
 
@@ -1657,12 +1661,15 @@ ngx_http_usage_root(ngx_http_request_t *r, ngx_uint_t docs)
              "reference\"},"
             "{\"method\":\"GET\",\"path\":\"/openapi.json\","
              "\"description\":\"The OpenAPI 3.1 document of this "
-             "API\"}]}");
+             "API\"},"
+            "{\"method\":\"GET\",\"path\":\"/dashboard\","
+             "\"description\":\"The live usage dashboard, for a "
+             "browser\"}]}");
 
     } else {
         ngx_http_usage_out_lit(&out,
             ",\"documentation\":\"/docs\",\"openapi\":\"/openapi.json\","
-            "\"health\":\"/health\","
+            "\"dashboard\":\"/dashboard\",\"health\":\"/health\","
             "\"api\":{\"events\":\"/v1/events\",\"usage\":\"/v1/usage\"}}");
     }
 

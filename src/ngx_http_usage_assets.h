@@ -21,9 +21,10 @@ typedef struct {
 } ngx_http_usage_asset_t;
 
 
-#define NGX_HTTP_USAGE_ASSET_DOCS_HTML           0
-#define NGX_HTTP_USAGE_ASSET_OPENAPI_JSON        1
-#define NGX_HTTP_USAGE_ASSETS                    2
+#define NGX_HTTP_USAGE_ASSET_DASHBOARD_HTML      0
+#define NGX_HTTP_USAGE_ASSET_DOCS_HTML           1
+#define NGX_HTTP_USAGE_ASSET_OPENAPI_JSON        2
+#define NGX_HTTP_USAGE_ASSETS                    3
 
 
 ngx_http_usage_asset_t *ngx_http_usage_asset(ngx_uint_t id);

@@ -27,6 +27,7 @@
 #include "ngx_http_usage_siphash.h"
 #include "ngx_http_usage_text.h"
 #include "ngx_http_usage_request.h"
+#include "ngx_http_usage_route.h"
 
 
 /* a key file larger than this is refused, not read into memory */
@@ -630,6 +631,7 @@ static ngx_int_t
 ngx_http_usage_keys_handler(ngx_http_request_t *r)
 {
     ngx_table_elt_t            *h;
+    ngx_http_usage_route_t      rt;
     ngx_http_usage_loc_conf_t  *ulcf;
 
     static ngx_str_t  acrm = ngx_string("Access-Control-Request-Method");
@@ -649,6 +651,17 @@ ngx_http_usage_keys_handler(ngx_http_request_t *r)
 
     if (ngx_http_usage_keys_request(r) != NULL) {
         return NGX_OK;
+    }
+
+    /* the dashboard's page holds no data: its script asks for the key */
+    if (ulcf->api_zone != NULL
+        && (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)))
+    {
+        ngx_http_usage_route(r, &rt);
+
+        if (rt.route == NGX_HTTP_USAGE_ROUTE_DASHBOARD) {
+            return NGX_DECLINED;
+        }
     }
 
     h = ngx_http_usage_keys_header(r, &ulcf->api_key_header);

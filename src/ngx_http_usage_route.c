@@ -138,6 +138,9 @@ ngx_http_usage_route(ngx_http_request_t *r, ngx_http_usage_route_t *rt)
     } else if (ngx_http_usage_is(&path, "/openapi.json")) {
         rt->route = NGX_HTTP_USAGE_ROUTE_OPENAPI;
 
+    } else if (ngx_http_usage_is(&path, "/dashboard")) {
+        rt->route = NGX_HTTP_USAGE_ROUTE_DASHBOARD;
+
     } else if (ngx_http_usage_is(&path, "/v1/events")) {
         rt->route = NGX_HTTP_USAGE_ROUTE_EVENTS;
 

@@ -427,6 +427,17 @@ check('HEAD openapi.json 304', $t->head('/openapi.json', headers => ['If-None-Ma
 check('openapi.json 200 other ETag', $t->get('/openapi.json',
 	headers => ['If-None-Match' => '"0000000000000000"']), '/openapi.json', 'get', status => 200);
 
+# the dashboard's page: no key needed to load it, where the API needs one
+$r = check('dashboard', $t->get('/dashboard'), '/dashboard', 'get', status => 200);
+$etag = $r && $r->header('ETag');
+check('dashboard 304', $t->get('/dashboard', headers => ['If-None-Match' => $etag // '""']),
+	'/dashboard', 'get', status => 304);
+check('HEAD dashboard', $t->head('/dashboard'), '/dashboard', 'head', status => 200);
+check('dashboard without a key', $t->get('/dashboard', port => $P2), '/dashboard', 'get',
+	status => 200);
+check('HEAD dashboard 304', $t->head('/dashboard', port => $P2,
+	headers => ['If-None-Match' => $etag // '""']), '/dashboard', 'head', status => 304);
+
 # --- metrics ---------------------------------------------------------------
 
 check('metrics', $t->get('/metrics'), '/metrics', 'get', status => 200);

@@ -41,6 +41,7 @@ is_deeply($r->json, {
 	version => '0.1.0',
 	documentation => '/docs',
 	openapi => '/openapi.json',
+	dashboard => '/dashboard',
 	health => '/health',
 	api => { events => '/v1/events', usage => '/v1/usage' },
 }, 'root document');
