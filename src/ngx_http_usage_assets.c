@@ -14,8 +14,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* dashboard.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"a2a69af104fdd2d8\""),
-      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-NxsWOw3kTYf92pBTgcl9O6wjr280Z30sbvWxL4yffow='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+      ngx_string("\"3e5008fd07901e1d\""),
+      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-R69dk3oU9/r68UNLQbFmqi4+BlmUVocViyvgypwReys='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
           "<html lang=\"en\">\n"
@@ -512,7 +512,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t});\n"
           "}\n"
           "\n"
-          "function renderMinutes(all, self) {\n"
+          "function renderMinutes(all, self, why) {\n"
           "\tvar svg = $('minutes-chart'), w = 760, h = 220;\n"
           "\tvar now = serverNow - serverNow % MINUTE;\n"
           "\tvar from = now - HOUR, to = now;\n"
@@ -529,7 +529,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t\txLabel(svg, f, t, hhmm(t));\n"
           "\t}\n"
           "\tif (!all.length) {\n"
-          "\t\temptyNote(svg, w, h, 'no event in the last hour');\n"
+          "\t\temptyNote(svg, w, h, why || 'no event in the last hour');\n"
           "\t}\n"
           "\tseries(svg, f, all, from, to, 'all');\n"
           "\tseries(svg, f, self, from, to, 'self');\n"
@@ -764,14 +764,21 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t\t+ encodeURIComponent(iso(now - now % MINUTE - HOUR))).then(function "
           "(h) {\n"
           "\t\treturn loadStats().then(function (st) {\n"
-          "\t\t\trenderMinutes(st \? points(st.eventsByMinute) : [], st \? points(h"
-          ".dataPoints) : []);\n"
+          "\t\t\tif (st === null) {\n"
+          "\t\t\t\trenderMinutes([], [], 'this key may not read the store-wide figu"
+          "res');\n"
+          "\t\t\t\treturn;\n"
+          "\t\t\t}\n"
+          "\t\t\trenderMinutes(points(st.eventsByMinute), points(h.dataPoints));\n"
           "\t\t});\n"
           "\t}, function (e) {\n"
           "\t\t/* a client key may not read api-self: then not the stats either */"
           "\n"
           "\t\tif (e instanceof ApiError && e.status === 403) {\n"
-          "\t\t\treturn loadStats().then(function () { renderMinutes([], []); });\n"
+          "\t\t\treturn loadStats().then(function () {\n"
+          "\t\t\t\trenderMinutes([], [], 'this key may not read the store-wide figu"
+          "res');\n"
+          "\t\t\t});\n"
           "\t\t}\n"
           "\t\tthrow e;\n"
           "\t});\n"
