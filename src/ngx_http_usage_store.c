@@ -107,6 +107,8 @@ static ngx_uint_t ngx_http_usage_raw_pop_locked(ngx_http_usage_zone_t *zone,
 static void ngx_http_usage_raw_evict_stored_locked(
     ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_ring_advance_locked(ngx_http_usage_shctx_t *sh);
+static void ngx_http_usage_raw_link_log_locked(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_raw_t *raw);
 static void ngx_http_usage_raw_link_locked(ngx_queue_t *queue,
     ngx_queue_t *link, size_t offset, ngx_http_usage_raw_t *raw);
 static ngx_uint_t ngx_http_usage_raw_expire_backdated_locked(
@@ -1863,8 +1865,7 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
         ngx_queue_insert_tail(&series->entity->raw, &raw->entity_queue);
 
     } else {
-        ngx_http_usage_raw_link_locked(&sh->raw, &raw->queue,
-                                   offsetof(ngx_http_usage_raw_t, queue), raw);
+        ngx_http_usage_raw_link_log_locked(sh, raw);
         ngx_http_usage_raw_link_locked(&series->entity->raw,
                                    &raw->entity_queue,
                                    offsetof(ngx_http_usage_raw_t,
@@ -1901,6 +1902,9 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
 
 #define NGX_HTTP_USAGE_LINK_STEPS  4096
 
+/* the log's own queue: a few steps from the tail, else by the skip list */
+#define NGX_HTTP_USAGE_LINK_NEAR   64
+
 static void
 ngx_http_usage_raw_link_locked(ngx_queue_t *queue, ngx_queue_t *link,
     size_t offset, ngx_http_usage_raw_t *raw)
@@ -1926,6 +1930,57 @@ ngx_http_usage_raw_link_locked(ngx_queue_t *queue, ngx_queue_t *link,
     }
 
     ngx_queue_insert_after(q, link);
+}
+
+
+/*
+ * The log itself is never out of order, however late an event comes (one
+ * published again after a loss of the stream may be a minute old): the
+ * skip list, which cursors and the lookups of events published again
+ * rely on, needs it sorted.  Near the tail, a few steps back; farther,
+ * the skip list finds the place in O(log n).
+ */
+
+static void
+ngx_http_usage_raw_link_log_locked(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_raw_t *raw)
+{
+    ngx_uint_t                  n;
+    ngx_queue_t                *q;
+    ngx_http_usage_raw_t       *prev;
+    ngx_http_usage_list_key_t   key;
+
+    q = ngx_queue_last(&sh->raw);
+
+    for (n = 0; n < NGX_HTTP_USAGE_LINK_NEAR; n++) {
+        if (q == ngx_queue_sentinel(&sh->raw)) {
+            break;
+        }
+
+        prev = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
+
+        if (prev->created < raw->created
+            || (prev->created == raw->created
+                && ngx_memcmp(prev->uuid, raw->uuid, 16) < 0))
+        {
+            break;
+        }
+
+        q = ngx_queue_prev(q);
+    }
+
+    if (n == NGX_HTTP_USAGE_LINK_NEAR) {
+        ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
+        key.created = raw->created;
+        ngx_memcpy(key.uuid, raw->uuid, 16);
+
+        prev = ngx_http_usage_skip_seek_locked(sh, &key,
+                                               NGX_HTTP_USAGE_SKIP_UPTO);
+
+        q = prev ? &prev->queue : ngx_queue_sentinel(&sh->raw);
+    }
+
+    ngx_queue_insert_after(q, &raw->queue);
 }
 
 
