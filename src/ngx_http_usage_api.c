@@ -1601,6 +1601,22 @@ ngx_http_usage_out_sync(ngx_http_usage_out_t *out,
         ngx_http_usage_out_uint(out, fs.read_seq);
         ngx_http_usage_out_lit(out, "\"");
         ngx_http_usage_out_pair(out, ",\"queued\":", fs.queued);
+
+        /* the epoch of Redis's data set that the zone reads, and how
+         * often it found Redis without it */
+        if (fs.epoch) {
+            ngx_http_usage_out_lit(out, ",\"epoch\":\"");
+            ngx_http_usage_out_raw(out, hex,
+                                   ngx_http_usage_origin_hex(hex, fs.epoch)
+                                   - hex);
+            ngx_http_usage_out_lit(out, "\"");
+
+        } else {
+            ngx_http_usage_out_lit(out, ",\"epoch\":null");
+        }
+
+        ngx_http_usage_out_pair(out, ",\"streamLosses\":", fs.epochs);
+        ngx_http_usage_out_pair(out, ",\"republished\":", fs.republished);
     }
 
     ngx_http_usage_out_lit(out, "}");

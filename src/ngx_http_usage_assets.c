@@ -919,7 +919,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* docs.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"af12060fa77615fd\""),
+      ngx_string("\"68bc52fe267a03ab\""),
       ngx_string("default-src 'none'; style-src 'sha256-vMrJiHPMhgP3QB7d0EGo9yECA5wrTzh+r7HOc9kIm90='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
@@ -5612,6 +5612,20 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           ">)</span></td><td></td></tr>\n"
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>queued</code></td"
           "><td>integer <span class=\"c\">(&ge; 0)</span></td><td></td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>epoch</code></td>"
+          "<td>string or null <span class=\"c\">(pattern <code>^[0-9a-f]{16}$</code"
+          ">)</span></td><td><p>The id of Redis's data set that the zone reads (the"
+          " stream's epoch key); null until Redis first answered.</p>\n"
+          "</td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>streamLosses</cod"
+          "e></td><td>integer <span class=\"c\">(&ge; 0)</span></td><td><p>Times Re"
+          "dis was found without the stream the zone read: flushed, or restarted wi"
+          "thout its data.</p>\n"
+          "</td></tr>\n"
+          "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>republished</code"
+          "></td><td>integer <span class=\"c\">(&ge; 0)</span></td><td><p>Events th"
+          "e zone published again after such a loss.</p>\n"
+          "</td></tr>\n"
           "</table>\n"
           "</section>\n"
           "<section class=\"sc\" id=\"schemas-Info\"><h3>Info</h3>\n"
@@ -6090,7 +6104,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* openapi.json */
     { ngx_string("application/json; charset=utf-8"), sizeof("application/json") - 1,
-      ngx_string("\"6f3a4559504c2e34\""),
+      ngx_string("\"8dfd0258c595b01c\""),
       ngx_null_string,
       ngx_string(
           "{\n"
@@ -9137,7 +9151,25 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "          \"lastSeq\": {\"type\": \"integer\", \"minimum\": 0},\n"
           "          \"readPosition\": {\"type\": \"string\", \"pattern\": \"^[0-9]"
           "+-[0-9]+$\"},\n"
-          "          \"queued\": {\"type\": \"integer\", \"minimum\": 0}\n"
+          "          \"queued\": {\"type\": \"integer\", \"minimum\": 0},\n"
+          "          \"epoch\": {\n"
+          "            \"type\": [\"string\", \"null\"],\n"
+          "            \"pattern\": \"^[0-9a-f]{16}$\",\n"
+          "            \"description\": \"The id of Redis's data set that the zone "
+          "reads (the stream's epoch key); null until Redis first answered.\"\n"
+          "          },\n"
+          "          \"streamLosses\": {\n"
+          "            \"type\": \"integer\",\n"
+          "            \"minimum\": 0,\n"
+          "            \"description\": \"Times Redis was found without the stream "
+          "the zone read: flushed, or restarted without its data.\"\n"
+          "          },\n"
+          "          \"republished\": {\n"
+          "            \"type\": \"integer\",\n"
+          "            \"minimum\": 0,\n"
+          "            \"description\": \"Events the zone published again after suc"
+          "h a loss.\"\n"
+          "          }\n"
           "        }\n"
           "      },\n"
           "      \"Info\": {\n"

@@ -341,7 +341,7 @@ ngx_http_usage_fleet_window_locked(ngx_http_usage_fleet_t *fleet,
 void
 ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
-    uint64_t read_ms, uint64_t read_seq, int64_t now)
+    uint64_t read_ms, uint64_t read_seq, uint64_t epoch, int64_t now)
 {
     uint64_t                  own;
     ngx_http_usage_window_t  *w;
@@ -371,4 +371,32 @@ ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     fleet->read_ms = read_ms;
     fleet->read_seq = read_seq;
     fleet->read_tail = 0;
+    fleet->epoch = epoch;
+}
+
+
+void
+ngx_http_usage_fleet_lost_locked(ngx_http_usage_fleet_t *fleet, int64_t now)
+{
+    int64_t  from;
+
+    fleet->epochs++;
+
+    fleet->read_ms = 0;
+    fleet->read_seq = 0;
+    fleet->read_tail = 0;
+
+    /* a loss during a walk: the walk starts again, from the older start */
+    from = now - NGX_HTTP_USAGE_REPUBLISH;
+
+    if (fleet->republish_to && fleet->republish_from < from) {
+        from = fleet->republish_from;
+    }
+
+    /* the last few ms too: createdAt may run a little ahead of the clock
+     * (clamped to the latest receipt); later events ship as usual */
+    fleet->republish_from = from;
+    fleet->republish_to = now + 1000;
+    fleet->republish_created = from - 1;
+    ngx_memset(fleet->republish_uuid, 0xff, 16);
 }

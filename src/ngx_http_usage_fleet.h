@@ -73,7 +73,37 @@ typedef struct {
     uint64_t                     read_seq;
     ngx_uint_t                   read_tail;
 
+    /* the stream's epoch (<stream>:epoch in Redis): a random id written
+     * once for each data set of Redis; another one, or none, means that
+     * Redis lost the stream this zone read (a flush, a restart without
+     * persistence).  0: none yet */
+    uint64_t                     epoch;
+
+    /*
+     * After such a loss the zone publishes again the events of its log
+     * received from republish_from to republish_to, all origins, so that
+     * what an instance had not read yet comes from any that had; the walk
+     * goes on after (republish_created, republish_uuid).  republish_to 0:
+     * nothing to publish again.
+     */
+    int64_t                      republish_from;
+    int64_t                      republish_to;
+    int64_t                      republish_created;
+    u_char                       republish_uuid[16];
+
+    /* until then, an event applied is looked for in the log first: the
+     * copy another instance published again and the original may both
+     * come (after a re-published entry was read) */
+    int64_t                      recheck_until;
+
+    /* the latest receipt of an event that left the log but not the
+     * aggregates: a re-published event no later than it may be one of
+     * those, and is not applied */
+    int64_t                      evicted_created;
+
     /* counters for /metrics */
+    uint64_t                     epochs;       /* losses of the stream */
+    uint64_t                     republished;  /* events published again */
     uint64_t                     shipped;
     uint64_t                     applied;
     uint64_t                     duplicates;   /* dropped by a window */
@@ -117,6 +147,18 @@ void ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
 void ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,
     ngx_http_usage_fleet_t *fleet, uint64_t seq);
 
+/* how far back a zone publishes its events again, and how long after
+ * an entry of them was read every event applied is looked for first */
+#define NGX_HTTP_USAGE_REPUBLISH          60000
+#define NGX_HTTP_USAGE_REPUBLISH_RECHECK  300000
+
+/*
+ * Redis lost the stream: it is read again from its start, and the events
+ * received in the last REPUBLISH ms are published again.
+ */
+void ngx_http_usage_fleet_lost_locked(ngx_http_usage_fleet_t *fleet,
+    int64_t now);
+
 ngx_http_usage_window_t *ngx_http_usage_fleet_find_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t origin);
 
@@ -126,7 +168,7 @@ ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
 
 void ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
-    uint64_t read_ms, uint64_t read_seq, int64_t now);
+    uint64_t read_ms, uint64_t read_seq, uint64_t epoch, int64_t now);
 
 
 #endif /* _NGX_HTTP_USAGE_FLEET_H_INCLUDED_ */

@@ -634,6 +634,15 @@ static ngx_http_usage_fleet_metric_t  ngx_http_usage_fleet_metrics[] = {
     { "usage_sync_foreign_total", "counter",
       "Entries of the stream that are not batches of events",
       offsetof(ngx_http_usage_fleet_status_t, foreign) },
+
+    { "usage_sync_stream_losses_total", "counter",
+      "Times Redis was found without the stream this zone read "
+      "(a new epoch)",
+      offsetof(ngx_http_usage_fleet_status_t, epochs) },
+
+    { "usage_sync_republished_total", "counter",
+      "Events published again after Redis lost the stream",
+      offsetof(ngx_http_usage_fleet_status_t, republished) },
 };
 
 

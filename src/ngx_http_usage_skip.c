@@ -231,3 +231,31 @@ ngx_http_usage_skip_seek_locked(ngx_http_usage_shctx_t *sh,
 
     return x;
 }
+
+
+/*
+ * The record of the event received at created whose uuid is given, if
+ * the log holds it: in a fleet (uuid order within a millisecond) only.
+ */
+
+ngx_http_usage_raw_t *
+ngx_http_usage_skip_find_locked(ngx_http_usage_shctx_t *sh, int64_t created,
+    u_char *uuid)
+{
+    ngx_http_usage_raw_t       *raw;
+    ngx_http_usage_list_key_t   key;
+
+    ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
+    key.created = created;
+    ngx_memcpy(key.uuid, uuid, 16);
+
+    raw = ngx_http_usage_skip_seek_locked(sh, &key, NGX_HTTP_USAGE_SKIP_UPTO);
+
+    if (raw == NULL || raw->created != created
+        || ngx_memcmp(raw->uuid, uuid, 16) != 0)
+    {
+        return NULL;
+    }
+
+    return raw;
+}

@@ -40,8 +40,10 @@
  * 3: the fleet's part of the zone follows the ids (usage_sync: the
  * origin, its seq, the read position and the origins' windows); files of
  * versions 1 and 2 have none.
+ * 4: the fleet's part also has the stream's epoch, after the read
+ * position (a file of version 3: none, the zone takes Redis's).
  */
-#define NGX_HTTP_USAGE_STATE_VERSION  3
+#define NGX_HTTP_USAGE_STATE_VERSION  4
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
 #define NGX_HTTP_USAGE_STATE_NONE     0xffffffff
 
@@ -905,6 +907,7 @@ ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_wval(w, fleet->seq);
     ngx_http_usage_wval(w, fleet->read_ms);
     ngx_http_usage_wval(w, fleet->read_seq);
+    ngx_http_usage_wval(w, fleet->epoch);
     ngx_http_usage_wval(w, n);
     ngx_http_usage_wput(w, fleet->origins, sizeof(fleet->origins));
 }
@@ -923,7 +926,7 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
 {
     u_char                   *origins;
     uint32_t                  present, n;
-    uint64_t                  origin, seq, read_ms, read_seq;
+    uint64_t                  origin, seq, read_ms, read_seq, epoch;
     ngx_http_usage_zone_t    *zone;
     ngx_http_usage_rbuf_t    *r;
     ngx_http_usage_fleet_t   *fleet;
@@ -949,6 +952,13 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
     ngx_http_usage_rval(r, seq);
     ngx_http_usage_rval(r, read_ms);
     ngx_http_usage_rval(r, read_seq);
+
+    epoch = 0;
+
+    if (r->version >= 4) {
+        ngx_http_usage_rval(r, epoch);
+    }
+
     ngx_http_usage_rval(r, n);
 
     if (r->failed || n > NGX_HTTP_USAGE_ORIGINS) {
@@ -979,7 +989,7 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
     }
 
     ngx_http_usage_fleet_restore_locked(fleet, origins, n, origin, seq,
-                                        read_ms, read_seq,
+                                        read_ms, read_seq, epoch,
                                         ngx_http_usage_now());
 
     return NGX_OK;

@@ -129,6 +129,9 @@ static void ngx_http_usage_minute_add(ngx_http_usage_shctx_t *sh,
     int64_t time, ngx_int_t n);
 static ngx_int_t ngx_http_usage_insert_locked(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_insert_t *ins);
+static ngx_uint_t ngx_http_usage_apply_held_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_record_t *rec,
+    ngx_uint_t republished, int64_t now);
 static void ngx_http_usage_insert_init(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins, ngx_http_usage_record_t *rec, int64_t now);
 static ngx_int_t ngx_http_usage_insert_duplicate_locked(
@@ -1271,6 +1274,10 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->refused = f->refused;
     st->foreign = f->foreign;
     st->lost = f->lost;
+    st->epoch = f->epoch;
+    st->epochs = f->epochs;
+    st->republished = f->republished;
+    st->republishing = (f->republish_to != 0);
 
     ngx_http_usage_store_unlock(zone);
 
@@ -1390,17 +1397,37 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
 
     ngx_http_usage_store_lock(zone);
 
-    w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
+    if (entry->republished) {
+        /* their originals may come after them: look for those too */
+        w = NULL;
+        fleet->recheck_until = now + NGX_HTTP_USAGE_REPUBLISH_RECHECK;
 
-    for (i = 0; w && i < entry->n; i++) {
+    } else {
+        w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
+
+        if (w == NULL) {
+            entry->n = 0;
+        }
+    }
+
+    for (i = 0; i < entry->n; i++) {
         rec = &entry->recs[i];
 
-        if (ngx_http_usage_window_seen(w, rec->seq)) {
+        if (w) {
+            if (ngx_http_usage_window_seen(w, rec->seq)) {
+                entry->duplicates++;
+                continue;
+            }
+
+            ngx_http_usage_window_mark(w, rec->seq);
+        }
+
+        if (ngx_http_usage_apply_held_locked(zone, rec, entry->republished,
+                                             now))
+        {
             entry->duplicates++;
             continue;
         }
-
-        ngx_http_usage_window_mark(w, rec->seq);
 
         ngx_http_usage_insert_init(zone, &ins, rec, now);
         ins.remote = 1;
@@ -1443,6 +1470,74 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether an event that came again after a loss of the stream is here
+ * already: found in the log by its receipt and uuid, or no later than an
+ * event that left the log but not the aggregates (it may be one of
+ * those).  Only while re-published copies may come, as an original then
+ * may follow its copy: other events are told by their window alone.
+ */
+
+static ngx_uint_t
+ngx_http_usage_apply_held_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_record_t *rec, ngx_uint_t republished, int64_t now)
+{
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (!republished && now >= fleet->recheck_until) {
+        return 0;
+    }
+
+    if (ngx_http_usage_skip_find_locked(zone->sh, rec->created, rec->uuid)) {
+        return 1;
+    }
+
+    return republished && rec->created <= fleet->evicted_created;
+}
+
+
+/*
+ * Redis answered the stream's epoch.  One the zone had not seen before,
+ * when it had one: Redis is not the one the zone read, its stream is
+ * gone or another (docs/FLEET.md, "Redis lost the stream").
+ */
+
+ngx_int_t
+ngx_http_usage_store_epoch(ngx_http_usage_zone_t *zone, uint64_t epoch,
+    int64_t now, uint64_t *previous)
+{
+    ngx_int_t                rc;
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_OK;
+
+    ngx_http_usage_store_lock(zone);
+
+    *previous = fleet->epoch;
+
+    if (fleet->epoch != epoch) {
+        if (fleet->epoch) {
+            ngx_http_usage_fleet_lost_locked(fleet, now);
+            rc = NGX_DONE;
+        }
+
+        fleet->epoch = epoch;
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    return rc;
 }
 
 
@@ -1756,6 +1851,10 @@ ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
 
     } else {
         sh->raw_evicted++;
+
+        if (sh->fleet && raw->created > sh->fleet->evicted_created) {
+            sh->fleet->evicted_created = raw->created;
+        }
     }
 
     if (raw->id_len && *ngx_http_usage_raw_idx(raw)) {

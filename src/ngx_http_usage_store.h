@@ -182,6 +182,9 @@ typedef struct {
 /* a stream entry's events, applied by ngx_http_usage_store_apply() */
 typedef struct {
     uint64_t                     origin;
+    ngx_uint_t                   republished;  /* events published again
+                                                  after a loss: taken by
+                                                  uuid, not by seq */
     int64_t                      start;        /* its data set's, or 0 */
     ngx_http_usage_record_t     *recs;         /* with their seqs */
     ngx_uint_t                   n;
@@ -237,6 +240,10 @@ typedef struct {
     uint64_t                     refused;
     uint64_t                     foreign;
     uint64_t                     lost;
+    uint64_t                     epoch;
+    uint64_t                     epochs;
+    uint64_t                     republished;
+    ngx_uint_t                   republishing;
 } ngx_http_usage_fleet_status_t;
 
 
@@ -283,6 +290,15 @@ ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
 void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
     uint64_t read_ms, uint64_t read_seq, ngx_uint_t foreign,
     ngx_uint_t refused);
+
+/*
+ * The epoch Redis holds for the stream: NGX_OK, the zone's (or the first
+ * the zone sees); NGX_DONE: another than the zone read the stream under,
+ * so Redis lost the stream: the zone reads it again from its start and
+ * publishes its recent events again (*previous: its epoch until then).
+ */
+ngx_int_t ngx_http_usage_store_epoch(ngx_http_usage_zone_t *zone,
+    uint64_t epoch, int64_t now, uint64_t *previous);
 
 /* bytes of the ring an event takes beyond its metadata and client id */
 size_t ngx_http_usage_store_event_overhead(void);

@@ -22,6 +22,7 @@
 #include <ngx_event.h>
 
 #include "ngx_http_usage_stream.h"
+#include "ngx_http_usage_republish.h"
 #include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_json.h"
 #include "ngx_http_usage_time.h"
@@ -51,6 +52,8 @@ typedef struct {
 
 static void ngx_http_usage_stream_tick(ngx_event_t *ev);
 static void ngx_http_usage_stream_send(ngx_http_usage_stream_t *st);
+static ngx_int_t ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st,
+    const char *kind, ngx_http_usage_ship_batch_t *b, uint64_t ack);
 static void ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
 static void ngx_http_usage_stream_reader_up(ngx_http_usage_redis_t *rd);
@@ -65,7 +68,8 @@ static ngx_int_t ngx_http_usage_stream_entries(ngx_http_usage_stream_t *st,
 static ngx_int_t ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st,
     ngx_pool_t *pool, redisReply *entry);
 static ngx_int_t ngx_http_usage_stream_fields(redisReply *fields,
-    ngx_http_usage_stream_fields_t *f, uint64_t *origin, ngx_uint_t *count);
+    ngx_http_usage_stream_fields_t *f, uint64_t *origin, ngx_uint_t *count,
+    ngx_uint_t *republished);
 static ngx_int_t ngx_http_usage_stream_decode(ngx_http_usage_stream_t *st,
     ngx_pool_t *pool, redisReply *e, ngx_uint_t count,
     ngx_http_usage_apply_t *entry);
@@ -184,6 +188,27 @@ ngx_http_usage_stream_up(ngx_http_usage_stream_t *st)
     st->sent = 0;
     st->acks_n = 0;
 
+    ngx_http_usage_republish_rewind(st->zone);
+
+    ngx_http_usage_stream_send(st);
+}
+
+
+/*
+ * Redis lost the stream (the zone's position was reset): the reader's
+ * XREAD in flight is of the old position; it reads again from the start.
+ */
+
+void
+ngx_http_usage_stream_lost(ngx_http_usage_stream_t *st)
+{
+    ngx_http_usage_redis_stop(&st->reader);
+    st->reading = 0;
+
+    if (st->active) {
+        ngx_http_usage_redis_start(&st->reader);
+    }
+
     ngx_http_usage_stream_send(st);
 }
 
@@ -214,77 +239,107 @@ ngx_http_usage_stream_tick(ngx_event_t *ev)
 
 
 /*
- * XADD <key> MAXLEN ~ <n> * v 1 k b o <origin> n <name> s <start>
- *      c <count> e <records>
+ * New events first, then, after a loss of the stream, the events that
+ * are published again, all on the command connection in order.
  */
 
 static void
 ngx_http_usage_stream_send(ngx_http_usage_stream_t *st)
 {
-    u_char                        origin[NGX_HTTP_USAGE_ORIGIN_HEX];
-    u_char                        maxlen[NGX_INT_T_LEN], count[NGX_INT_T_LEN];
-    u_char                        start[NGX_INT64_LEN];
-    size_t                        lens[20];
-    const char                   *argv[20];
-    ngx_http_usage_ship_batch_t   b;
+    ngx_http_usage_ship_batch_t  b;
 
     while (st->cmd->state == NGX_HTTP_USAGE_REDIS_READY
-           && st->acks_n < NGX_HTTP_USAGE_STREAM_INFLIGHT
-           && ngx_http_usage_store_ship_pending(st->zone, st->sent))
+           && st->acks_n < NGX_HTTP_USAGE_STREAM_INFLIGHT)
     {
-        if (ngx_http_usage_store_ship_take(st->zone, st->sent,
-                                           st->conf->batch, st->buf,
-                                           st->size, &b)
-            != NGX_OK
-            || b.count == 0)
+        if (ngx_http_usage_store_ship_pending(st->zone, st->sent)) {
+
+            if (ngx_http_usage_store_ship_take(st->zone, st->sent,
+                                               st->conf->batch, st->buf,
+                                               st->size, &b)
+                != NGX_OK
+                || b.count == 0
+                || ngx_http_usage_stream_xadd(st, "b", &b, b.last_seq)
+                   != NGX_OK)
+            {
+                return;
+            }
+
+            st->sent = b.last_seq;
+            continue;
+        }
+
+        if (!ngx_http_usage_republish_pending(st->zone)
+            || ngx_http_usage_republish_take(st->zone, st->conf->batch,
+                                             st->buf, st->size, &b)
+               != NGX_OK
+            || ngx_http_usage_stream_xadd(st, "r", &b, 0) != NGX_OK)
         {
             return;
         }
+    }
+}
 
-        (void) ngx_http_usage_origin_hex(origin, b.origin);
+
+/*
+ * XADD <key> MAXLEN ~ <n> * v 1 k <kind> o <origin> n <name> s <start>
+ *      c <count> e <records>
+ *
+ * kind "b": new events of the origin; "r": events published again, of
+ * any origin.  ack: the seq whose answer drops them from the queue, 0
+ * for none.
+ */
+
+static ngx_int_t
+ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st, const char *kind,
+    ngx_http_usage_ship_batch_t *b, uint64_t ack)
+{
+    u_char       origin[NGX_HTTP_USAGE_ORIGIN_HEX];
+    u_char       maxlen[NGX_INT_T_LEN], count[NGX_INT_T_LEN];
+    u_char       start[NGX_INT64_LEN];
+    size_t       lens[20];
+    const char  *argv[20];
+
+    (void) ngx_http_usage_origin_hex(origin, b->origin);
 
 #define ngx_http_usage_arg(i, s, n)                                          \
-        argv[i] = (const char *) (s); lens[i] = (n)
+    argv[i] = (const char *) (s); lens[i] = (n)
 
-        ngx_http_usage_arg(0, "XADD", 4);
-        ngx_http_usage_arg(1, st->conf->key.data, st->conf->key.len);
-        ngx_http_usage_arg(2, "MAXLEN", 6);
-        ngx_http_usage_arg(3, "~", 1);
-        ngx_http_usage_arg(4, maxlen,
-                           ngx_sprintf(maxlen, "%ui", st->conf->maxlen)
-                           - maxlen);
-        ngx_http_usage_arg(5, "*", 1);
-        ngx_http_usage_arg(6, "v", 1);
-        ngx_http_usage_arg(7, "1", 1);
-        ngx_http_usage_arg(8, "k", 1);
-        ngx_http_usage_arg(9, "b", 1);
-        ngx_http_usage_arg(10, "o", 1);
-        ngx_http_usage_arg(11, origin, NGX_HTTP_USAGE_ORIGIN_HEX);
-        ngx_http_usage_arg(12, "n", 1);
-        ngx_http_usage_arg(13, st->conf->name.data, st->conf->name.len);
-        ngx_http_usage_arg(14, "s", 1);
-        ngx_http_usage_arg(15, start,
-                           ngx_sprintf(start, "%L", b.start) - start);
-        ngx_http_usage_arg(16, "c", 1);
-        ngx_http_usage_arg(17, count,
-                           ngx_sprintf(count, "%ui", b.count) - count);
-        ngx_http_usage_arg(18, "e", 1);
-        ngx_http_usage_arg(19, b.data, b.len);
+    ngx_http_usage_arg(0, "XADD", 4);
+    ngx_http_usage_arg(1, st->conf->key.data, st->conf->key.len);
+    ngx_http_usage_arg(2, "MAXLEN", 6);
+    ngx_http_usage_arg(3, "~", 1);
+    ngx_http_usage_arg(4, maxlen,
+                       ngx_sprintf(maxlen, "%ui", st->conf->maxlen) - maxlen);
+    ngx_http_usage_arg(5, "*", 1);
+    ngx_http_usage_arg(6, "v", 1);
+    ngx_http_usage_arg(7, "1", 1);
+    ngx_http_usage_arg(8, "k", 1);
+    ngx_http_usage_arg(9, kind, 1);
+    ngx_http_usage_arg(10, "o", 1);
+    ngx_http_usage_arg(11, origin, NGX_HTTP_USAGE_ORIGIN_HEX);
+    ngx_http_usage_arg(12, "n", 1);
+    ngx_http_usage_arg(13, st->conf->name.data, st->conf->name.len);
+    ngx_http_usage_arg(14, "s", 1);
+    ngx_http_usage_arg(15, start, ngx_sprintf(start, "%L", b->start) - start);
+    ngx_http_usage_arg(16, "c", 1);
+    ngx_http_usage_arg(17, count, ngx_sprintf(count, "%ui", b->count) - count);
+    ngx_http_usage_arg(18, "e", 1);
+    ngx_http_usage_arg(19, b->data, b->len);
 
 #undef ngx_http_usage_arg
 
-        /* formatted into the connection's buffer: buf is free again */
-        if (ngx_http_usage_redis_send(st->cmd, 20, argv, lens,
-                                      ngx_http_usage_stream_sent, st)
-            != NGX_OK)
-        {
-            return;
-        }
-
-        st->sent = b.last_seq;
-        st->acks[(st->acks_head + st->acks_n++)
-                 % NGX_HTTP_USAGE_STREAM_INFLIGHT] = b.last_seq;
+    /* formatted into the connection's buffer: buf is free again */
+    if (ngx_http_usage_redis_send(st->cmd, 20, argv, lens,
+                                  ngx_http_usage_stream_sent, st)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
+
+    st->acks[(st->acks_head + st->acks_n++) % NGX_HTTP_USAGE_STREAM_INFLIGHT]
+        = ack;
+
+    return NGX_OK;
 }
 
 
@@ -317,7 +372,9 @@ ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
         return;
     }
 
-    ngx_http_usage_store_ship_ack(st->zone, seq);
+    if (seq) {
+        ngx_http_usage_store_ship_ack(st->zone, seq);
+    }
 
     ngx_http_usage_stream_send(st);
 }
@@ -533,7 +590,7 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
     redisReply *entry)
 {
     uint64_t                        origin, ms, seq;
-    ngx_uint_t                      count;
+    ngx_uint_t                      count, republished;
     ngx_http_usage_apply_t          a;
     ngx_http_usage_stream_fields_t  f;
 
@@ -544,7 +601,8 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    if (ngx_http_usage_stream_fields(entry->element[1], &f, &origin, &count)
+    if (ngx_http_usage_stream_fields(entry->element[1], &f, &origin, &count,
+                                     &republished)
         != NGX_OK)
     {
         ngx_http_usage_stream_foreign(st, entry->element[0],
@@ -554,7 +612,8 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
     }
 
     if (origin == st->origin) {
-        /* this zone's own events: stored here when they were accepted */
+        /* this zone's own events, stored here when they were accepted,
+         * or those it published again: it has them */
         ngx_http_usage_store_skip(st->zone, ms, seq, 0, 0);
         return NGX_OK;
     }
@@ -562,6 +621,7 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
     ngx_memzero(&a, sizeof(ngx_http_usage_apply_t));
 
     a.origin = origin;
+    a.republished = republished;
     a.start = f.s ? ngx_atoof((u_char *) f.s->str, f.s->len) : 0;
     a.read_ms = ms;
     a.read_seq = seq;
@@ -581,7 +641,8 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
 
 static ngx_int_t
 ngx_http_usage_stream_fields(redisReply *fields,
-    ngx_http_usage_stream_fields_t *f, uint64_t *origin, ngx_uint_t *count)
+    ngx_http_usage_stream_fields_t *f, uint64_t *origin, ngx_uint_t *count,
+    ngx_uint_t *republished)
 {
     size_t       i;
     ngx_int_t    n;
@@ -613,7 +674,8 @@ ngx_http_usage_stream_fields(redisReply *fields,
     }
 
     if (f->v == NULL || f->v->len != 1 || f->v->str[0] != '1'
-        || f->k == NULL || f->k->len != 1 || f->k->str[0] != 'b'
+        || f->k == NULL || f->k->len != 1
+        || (f->k->str[0] != 'b' && f->k->str[0] != 'r')
         || f->o == NULL || f->c == NULL || f->e == NULL
         || ngx_http_usage_origin_parse((u_char *) f->o->str, f->o->len,
                                        origin)
@@ -632,6 +694,7 @@ ngx_http_usage_stream_fields(redisReply *fields,
     }
 
     *count = (ngx_uint_t) n;
+    *republished = (f->k->str[0] == 'r');
 
     return NGX_OK;
 }

@@ -75,5 +75,8 @@ void ngx_http_usage_stream_up(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_flush(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_down(ngx_http_usage_stream_t *st);
 
+/* Redis lost the stream: read it again from the position reset */
+void ngx_http_usage_stream_lost(ngx_http_usage_stream_t *st);
+
 
 #endif /* _NGX_HTTP_USAGE_STREAM_H_INCLUDED_ */

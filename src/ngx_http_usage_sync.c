@@ -9,8 +9,14 @@
  * that a reload replaced; a holder that sees a newer cycle, or that is
  * exiting, lets go.  Every worker ticks, so a crashed holder is replaced
  * within a tick or two.  The holder checks the connection at every
- * interval (PING) and leaves the state in the zone for /ready, /info
- * and /metrics, which every worker answers.
+ * interval (GET of the stream's epoch) and leaves the state in the zone
+ * for /ready, /info and /metrics, which every worker answers.
+ *
+ * The epoch is a random id that the first instance to find none writes
+ * (SET NX GET, Redis 7.0 on): every instance then holds the same one.
+ * Redis flushed, or restarted without its data, has none, or soon
+ * another: the zone saw the stream it read disappear, and recovers
+ * (ngx_http_usage_store_epoch()).
  */
 
 
@@ -23,6 +29,10 @@
 #include "ngx_http_usage_redis.h"
 #include "ngx_http_usage_stream.h"
 #include "ngx_http_usage_sync.h"
+#include "ngx_http_usage_fleet.h"
+#include "ngx_http_usage_id.h"
+#include "ngx_http_usage_time.h"
+#include "ngx_http_usage_wire.h"
 
 
 /* a holder that has not ticked for this long is taken over */
@@ -47,6 +57,7 @@ typedef struct {
     ngx_uint_t                   owner;
     ngx_msec_t                   checked;      /* the last PING sent */
     ngx_uint_t                   checking;
+    uint64_t                     proposed;     /* the epoch of SET NX GET */
     ngx_msec_t                   drain_until;  /* stopping: the deadline */
 } ngx_http_usage_sync_t;
 
@@ -74,6 +85,11 @@ static void ngx_http_usage_sync_release(ngx_http_usage_sync_t *sync);
 static void ngx_http_usage_sync_check(ngx_http_usage_sync_t *sync);
 static void ngx_http_usage_sync_checked(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
+static void ngx_http_usage_sync_propose(ngx_http_usage_sync_t *sync);
+static void ngx_http_usage_sync_epoch(ngx_http_usage_redis_t *rd,
+    void *data, redisReply *reply);
+static ngx_int_t ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
+    redisReply *reply, const char *command);
 static void ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_sync_down(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_sync_set_state(ngx_http_usage_sync_t *sync,
@@ -145,6 +161,14 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ngx_sprintf(sc->redis.client_name.data, "usage:%V", &sc->name);
+
+    sc->epoch_key.len = sc->stream.len + sizeof(":epoch") - 1;
+    sc->epoch_key.data = ngx_pnalloc(cf->pool, sc->epoch_key.len);
+    if (sc->epoch_key.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(sc->epoch_key.data, "%V:epoch", &sc->stream);
 
     /* the name is the zone's as usage_zone declares it, size unknown here */
     sc->shm_zone = ngx_shared_memory_add(cf, &sc->zone_name, 0,
@@ -767,13 +791,15 @@ ngx_http_usage_sync_release(ngx_http_usage_sync_t *sync)
 static void
 ngx_http_usage_sync_check(ngx_http_usage_sync_t *sync)
 {
-    size_t       len;
-    const char  *argv;
+    size_t       lens[2];
+    const char  *argv[2];
 
-    argv = "PING";
-    len = 4;
+    argv[0] = "GET";
+    lens[0] = 3;
+    argv[1] = (const char *) sync->conf->epoch_key.data;
+    lens[1] = sync->conf->epoch_key.len;
 
-    if (ngx_http_usage_redis_send(&sync->redis, 1, &argv, &len,
+    if (ngx_http_usage_redis_send(&sync->redis, 2, argv, lens,
                                   ngx_http_usage_sync_checked, sync)
         == NGX_OK)
     {
@@ -796,15 +822,132 @@ ngx_http_usage_sync_checked(ngx_http_usage_redis_t *rd, void *data,
         return;                     /* the connection is gone: down() */
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "usage sync: redis %V answered PING with: %s",
-                      &rd->name, reply->str);
-        ngx_http_usage_redis_fail(rd, NULL);
+    if (reply->type == REDIS_REPLY_NIL) {
+        /* Redis lost it: the first instance to see it writes a new one */
+        ngx_http_usage_sync_propose(sync);
         return;
     }
 
-    sync->shm->rtt = rd->rtt;
+    if (ngx_http_usage_sync_epoch_reply(sync, reply, "GET") == NGX_OK) {
+        sync->shm->rtt = rd->rtt;
+    }
+}
+
+
+/* SET <stream>:epoch <random> NX GET: ours, unless another is there */
+
+static void
+ngx_http_usage_sync_propose(ngx_http_usage_sync_t *sync)
+{
+    u_char       hex[NGX_HTTP_USAGE_ORIGIN_HEX];
+    size_t       lens[5];
+    const char  *argv[5];
+
+    do {
+        if (ngx_http_usage_random_bytes(&sync->proposed, sizeof(uint64_t))
+            != NGX_OK)
+        {
+            sync->proposed = ngx_http_usage_random();
+        }
+    } while (sync->proposed == 0);
+
+    (void) ngx_http_usage_origin_hex(hex, sync->proposed);
+
+    argv[0] = "SET"; lens[0] = 3;
+    argv[1] = (const char *) sync->conf->epoch_key.data;
+    lens[1] = sync->conf->epoch_key.len;
+    argv[2] = (const char *) hex; lens[2] = NGX_HTTP_USAGE_ORIGIN_HEX;
+    argv[3] = "NX"; lens[3] = 2;
+    argv[4] = "GET"; lens[4] = 3;
+
+    if (ngx_http_usage_redis_send(&sync->redis, 5, argv, lens,
+                                  ngx_http_usage_sync_epoch, sync)
+        == NGX_OK)
+    {
+        sync->checking = 1;
+        sync->checked = ngx_current_msec;
+    }
+}
+
+
+static void
+ngx_http_usage_sync_epoch(ngx_http_usage_redis_t *rd, void *data,
+    redisReply *reply)
+{
+    ngx_http_usage_sync_t  *sync;
+
+    sync = data;
+    sync->checking = 0;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (ngx_http_usage_sync_epoch_reply(sync, reply, "SET NX GET") == NGX_OK)
+    {
+        sync->shm->rtt = rd->rtt;
+    }
+}
+
+
+/* nil (SET NX GET only): the proposed epoch is the one now */
+
+static ngx_int_t
+ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
+    redisReply *reply, const char *command)
+{
+    u_char                  *p;
+    uint64_t                 epoch, previous;
+    ngx_int_t                rc;
+    ngx_http_usage_redis_t  *rd;
+
+    rd = &sync->redis;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* before 7.0, SET cannot take NX and GET together */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V answered %s of \"%V\" with: "
+                      "%*s (usage_sync needs Redis 7.0 or later)",
+                      &rd->name, command, &sync->conf->epoch_key,
+                      (size_t) reply->len, reply->str);
+        ngx_http_usage_redis_fail(rd, NULL);
+        return NGX_ERROR;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        epoch = sync->proposed;
+
+    } else if (reply->type != REDIS_REPLY_STRING
+               || ngx_http_usage_origin_parse((u_char *) reply->str,
+                                              reply->len, &epoch)
+                  != NGX_OK)
+    {
+        p = (u_char *) (reply->type == REDIS_REPLY_STRING ? "another value"
+                                                          : "no string");
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V holds %s at \"%V\", not an "
+                      "epoch of usage_sync: is the key another "
+                      "program's?", &rd->name, p, &sync->conf->epoch_key);
+        ngx_http_usage_redis_fail(rd, NULL);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_usage_store_epoch(sync->zone, epoch, ngx_http_usage_now(),
+                                    &previous);
+
+    if (rc == NGX_DONE) {
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "usage sync: redis %V lost stream \"%V\" (epoch "
+                      "%016uxL, now %016uxL): zone \"%V\" reads it again "
+                      "and publishes its last %d s of events again",
+                      &rd->name, &sync->conf->stream, previous, epoch,
+                      &sync->conf->zone_name,
+                      NGX_HTTP_USAGE_REPUBLISH / 1000);
+
+        ngx_http_usage_stream_lost(&sync->stream);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -825,8 +968,9 @@ ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd)
 
     ngx_http_usage_sync_set_state(sync, NGX_HTTP_USAGE_SYNC_OK);
 
+    /* the epoch first: a lost stream is known before anything is read */
     sync->checking = 0;
-    ngx_http_usage_sync_check(sync);
+    ngx_http_usage_sync_propose(sync);
 
     ngx_http_usage_stream_up(&sync->stream);
 }

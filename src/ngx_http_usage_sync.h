@@ -34,6 +34,7 @@ typedef struct {
     ngx_http_usage_redis_conf_t  redis;
     ngx_str_t                    address;      /* redis= as given */
     ngx_str_t                    stream;
+    ngx_str_t                    epoch_key;    /* <stream>:epoch */
     ngx_str_t                    name;         /* of this instance */
     ngx_msec_t                   interval;     /* of the liveness check */
     size_t                       buffer;       /* the ship queue's bound,

@@ -81,7 +81,7 @@ sub check_file {
 	my ($magic, $version, $order, $len, $crc) =
 		unpack('a8 V V Q< V', $bytes);
 	return "magic $magic" unless $magic eq 'NGXUSAGE';
-	return "version $version" unless $version == 3;
+	return "version $version" unless $version == 4;
 	return sprintf('order %08x', $order) unless $order == 0x01020304;
 	return "length $len" unless $len == length($bytes) - $HEADER;
 	return 'crc' unless $crc == crc32(substr($bytes, $HEADER));
@@ -281,8 +281,8 @@ my $extra = $payload . "\0\0\0";
 my $bad_record = substr($valid, 0, 16) . pack('Q<', length $extra)
 	. pack('V', crc32($extra)) . substr($valid, 28, $HEADER - 28) . $extra;
 
-my $v3 = $valid;
-substr($v3, 8, 4) = pack('V', 4);
+my $v5 = $valid;
+substr($v5, 8, 4) = pack('V', 5);
 
 my $swapped = $valid;
 substr($swapped, 12, 4) = pack('V', 0x04030201);
@@ -296,8 +296,8 @@ my @cases = (
 	['a truncated file', substr($valid, 0, length($valid) - 10),
 		qr/is truncated or corrupted \(length or checksum mismatch\), ignored: the store starts empty/],
 	['a flipped payload byte', $flipped, qr/is truncated or corrupted/],
-	['format version 4', $v3,
-		qr/has format version 4, this module reads versions 1 to 3; ignored: the store starts empty/],
+	['format version 5', $v5,
+		qr/has format version 5, this module reads versions 1 to 4; ignored: the store starts empty/],
 	['another byte order', $swapped, qr/written on a machine of another byte order/],
 	['a bad record with a right checksum', $bad_record,
 		qr/has an invalid record, ignored: the store starts empty/],

@@ -8,7 +8,7 @@
 #     from the saved read position as a new origin: it counts what it took
 #     after its last save (back from the stream), nothing twice, and
 #     agrees with the other instance; the restored file has the fleet's
-#     part (format version 3).
+#     part (format version 4).
 
 use strict;
 use warnings;
@@ -130,8 +130,8 @@ sub metric {
 	my $saved = Test::UsageState::parse($a->read_file('state/usage.state'));
 	is($saved->{fleet}{seq}, 100, 'the file holds the first 100 only');
 	ok($saved->{fleet}{read_ms} > 0, 'and a read position');
-	is(Test::UsageState::version($a->read_file('state/usage.state')), 3,
-		'the state file is of version 3');
+	is(Test::UsageState::version($a->read_file('state/usage.state')), 4,
+		'the state file is of version 4');
 	$a->crash();
 	ok(!$a->alive, 'a killed with SIGKILL');
 

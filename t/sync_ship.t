@@ -104,7 +104,7 @@ sub stream {
 		my %f = @{ $entry->[1] };
 		my @r = records($f{e});
 		$_->{entry} = $entry->[0], $_->{origin} = $f{o}, $_->{name} = $f{n},
-			$_->{count} = $f{c} for @r;
+			$_->{count} = $f{c}, $_->{kind} = $f{k} for @r;
 		push @all, @r;
 	}
 	return @all;
@@ -207,11 +207,21 @@ sub seqs_complete {
 	ok(sync_ok($t), 'redis back');
 	ok(wait_until(sub { metric($t, 'usage_sync_queued') == 0 }, 8),
 		'the queue drained');
-	my @after = stream($redis);
+	# the restarted Redis is empty (no persistence): its stream holds the
+	# queue, as new events (k b), and the zone's recent events published
+	# again (k r), those 50 among them
+	my @after = grep { $_->{kind} eq 'b' } stream($redis);
 	is(scalar(grep { $_->{entity} eq 'down' } @after), 50,
 		'the 50 events are in the stream');
 	my @s = sort { $a <=> $b } map { $_->{seq} } @after;
 	is($s[-1] - $s[0] + 1, scalar @s, 'their seqs follow without a hole');
+	ok(wait_until(sub {
+		scalar(grep { $_->{kind} eq 'r' && $_->{entity} eq 'down' }
+			stream($redis)) == 50 }, 8),
+		'an empty Redis: the zone publishes its recent events again');
+	like($t->read_file('error.log'),
+		qr/\[warn\].*usage sync: redis \S+ lost stream "usage:events" \(epoch [0-9a-f]{16}, now [0-9a-f]{16}\): zone "usage" reads it again and publishes its last 60 s of events again/,
+		'a [warn] says that Redis lost the stream');
 
 	$t->finish();
 }

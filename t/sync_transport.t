@@ -232,7 +232,9 @@ for my $case (
 	[ 'closed mid-reply', sub { [ 'close', '$10' . "\r\nabc" ] },
 		qr/redis closed the connection/ ],
 	[ 'never answers', sub { [ 'sleep', 60, '' ] }, qr/no reply in time/ ],
-	[ 'a reply nobody asked for', sub { "+OK\r\n+OK\r\n" },
+	# an epoch, the answer to the first command (SET NX GET), twice
+	[ 'a reply nobody asked for',
+		sub { "\$16\r\n0123456789abcdef\r\n" x 2 },
 		qr/a reply nobody asked for/ ],
 ) {
 	my ($name, $answer, $re) = @$case;

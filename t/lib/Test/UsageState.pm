@@ -1,8 +1,8 @@
 package Test::UsageState;
 
 # Reads and rewrites the module's state file (src/ngx_http_usage_state.c,
-# format version 3) for the tests that craft one: where each record
-# starts, and a version 1 file made from a version 3 one.  Little-endian
+# format version 4) for the tests that craft one: where each record
+# starts, and a version 1 file made from a version 4 one.  Little-endian
 # machines only, as the tests run.
 
 use strict;
@@ -104,13 +104,14 @@ sub parse {
 		push @{ $s{ids} }, \%i;
 	}
 
-	# version 3: the fleet's part (usage_sync), or a 0
+	# version 3: the fleet's part (usage_sync), or a 0; 4: with the epoch
 	$s{fleet_at} = $at;
 	if (version($bytes) >= 3 && $take->('V', 4)) {
-		my ($origin, $seq, $read_ms, $read_seq, $n)
-			= $take->('Q< Q< Q< Q< V', 36);
+		my ($origin, $seq, $read_ms, $read_seq) = $take->('Q< Q< Q< Q<', 32);
+		my $epoch = version($bytes) >= 4 ? $take->('Q<', 8) : 0;
+		my $n = $take->('V', 4);
 		$s{fleet} = { origin => $origin, seq => $seq, read_ms => $read_ms,
-			read_seq => $read_seq, origins => $n };
+			read_seq => $read_seq, epoch => $epoch, origins => $n };
 		$at += $n * $ORIGIN;
 	}
 

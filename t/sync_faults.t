@@ -1,0 +1,278 @@
+#!/usr/bin/perl
+
+# usage_sync when Redis loses the stream (issue 12, step e), against a
+# real redis-server on a free loopback port and three instances taking
+# POSTs round-robin from several clients:
+#   - FLUSHALL in the middle of the load: every instance finds the
+#     stream's epoch gone or changed (one [warn] each), reads the new
+#     stream from its start and publishes its last minute of events
+#     again; once the load stops, the three agree on every entity
+#     (summary, history, the event list with the same ids and createdAt)
+#     and the units counted equal the 201s given: none lost, none twice;
+#   - Redis killed and started again empty (no persistence) in the middle
+#     of the load: the same, after a time without Redis ("degraded");
+#   - the epoch is the same on all instances (/info), the losses and the
+#     re-published events are counted (/metrics);
+#   - an instance stopped, and started again from its state file after
+#     Redis lost the stream (and while the others took events before and
+#     after the loss): the file keeps the epoch it read (format version
+#     4), so it notices the loss at once, and the three agree again.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Test::Usage qw(wait_until);
+use Test::UsageRedis;
+use Test::UsageState;
+use Time::HiRes qw(sleep time);
+use POSIX ();
+
+my $redis = Test::UsageRedis->new();
+
+sub conf {
+	my ($name, $extra) = @_;
+	$extra //= '';
+	my $addr = $redis->addr;
+	return <<"EOF";
+http {
+    usage_zone zone=usage:32m $extra;
+    usage_sync zone=usage redis=$addr name=$name interval=200ms;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { usage_api usage; usage_track usage; }
+        location = /metrics { usage_metrics usage; }
+    }
+}
+EOF
+}
+
+sub sync_state {
+	my ($t) = @_;
+	return (($t->get('/ready')->json // {})->{checks}{sync} // '');
+}
+
+sub instance {
+	my ($name, $extra) = @_;
+	my $t = Test::Usage->new();
+	mkdir $t->dir . '/state';
+	chmod 0777, $t->dir . '/state';    # workers run as nobody under root
+	$t->write_config(conf($name, $extra))->run();
+	ok(wait_until(sub { sync_state($t) eq 'ok' }, 10), "$name: sync ok");
+	return $t;
+}
+
+sub metric {
+	my ($t, $name) = @_;
+	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
+	return $v // -1;
+}
+
+sub info_sync {
+	my ($t) = @_;
+	return ($t->get("/info")->json // {})->{sync} // {};
+}
+
+# what must be equal on every instance (api-self counts the reads: out)
+sub view {
+	my ($t, @entities) = @_;
+	my %v;
+	for my $e (@entities) {
+		my $s = $t->get("/v1/usage/$e")->json // {};
+		delete $s->{data}{period}{until} if $s->{data};
+		$v{"summary $e"} = Test::Usage::json_encode($s->{data});
+		my $h = $t->get("/v1/usage/$e/history?interval=minute")->json // {};
+		delete $h->{data}{period}{until} if $h->{data};
+		$v{"history $e"} = Test::Usage::json_encode($h->{data});
+		my $l = $t->get("/v1/events?entityId=$e&limit=1000")->json // {};
+		$v{"list $e"} = join ',',
+			map { "$_->{id}\@$_->{createdAt}" } @{ $l->{data}{events} // [] };
+	}
+	return \%v;
+}
+
+sub differences {
+	my ($ts, @entities) = @_;
+	my $first = view($ts->[0], @entities);
+	my @d;
+	for my $i (1 .. $#$ts) {
+		my $v = view($ts->[$i], @entities);
+		for my $k (sort keys %$first) {
+			next if ($v->{$k} // '') eq $first->{$k};
+			push @d, "instance $i differs in $k:\n  0: "
+				. substr($first->{$k}, 0, 300) . "\n  $i: "
+				. substr($v->{$k} // '', 0, 300);
+		}
+	}
+	return @d;
+}
+
+sub units {
+	my ($t, @entities) = @_;
+	my $sum = 0;
+	for my $e (@entities) {
+		my $s = ($t->get("/v1/usage/$e")->json // {})->{data} // {};
+		$sum += $s->{byEventType}{unit} // 0;
+	}
+	return $sum;
+}
+
+# clients POSTing round-robin to the instances for $seconds, in forked
+# processes: load_wait() gives the number of 201s
+sub load_start {
+	my ($ts, $entities, $seconds, $clients) = @_;
+	my $dir = $ts->[0]{dir};
+	my @kids;
+	for my $k (1 .. $clients) {
+		my $file = "$dir/load-$k-" . time();
+		my $pid = fork();
+		die "fork: $!\n" unless defined $pid;
+		if ($pid == 0) {
+			my ($n, $i) = (0, 0);
+			my $end = time() + $seconds;
+			while (time() < $end) {
+				my $t = $ts->[($i + $k) % @$ts];
+				my $e = $entities->[($i * 7 + $k) % @$entities];
+				my $r = $t->post_json('/v1/events',
+					{ entityId => $e, eventType => 'unit' });
+				$n++ if $r->status == 201;
+				$i++;
+			}
+			open my $fh, '>', "$file.tmp" or POSIX::_exit(1);
+			print $fh $n;
+			close $fh;
+			rename "$file.tmp", $file;
+			POSIX::_exit(0);
+		}
+		push @kids, [ $pid, $file ];
+	}
+	return \@kids;
+}
+
+sub load_wait {
+	my ($kids) = @_;
+	my $total = 0;
+	for my $k (@$kids) {
+		my ($pid, $file) = @$k;
+		waitpid($pid, 0);
+		open my $fh, '<', $file or next;
+		$total += <$fh> // 0;
+		close $fh;
+	}
+	return $total;
+}
+
+sub lost_lines {
+	my ($t) = @_;
+	return () = $t->read_file('error.log')
+		=~ /\[warn\].*usage sync: redis \S+ lost stream "usage:events"/g;
+}
+
+my @ts = (instance('a'), instance('b'),
+	instance('c', 'state=%%TESTDIR%%/state/usage.state'));
+my @entities = map { "f$_" } 1 .. 5;
+my $units = 0;
+
+# an epoch, the same everywhere
+my $epoch = info_sync($ts[0])->{epoch} // '';
+like($epoch, qr/^[0-9a-f]{16}$/, '/info: the epoch of the stream');
+is(scalar(grep { (info_sync($_)->{epoch} // '') eq $epoch } @ts), 3,
+	'every instance reads the same epoch');
+is($redis->cmd('GET', 'usage:events:epoch'), $epoch,
+	'it is the one in Redis (<stream>:epoch)');
+
+###############################################################################
+# FLUSHALL under load
+
+{
+	my $kids = load_start(\@ts, \@entities, 3, 4);
+	sleep 1.2;
+	is($redis->cmd('FLUSHALL'), 'OK', 'FLUSHALL in the middle of the load');
+	$units += load_wait($kids);
+	cmp_ok($units, '>', 300, "$units POSTs answered 201");
+
+	ok(wait_until(sub { !differences(\@ts, @entities) }, 20),
+		'after FLUSHALL the three instances agree on every entity')
+		or diag(join "\n", differences(\@ts, @entities));
+	is(units($ts[$_], @entities), $units,
+		"instance $_: the units counted equal the 201s") for 0 .. 2;
+
+	is(scalar(grep { lost_lines($_) == 1 } @ts), 3,
+		'each instance says once that Redis lost the stream');
+	is(scalar(grep { metric($_, 'usage_sync_stream_losses_total') == 1 } @ts),
+		3, '/metrics: usage_sync_stream_losses_total');
+	cmp_ok(metric($ts[0], 'usage_sync_republished_total'), '>', 0,
+		'/metrics: usage_sync_republished_total');
+
+	my $new = info_sync($ts[0])->{epoch} // '';
+	isnt($new, $epoch, 'a new epoch');
+	is(scalar(grep { (info_sync($_)->{epoch} // '') eq $new } @ts), 3,
+		'the same on every instance');
+	is(info_sync($ts[1])->{streamLosses}, 1, '/info: streamLosses');
+	$epoch = $new;
+}
+
+###############################################################################
+# Redis killed and started again, empty, under load
+
+{
+	my $kids = load_start(\@ts, \@entities, 4, 4);
+	sleep 1;
+	$redis->kill();
+	ok(wait_until(sub { sync_state($ts[0]) eq 'degraded' }, 5),
+		'redis killed: degraded');
+	sleep 1;
+	$redis->start();
+	$units += load_wait($kids);
+
+	ok(wait_until(sub { sync_state($ts[0]) eq 'ok' }, 10), 'redis back: ok');
+	ok(wait_until(sub { !differences(\@ts, @entities) }, 20),
+		'after a restart without data the three instances agree')
+		or diag(join "\n", differences(\@ts, @entities));
+	is(units($ts[$_], @entities), $units,
+		"instance $_: the units counted equal the 201s ($units)") for 0 .. 2;
+	is(scalar(grep { lost_lines($_) == 2 } @ts), 3,
+		'each instance noticed the second loss');
+	# (the api-self event of each request to it ships within a tick)
+	ok(wait_until(sub { metric($ts[2], 'usage_sync_queued') == 0 }, 5),
+		'nothing left queued');
+}
+
+###############################################################################
+# the epoch in the state file: a restart notices a loss that happened
+# while the instance was down
+
+{
+	my $c = $ts[2];
+	my $epoch_c = info_sync($c)->{epoch};
+	$c->stop();
+	my $st = Test::UsageState::parse($c->read_file('state/usage.state'));
+	is(sprintf('%016x', $st->{fleet}{epoch} // 0), $epoch_c,
+		'the state file keeps the epoch (format version 4)');
+
+	my $ok = 0;
+	for my $i (0 .. 59) {
+		$ok++ if $ts[$i % 2]->post_json('/v1/events',
+			{ entityId => $entities[$i % @entities], eventType => 'unit' }
+		)->status == 201;
+		$redis->cmd('FLUSHALL') if $i == 29;
+	}
+	is($ok, 60, 'a and b take events before and after a FLUSHALL');
+	$units += $ok;
+
+	$c->run();
+	ok(wait_until(sub { lost_lines($c) == 3 }, 10),
+		'c, started again, notices that Redis lost the stream meanwhile');
+	ok(wait_until(sub { !differences(\@ts, @entities) }, 20),
+		'and the three agree again')
+		or diag(join "\n", differences(\@ts, @entities));
+	is(units($ts[$_], @entities), $units,
+		"instance $_: the units counted equal the 201s ($units)") for 0 .. 2;
+}
+
+$_->finish() for @ts;
+
+done_testing();
