@@ -26,6 +26,8 @@
 
 static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
     ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
+static void ngx_http_usage_fleet_republish_locked(
+    ngx_http_usage_fleet_t *fleet, int64_t from, int64_t now);
 
 
 ngx_http_usage_fleet_t *
@@ -341,7 +343,8 @@ ngx_http_usage_fleet_window_locked(ngx_http_usage_fleet_t *fleet,
 void
 ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
-    uint64_t read_ms, uint64_t read_seq, uint64_t epoch, int64_t now)
+    uint64_t read_ms, uint64_t read_seq, uint64_t epoch,
+    int64_t queued_from, int64_t now)
 {
     uint64_t                  own;
     ngx_http_usage_window_t  *w;
@@ -372,23 +375,52 @@ ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     fleet->read_seq = read_seq;
     fleet->read_tail = 0;
     fleet->epoch = epoch;
+
+    /*
+     * The saved queue is not shipped as it was: its seqs are the saved
+     * origin's, and the zone is another one now.  Its events are in the
+     * log, published again like after a loss of the stream; an instance
+     * that had some of them (a batch that landed, its answer lost) finds
+     * them by uuid.
+     */
+    if (queued_from) {
+        ngx_http_usage_fleet_republish_locked(fleet, queued_from, now);
+    }
+}
+
+
+int64_t
+ngx_http_usage_fleet_queued_from_locked(ngx_http_usage_fleet_t *fleet)
+{
+    if (fleet->queued == 0 || fleet->head == NULL
+        || fleet->head_pos >= fleet->head->used)
+    {
+        return 0;
+    }
+
+    return ngx_http_usage_wire_created(fleet->head->data + fleet->head_pos);
 }
 
 
 void
 ngx_http_usage_fleet_lost_locked(ngx_http_usage_fleet_t *fleet, int64_t now)
 {
-    int64_t  from;
-
     fleet->epochs++;
 
     fleet->read_ms = 0;
     fleet->read_seq = 0;
     fleet->read_tail = 0;
 
-    /* a loss during a walk: the walk starts again, from the older start */
-    from = now - NGX_HTTP_USAGE_REPUBLISH;
+    ngx_http_usage_fleet_republish_locked(fleet, now - NGX_HTTP_USAGE_REPUBLISH,
+                                          now);
+}
 
+
+static void
+ngx_http_usage_fleet_republish_locked(ngx_http_usage_fleet_t *fleet,
+    int64_t from, int64_t now)
+{
+    /* another walk during one: it starts again, from the older start */
     if (fleet->republish_to && fleet->republish_from < from) {
         from = fleet->republish_from;
     }

@@ -166,9 +166,19 @@ ngx_http_usage_window_t *ngx_http_usage_fleet_find_locked(
 ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t origin, int64_t now);
 
+/* the receipt of the oldest event Redis does not have, 0: none */
+int64_t ngx_http_usage_fleet_queued_from_locked(
+    ngx_http_usage_fleet_t *fleet);
+
+/*
+ * The fleet's part of a state file: the zone goes on as a new origin;
+ * queued_from, the receipt of the oldest event Redis did not have at the
+ * save (0: none): the events of the log from then on are published again.
+ */
 void ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
     u_char *saved, ngx_uint_t n, uint64_t origin, uint64_t seq,
-    uint64_t read_ms, uint64_t read_seq, uint64_t epoch, int64_t now);
+    uint64_t read_ms, uint64_t read_seq, uint64_t epoch,
+    int64_t queued_from, int64_t now);
 
 
 #endif /* _NGX_HTTP_USAGE_FLEET_H_INCLUDED_ */

@@ -40,8 +40,9 @@
  * 3: the fleet's part of the zone follows the ids (usage_sync: the
  * origin, its seq, the read position and the origins' windows); files of
  * versions 1 and 2 have none.
- * 4: the fleet's part also has the stream's epoch, after the read
- * position (a file of version 3: none, the zone takes Redis's).
+ * 4: the fleet's part also has, after the read position, the stream's
+ * epoch (a file of version 3: none, the zone takes Redis's) and the
+ * receipt of the oldest event Redis did not have (0: none).
  */
 #define NGX_HTTP_USAGE_STATE_VERSION  4
 #define NGX_HTTP_USAGE_STATE_ORDER    0x01020304
@@ -881,15 +882,17 @@ ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
 
 /*
  * usage_sync: the origin of the zone's events and its last seq, how far
- * the stream was read, and the windows of the origins applied.  The
- * queue is not saved: what Redis had not confirmed at the save is stored
- * here but not shared (docs/FLEET.md).
+ * the stream was read, the stream's epoch, and the windows of the
+ * origins applied.  Of the queue, only where it starts: its events are
+ * in the log, and a restart publishes them again from there (the saved
+ * seqs belong to an origin that goes on no more).
  */
 
 static void
 ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_shctx_t *sh)
 {
+    int64_t                  queued_from;
     uint32_t                 present, n;
     ngx_http_usage_fleet_t  *fleet;
 
@@ -902,12 +905,14 @@ ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
     }
 
     n = NGX_HTTP_USAGE_ORIGINS;
+    queued_from = ngx_http_usage_fleet_queued_from_locked(fleet);
 
     ngx_http_usage_wval(w, fleet->origin);
     ngx_http_usage_wval(w, fleet->seq);
     ngx_http_usage_wval(w, fleet->read_ms);
     ngx_http_usage_wval(w, fleet->read_seq);
     ngx_http_usage_wval(w, fleet->epoch);
+    ngx_http_usage_wval(w, queued_from);
     ngx_http_usage_wval(w, n);
     ngx_http_usage_wput(w, fleet->origins, sizeof(fleet->origins));
 }
@@ -926,6 +931,7 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
 {
     u_char                   *origins;
     uint32_t                  present, n;
+    int64_t                   queued_from;
     uint64_t                  origin, seq, read_ms, read_seq, epoch;
     ngx_http_usage_zone_t    *zone;
     ngx_http_usage_rbuf_t    *r;
@@ -954,9 +960,11 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
     ngx_http_usage_rval(r, read_seq);
 
     epoch = 0;
+    queued_from = 0;
 
     if (r->version >= 4) {
         ngx_http_usage_rval(r, epoch);
+        ngx_http_usage_rval(r, queued_from);
     }
 
     ngx_http_usage_rval(r, n);
@@ -990,6 +998,7 @@ ngx_http_usage_state_walk_fleet(ngx_http_usage_state_ctx_t *ctx)
 
     ngx_http_usage_fleet_restore_locked(fleet, origins, n, origin, seq,
                                         read_ms, read_seq, epoch,
+                                        ngx_max(queued_from, 0),
                                         ngx_http_usage_now());
 
     return NGX_OK;

@@ -138,6 +138,13 @@ ngx_http_usage_wire_seq(u_char *record)
 }
 
 
+int64_t
+ngx_http_usage_wire_created(u_char *record)
+{
+    return (int64_t) ngx_http_usage_le_get64(record + 48);
+}
+
+
 void
 ngx_http_usage_wire_init(ngx_http_usage_wire_t *w, u_char *buf, size_t len,
     size_t metadata_max)

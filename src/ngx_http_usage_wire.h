@@ -68,6 +68,7 @@ void ngx_http_usage_wire_set(u_char *record, uint64_t seq, int64_t created);
 /* of a record this module encoded: no checks */
 size_t ngx_http_usage_wire_length(u_char *record);
 uint64_t ngx_http_usage_wire_seq(u_char *record);
+int64_t ngx_http_usage_wire_created(u_char *record);
 
 void ngx_http_usage_wire_init(ngx_http_usage_wire_t *w, u_char *buf,
     size_t len, size_t metadata_max);

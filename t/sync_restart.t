@@ -8,7 +8,12 @@
 #     from the saved read position as a new origin: it counts what it took
 #     after its last save (back from the stream), nothing twice, and
 #     agrees with the other instance; the restored file has the fleet's
-#     part (format version 4).
+#     part (format version 4);
+#   - an instance stopped while Redis answers nothing (CLIENT PAUSE), its
+#     queue not shipped: the state file says where the queue starts, and
+#     the restarted instance publishes those events again; the other
+#     counts each once, also those of a batch that Redis ran after the
+#     pause (both copies come).
 
 use strict;
 use warnings;
@@ -148,6 +153,44 @@ sub metric {
 	is(post_n($a, 'k', 10), 10, 'a takes new events');
 	ok(wait_until(sub { units($b, 'k') == 160 }, 5),
 		'as a new origin, which b applies');
+	$a->finish();
+	$b->finish();
+}
+
+###############################################################################
+# a stop with events Redis did not take: the queue's place in the state
+# file, and the events published again at the restart
+
+{
+	$redis->cmd('DEL', 'usage:events');
+	my $b = instance('queue-b');
+	my $a = instance('queue-a', '',
+		'state=%%TESTDIR%%/state/usage.state state_interval=1h');
+
+	is(post_n($a, 'q', 20), 20, '20 events to a');
+	ok(wait_until(sub { units($b, 'q') == 20 }, 5), 'b has them');
+
+	my $until = time() + 6;
+	is($redis->cmd('CLIENT', 'PAUSE', '6000', 'ALL'), 'OK',
+		'Redis answers nothing for 6 s');
+	is(post_n($a, 'q', 30), 30, '30 more to a meanwhile');
+	$a->stop();
+	ok(!$a->alive, 'a stopped with them in its queue');
+	my $saved = Test::UsageState::parse($a->read_file('state/usage.state'));
+	cmp_ok($saved->{fleet}{queued_from}, '>', 0,
+		'the state file says where the queue starts');
+
+	sleep 0.1 while time() < $until + 0.2;
+	$a->run();
+	ok(sync_ok($a), 'a restarted from its state file');
+	ok(wait_until(sub { units($b, 'q') == 50 }, 10),
+		'b counts all 50: the queue was published again')
+		or diag(units($b, 'q'));
+	sleep 0.5;
+	is(units($b, 'q'), 50, 'none twice on b');
+	is(units($a, 'q'), 50, 'a has its 50');
+	cmp_ok(metric($a, 'usage_sync_republished_total'), '>=', 30,
+		'counted as published again');
 	$a->finish();
 	$b->finish();
 }

@@ -105,13 +105,16 @@ sub parse {
 	}
 
 	# version 3: the fleet's part (usage_sync), or a 0; 4: with the epoch
+	# and the receipt of the queue's oldest event
 	$s{fleet_at} = $at;
 	if (version($bytes) >= 3 && $take->('V', 4)) {
 		my ($origin, $seq, $read_ms, $read_seq) = $take->('Q< Q< Q< Q<', 32);
-		my $epoch = version($bytes) >= 4 ? $take->('Q<', 8) : 0;
+		my ($epoch, $queued_from) = (0, 0);
+		($epoch, $queued_from) = $take->('Q< q<', 16) if version($bytes) >= 4;
 		my $n = $take->('V', 4);
 		$s{fleet} = { origin => $origin, seq => $seq, read_ms => $read_ms,
-			read_seq => $read_seq, epoch => $epoch, origins => $n };
+			read_seq => $read_seq, epoch => $epoch,
+			queued_from => $queued_from, origins => $n };
 		$at += $n * $ORIGIN;
 	}
 
