@@ -101,6 +101,10 @@ typedef struct {
      * those, and is not applied */
     int64_t                      evicted_created;
 
+    /* ms from an entry's XADD to its events applied here, of the last
+     * entry applied */
+    uint64_t                     lag;
+
     /* counters for /metrics */
     uint64_t                     epochs;       /* losses of the stream */
     uint64_t                     republished;  /* events published again */

@@ -57,6 +57,8 @@ static void ngx_http_usage_metric_plain(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, uint64_t value);
 static void ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
+static void ngx_http_usage_metrics_lag(ngx_http_usage_out_t *out,
+    ngx_str_t *name, ngx_http_usage_fleet_status_t *fs);
 static void ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
@@ -595,6 +597,23 @@ ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out, ngx_str_t *name,
 }
 
 
+/* how late the last entry applied here was, from its XADD */
+
+static void
+ngx_http_usage_metrics_lag(ngx_http_usage_out_t *out, ngx_str_t *name,
+    ngx_http_usage_fleet_status_t *fs)
+{
+    ngx_http_usage_metric_head(out, "usage_sync_lag_seconds", "gauge",
+                               "From the XADD of the last stream entry "
+                               "applied here to its events applied");
+    ngx_http_usage_out_lit(out, "usage_sync_lag_seconds");
+    ngx_http_usage_metric_zone(out, name);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_metric_seconds(out, (ngx_msec_t) fs->lag);
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
 /* the stream: what was shipped, applied and refused */
 
 typedef struct {
@@ -666,6 +685,8 @@ ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out, ngx_str_t *name,
         ngx_http_usage_metric(out, m->name, m->type, m->help, name,
                               *(uint64_t *) ((u_char *) &fs + m->offset));
     }
+
+    ngx_http_usage_metrics_lag(out, name, &fs);
 }
 
 

@@ -1278,6 +1278,7 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->epochs = f->epochs;
     st->republished = f->republished;
     st->republishing = (f->republish_to != 0);
+    st->lag = f->lag;
 
     ngx_http_usage_store_unlock(zone);
 
@@ -1458,6 +1459,11 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     fleet->refused += entry->refused;
     fleet->read_ms = entry->read_ms;
     fleet->read_seq = entry->read_seq;
+
+    /* the entry's id is Redis's clock at its XADD: on hosts whose clocks
+     * agree (NTP), the time the event took to get here once shipped */
+    fleet->lag = (now > (int64_t) entry->read_ms)
+                 ? (uint64_t) (now - (int64_t) entry->read_ms) : 0;
 
     ngx_http_usage_store_unlock(zone);
 

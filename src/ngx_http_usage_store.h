@@ -244,6 +244,7 @@ typedef struct {
     uint64_t                     epochs;
     uint64_t                     republished;
     ngx_uint_t                   republishing;
+    uint64_t                     lag;          /* ms */
 } ngx_http_usage_fleet_status_t;
 
 

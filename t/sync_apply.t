@@ -158,6 +158,9 @@ ok(wait_until(sub { metric($a, 'usage_sync_shipped_total') >= 6 }, 5),
 	'metrics: a shipped its events');
 cmp_ok(metric($b, 'usage_sync_applied_total'), '>=', 6,
 	'metrics: b applied them');
+my $lag = metric($b, 'usage_sync_lag_seconds');
+ok($lag >= 0 && $lag < 1,
+	"metrics: usage_sync_lag_seconds, the last entry's time to b ($lag s)");
 is(metric($a, 'usage_sync_queued'), 0, 'metrics: nothing left queued');
 
 ###############################################################################
