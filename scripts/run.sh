@@ -6,8 +6,9 @@
 # Ctrl-C or SIGTERM stops nginx; SIGQUIT drains it gracefully.
 #
 # INSTANCES=3 scripts/run.sh: a fleet on one machine, for trying
-# usage_sync: a redis-server on 127.0.0.1:${REDIS_PORT:-6390} (no
-# persistence, under <prefix>/redis) and 3 instances of the same
+# usage_sync: the Redis that REDIS=host:port names, or else a
+# redis-server it starts on 127.0.0.1:${REDIS_PORT:-6390} (no
+# persistence, under <prefix>/redis), and 3 instances of the same
 # configuration plus a usage_sync line, on ports $PORT, $PORT+1, ...,
 # each with its own prefix (<prefix>/i1, i2, ...).  Ctrl-C or SIGTERM
 # stops them all, SIGQUIT drains them, then Redis stops.
@@ -45,25 +46,34 @@ run_prepare() {
 }
 
 if [ "$instances" -gt 1 ]; then
-    "$root/scripts/deps.sh" redis-server redis-tools
-    redis_port="${REDIS_PORT:-6390}"
-    mkdir -p "$prefix/redis"
+    pids=()
 
-    redis-server --bind 127.0.0.1 --port "$redis_port" --save '' \
-                 --appendonly no --dir "$prefix/redis" \
-                 --logfile "$prefix/redis/redis.log" &
-    pids=("$!")
+    if [ -n "${REDIS:-}" ]; then
+        # a Redis of the user's: used as it is, never stopped
+        redis="$REDIS"
 
-    for _ in $(seq 50); do
-        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    else
+        "$root/scripts/deps.sh" redis-server redis-tools
+        redis_port="${REDIS_PORT:-6390}"
+        redis="127.0.0.1:$redis_port"
+        mkdir -p "$prefix/redis"
+
+        redis-server --bind 127.0.0.1 --port "$redis_port" --save '' \
+                     --appendonly no --dir "$prefix/redis" \
+                     --logfile "$prefix/redis/redis.log" &
+        pids=("$!")
+
+        for _ in $(seq 50); do
+            redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    fi
 
     nginx_pids=()
     for i in $(seq "$instances"); do
         dir="$prefix/i$i"
         run_prepare "$dir" $((port + i - 1)) \
-            "    usage_sync zone=usage redis=127.0.0.1:$redis_port name=i$i;"
+            "    usage_sync zone=usage redis=$redis name=i$i;"
         "$nginx" -p "$dir/" -e logs/error.log -c conf/nginx.conf \
                  -g "daemon off; master_process on;" &
         nginx_pids+=("$!")
@@ -73,14 +83,14 @@ if [ "$instances" -gt 1 ]; then
     stop() {
         kill "-$1" "${nginx_pids[@]}" 2>/dev/null || true
         wait "${nginx_pids[@]}" 2>/dev/null || true
-        kill -TERM "${pids[@]}" 2>/dev/null || true
+        [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
         wait 2>/dev/null || true
         exit 0
     }
     trap 'stop TERM' INT TERM
     trap 'stop QUIT' QUIT
 
-    echo "redis on 127.0.0.1:$redis_port (logs under $prefix)" >&2
+    echo "redis on $redis (logs under $prefix)" >&2
     wait
     exit 0
 fi

@@ -4,7 +4,8 @@
 # redis-server and three instances of the shipped configuration with a
 # usage_sync line, on $PORT, $PORT+1, $PORT+2; an event POSTed to the
 # first counts on the third, read with its position; /ready says sync ok
-# everywhere; SIGTERM stops all of them and Redis.
+# everywhere; SIGTERM stops all of them and Redis.  With REDIS=host:port
+# the instances use that Redis, which is left running.
 
 use strict;
 use warnings;
@@ -17,6 +18,7 @@ use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
 use File::Temp qw(tempdir);
+use Test::UsageRedis;
 
 my $root = "$FindBin::Bin/..";
 
@@ -91,5 +93,42 @@ ok(wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 20), 'SIGTERM stops it');
 ok(wait_until(sub {
 	!grep { !port_free($_) } $base, $base + 1, $base + 2, $redis_port
 }, 10), 'the instances and Redis are gone');
+
+###############################################################################
+# REDIS=host:port: a Redis of the user's
+
+my $redis = Test::UsageRedis->new();
+my $prefix2 = tempdir('usage-cluster-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
+$pid = fork() // die "fork: $!";
+if ($pid == 0) {
+	open STDOUT, '>', "$prefix2/out.log";
+	open STDERR, '>&', \*STDOUT;
+	$ENV{INSTANCES} = 2;
+	$ENV{PORT} = $base;
+	$ENV{REDIS} = $redis->addr;
+	$ENV{WORKERS} = 1;
+	$ENV{USAGE_PREFIX} = $prefix2;
+	exec "$root/scripts/run.sh" or POSIX::_exit(127);
+}
+
+for my $i (0 .. 1) {
+	ok(wait_until(sub {
+		my $r = $t->get('/ready', port => $base + $i);
+		(($r->json // {})->{checks}{sync} // '') eq 'ok';
+	}, 60), "REDIS=: instance " . ($i + 1) . " is up, sync ok")
+		or diag(Test::Usage::slurp("$prefix2/out.log"));
+}
+is($t->request('POST', '/v1/events', port => $base + 1,
+	body => '{"entityId":"c2","eventType":"call"}',
+	headers => ['Content-Type' => 'application/json'])->status, 201,
+	'a POST to the second instance');
+ok(wait_until(sub {
+	($redis->cmd('XLEN', 'usage:events') // 0) >= 1
+}, 5), 'its event is in the stream of the Redis named');
+ok(!-d "$prefix2/redis", 'no redis-server of its own');
+
+kill 'TERM', $pid;
+ok(wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 20), 'SIGTERM stops it');
+is($redis->cmd('PING'), 'PONG', 'the Redis named is left running');
 
 done_testing();
