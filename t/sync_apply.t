@@ -14,7 +14,7 @@
 #     about their lengths, invalid UTF-8) are skipped and counted, the
 #     zones intact;
 #   - an instance started later reads the stream from its start and
-#     catches up.
+#     catches up, also one added while the others take a load.
 
 use strict;
 use warnings;
@@ -279,6 +279,31 @@ ok(wait_until(sub {
 		!= $n201 } @ts
 }, 10), "the $n201 events after the restart count everywhere");
 ok(converged(\@ts, @entities, 'after-restart'), 'and the instances agree');
+
+###############################################################################
+# an instance added under load: it reads the stream from its start while
+# the others take POSTs from four clients, and then answers what they
+# answer (for the events the stream holds: those after the restart)
+
+my @load = map { "load$_" } 1 .. 4;
+my $bg = $a->background(4, 3, sub {
+	my ($k, $i) = @_;
+	return post($ts[($i + $k) % 3], $load[($i + $k) % @load], 'unit', 1)
+		->status == 201;
+});
+sleep 1;
+my $d = instance('d');
+my $loaded = $a->background_wait($bg);
+cmp_ok($loaded, '>', 100, "$loaded POSTs answered 201 during the join");
+my @all = (@ts, $d);
+ok(wait_until(sub { converged(\@all, @load, 'after-restart') }, 15),
+	'the instance added under load agrees with the three')
+	or differences(\@all, @load, 'after-restart');
+my $sum_d = 0;
+$sum_d += ($d->get("/v1/usage/$_")->json->{data}{byEventType}{unit} // 0)
+	for @load;
+is($sum_d, $loaded, 'its totals are the 201s of the others');
+$d->finish();
 
 $_->finish() for @ts;
 

@@ -28,7 +28,6 @@ use Test::Usage qw(wait_until);
 use Test::UsageRedis;
 use Test::UsageState;
 use Time::HiRes qw(sleep time);
-use POSIX ();
 
 my $redis = Test::UsageRedis->new();
 
@@ -120,49 +119,21 @@ sub units {
 	return $sum;
 }
 
-# clients POSTing round-robin to the instances for $seconds, in forked
-# processes: load_wait() gives the number of 201s
+# clients POSTing round-robin to the instances for $seconds
 sub load_start {
 	my ($ts, $entities, $seconds, $clients) = @_;
-	my $dir = $ts->[0]{dir};
-	my @kids;
-	for my $k (1 .. $clients) {
-		my $file = "$dir/load-$k-" . time();
-		my $pid = fork();
-		die "fork: $!\n" unless defined $pid;
-		if ($pid == 0) {
-			my ($n, $i) = (0, 0);
-			my $end = time() + $seconds;
-			while (time() < $end) {
-				my $t = $ts->[($i + $k) % @$ts];
-				my $e = $entities->[($i * 7 + $k) % @$entities];
-				my $r = $t->post_json('/v1/events',
-					{ entityId => $e, eventType => 'unit' });
-				$n++ if $r->status == 201;
-				$i++;
-			}
-			open my $fh, '>', "$file.tmp" or POSIX::_exit(1);
-			print $fh $n;
-			close $fh;
-			rename "$file.tmp", $file;
-			POSIX::_exit(0);
-		}
-		push @kids, [ $pid, $file ];
-	}
-	return \@kids;
+	return $ts->[0]->background($clients, $seconds, sub {
+		my ($k, $i) = @_;
+		my $t = $ts->[($i + $k) % @$ts];
+		my $e = $entities->[($i * 7 + $k) % @$entities];
+		return $t->post_json('/v1/events',
+			{ entityId => $e, eventType => 'unit' })->status == 201;
+	});
 }
 
 sub load_wait {
-	my ($kids) = @_;
-	my $total = 0;
-	for my $k (@$kids) {
-		my ($pid, $file) = @$k;
-		waitpid($pid, 0);
-		open my $fh, '<', $file or next;
-		$total += <$fh> // 0;
-		close $fh;
-	}
-	return $total;
+	my ($ts, $bg) = @_;
+	return $ts->[0]->background_wait($bg);
 }
 
 sub lost_lines {
@@ -191,7 +162,7 @@ is($redis->cmd('GET', 'usage:events:epoch'), $epoch,
 	my $kids = load_start(\@ts, \@entities, 3, 4);
 	sleep 1.2;
 	is($redis->cmd('FLUSHALL'), 'OK', 'FLUSHALL in the middle of the load');
-	$units += load_wait($kids);
+	$units += load_wait(\@ts, $kids);
 	cmp_ok($units, '>', 300, "$units POSTs answered 201");
 
 	ok(wait_until(sub { !differences(\@ts, @entities) }, 20),
@@ -226,7 +197,7 @@ is($redis->cmd('GET', 'usage:events:epoch'), $epoch,
 		'redis killed: degraded');
 	sleep 1;
 	$redis->start();
-	$units += load_wait($kids);
+	$units += load_wait(\@ts, $kids);
 
 	ok(wait_until(sub { sync_state($ts[0]) eq 'ok' }, 10), 'redis back: ok');
 	ok(wait_until(sub { !differences(\@ts, @entities) }, 20),

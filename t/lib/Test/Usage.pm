@@ -694,6 +694,54 @@ sub parallel {
 	} 1 .. $n;
 }
 
+# $t->background(N, SECONDS, sub { my ($k, $i) = @_; ...; return TRUE }):
+# a load that runs while the test goes on: N forked clients each call the
+# sub (client k, its i-th call) until SECONDS have passed.  Returns a
+# handle; $t->background_wait($handle) waits for the clients (the load's
+# time and 30 s more at most) and gives how many calls returned true.  The
+# sub must not run Test::More tests.
+sub background {
+	my ($self, $n, $seconds, $cb) = @_;
+	my $dir = $self->{dir};
+	my $tag = 'bg' . ++$self->{parallel};
+	my @kids;
+	for my $k (1 .. $n) {
+		my $pid = fork();
+		die "fork: $!\n" unless defined $pid;
+		if ($pid == 0) {
+			my ($done, $i) = (0, 0);
+			my $end = time() + $seconds;
+			while (time() < $end) {
+				$done++ if eval { $cb->($k, $i++) };
+			}
+			$self->write_file("$tag-$k.tmp", $done);
+			rename "$dir/$tag-$k.tmp", "$dir/$tag-$k.out";
+			POSIX::_exit(0);
+		}
+		push @kids, [ $pid, "$tag-$k.out" ];
+	}
+	return { kids => \@kids, end => time() + $seconds + 30 };
+}
+
+sub background_wait {
+	my ($self, $bg) = @_;
+	my $total = 0;
+	for my $kid (@{ $bg->{kids} }) {
+		my ($pid, $file) = @$kid;
+		while (waitpid($pid, WNOHANG) != $pid) {
+			if (time() > $bg->{end}) {
+				Test::More::diag("background client $pid killed");
+				kill 'KILL', $pid;
+				waitpid($pid, 0);
+				last;
+			}
+			sleep 0.02;
+		}
+		$total += $self->read_file($file) || 0;
+	}
+	return $total;
+}
+
 # Lines of error.log (and nginx's own stderr) that fail a test.
 sub log_problems {
 	my ($self) = @_;
