@@ -57,6 +57,7 @@ typedef struct {
     ngx_uint_t                   owner;
     ngx_msec_t                   checked;      /* the last PING sent */
     ngx_uint_t                   checking;
+    ngx_uint_t                   proposing;    /* a SET NX GET awaited */
     uint64_t                     proposed;     /* the epoch of SET NX GET */
     ngx_msec_t                   drain_until;  /* stopping: the deadline */
 } ngx_http_usage_sync_t;
@@ -86,8 +87,8 @@ static void ngx_http_usage_sync_check(ngx_http_usage_sync_t *sync);
 static void ngx_http_usage_sync_checked(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
 static void ngx_http_usage_sync_propose(ngx_http_usage_sync_t *sync);
-static void ngx_http_usage_sync_epoch(ngx_http_usage_redis_t *rd,
-    void *data, redisReply *reply);
+static void ngx_http_usage_sync_ask(ngx_http_usage_sync_t *sync,
+    ngx_uint_t proposing, int argc, const char **argv, size_t *lens);
 static ngx_int_t ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
     redisReply *reply, const char *command);
 static void ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd);
@@ -799,38 +800,7 @@ ngx_http_usage_sync_check(ngx_http_usage_sync_t *sync)
     argv[1] = (const char *) sync->conf->epoch_key.data;
     lens[1] = sync->conf->epoch_key.len;
 
-    if (ngx_http_usage_redis_send(&sync->redis, 2, argv, lens,
-                                  ngx_http_usage_sync_checked, sync)
-        == NGX_OK)
-    {
-        sync->checking = 1;
-        sync->checked = ngx_current_msec;
-    }
-}
-
-
-static void
-ngx_http_usage_sync_checked(ngx_http_usage_redis_t *rd, void *data,
-    redisReply *reply)
-{
-    ngx_http_usage_sync_t  *sync;
-
-    sync = data;
-    sync->checking = 0;
-
-    if (reply == NULL) {
-        return;                     /* the connection is gone: down() */
-    }
-
-    if (reply->type == REDIS_REPLY_NIL) {
-        /* Redis lost it: the first instance to see it writes a new one */
-        ngx_http_usage_sync_propose(sync);
-        return;
-    }
-
-    if (ngx_http_usage_sync_epoch_reply(sync, reply, "GET") == NGX_OK) {
-        sync->shm->rtt = rd->rtt;
-    }
+    ngx_http_usage_sync_ask(sync, 0, 2, argv, lens);
 }
 
 
@@ -860,30 +830,52 @@ ngx_http_usage_sync_propose(ngx_http_usage_sync_t *sync)
     argv[3] = "NX"; lens[3] = 2;
     argv[4] = "GET"; lens[4] = 3;
 
-    if (ngx_http_usage_redis_send(&sync->redis, 5, argv, lens,
-                                  ngx_http_usage_sync_epoch, sync)
+    ngx_http_usage_sync_ask(sync, 1, 5, argv, lens);
+}
+
+
+/* one question about the epoch at a time: GET, or SET NX GET */
+
+static void
+ngx_http_usage_sync_ask(ngx_http_usage_sync_t *sync, ngx_uint_t proposing,
+    int argc, const char **argv, size_t *lens)
+{
+    if (ngx_http_usage_redis_send(&sync->redis, argc, argv, lens,
+                                  ngx_http_usage_sync_checked, sync)
         == NGX_OK)
     {
         sync->checking = 1;
+        sync->proposing = proposing;
         sync->checked = ngx_current_msec;
     }
 }
 
 
 static void
-ngx_http_usage_sync_epoch(ngx_http_usage_redis_t *rd, void *data,
+ngx_http_usage_sync_checked(ngx_http_usage_redis_t *rd, void *data,
     redisReply *reply)
 {
+    ngx_uint_t              proposing;
     ngx_http_usage_sync_t  *sync;
 
     sync = data;
     sync->checking = 0;
+    proposing = sync->proposing;
+    sync->proposing = 0;
 
     if (reply == NULL) {
+        return;                     /* the connection is gone: down() */
+    }
+
+    if (reply->type == REDIS_REPLY_NIL && !proposing) {
+        /* Redis lost it: the first instance to see it writes a new one */
+        ngx_http_usage_sync_propose(sync);
         return;
     }
 
-    if (ngx_http_usage_sync_epoch_reply(sync, reply, "SET NX GET") == NGX_OK)
+    if (ngx_http_usage_sync_epoch_reply(sync, reply,
+                                        proposing ? "SET NX GET" : "GET")
+        == NGX_OK)
     {
         sync->shm->rtt = rd->rtt;
     }

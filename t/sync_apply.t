@@ -24,6 +24,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
+use Test::UsageFleet qw(view differences converged);
 use Time::HiRes qw(sleep time);
 
 my $redis = Test::UsageRedis->new();
@@ -76,51 +77,6 @@ sub metric {
 	return $v // -1;
 }
 
-# the parts of the answers that must be equal on every instance (api-self
-# counts the reads themselves: left out of the comparison)
-sub view {
-	my ($t, @entities) = @_;
-	my %v;
-	for my $e (@entities) {
-		# period.until is the time of the request
-		my $s = $t->get("/v1/usage/$e")->json // {};
-		delete $s->{data}{period}{until} if $s->{data};
-		$v{"summary $e"} = Test::Usage::json_encode($s->{data});
-		my $h = $t->get("/v1/usage/$e/history?interval=minute")->json // {};
-		delete $h->{data}{period}{until} if $h->{data};
-		$v{"history $e"} = Test::Usage::json_encode($h->{data});
-		my $l = $t->get("/v1/events?entityId=$e&limit=1000")->json // {};
-		$v{"list $e"} = join ',',
-			map { "$_->{id}\@$_->{createdAt}" } @{ $l->{data}{events} // [] };
-	}
-	return \%v;
-}
-
-sub converged {
-	my ($ts, @entities) = @_;
-	my $first = view($ts->[0], @entities);
-	for my $t (@$ts[1 .. $#$ts]) {
-		my $v = view($t, @entities);
-		for my $k (sort keys %$first) {
-			return 0 unless ($v->{$k} // '') eq $first->{$k};
-		}
-	}
-	return 1;
-}
-
-sub differences {
-	my ($ts, @entities) = @_;
-	my $first = view($ts->[0], @entities);
-	for my $i (1 .. $#$ts) {
-		my $v = view($ts->[$i], @entities);
-		for my $k (sort keys %$first) {
-			next if ($v->{$k} // '') eq $first->{$k};
-			diag("instance $i differs in $k:\n  0: $first->{$k}\n  $i: "
-				. ($v->{$k} // ''));
-		}
-	}
-}
-
 ###############################################################################
 # two instances: A's events count on B
 
@@ -141,7 +97,7 @@ ok(wait_until(sub {
 
 ok(wait_until(sub { converged([$a, $b], qw(alice bob carol)) }, 5),
 	'summaries, histories and lists agree')
-	or differences([$a, $b], qw(alice bob carol));
+	or diag(join "\n", differences([$a, $b], qw(alice bob carol)));
 
 my $sa = $b->get('/v1/usage/alice')->json->{data};
 is($sa->{totalEvents}, 5, 'b counts the 5 events of alice');
@@ -192,7 +148,7 @@ is($total, 1200, '1200 POSTs answered 201 across the three instances');
 
 ok(wait_until(sub { converged(\@ts, @entities) }, 15),
 	'the three instances agree on every entity')
-	or differences(\@ts, @entities);
+	or diag(join "\n", differences(\@ts, @entities));
 
 my $sum = 0;
 for my $e (@entities) {
@@ -298,7 +254,7 @@ cmp_ok($loaded, '>', 100, "$loaded POSTs answered 201 during the join");
 my @all = (@ts, $d);
 ok(wait_until(sub { converged(\@all, @load, 'after-restart') }, 15),
 	'the instance added under load agrees with the three')
-	or differences(\@all, @load, 'after-restart');
+	or diag(join "\n", differences(\@all, @load, 'after-restart'));
 my $sum_d = 0;
 $sum_d += ($d->get("/v1/usage/$_")->json->{data}{byEventType}{unit} // 0)
 	for @load;

@@ -26,6 +26,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
+use Test::UsageFleet qw(differences converged);
 use Test::UsageState;
 use Time::HiRes qw(sleep time);
 
@@ -73,40 +74,6 @@ sub metric {
 sub info_sync {
 	my ($t) = @_;
 	return ($t->get("/info")->json // {})->{sync} // {};
-}
-
-# what must be equal on every instance (api-self counts the reads: out)
-sub view {
-	my ($t, @entities) = @_;
-	my %v;
-	for my $e (@entities) {
-		my $s = $t->get("/v1/usage/$e")->json // {};
-		delete $s->{data}{period}{until} if $s->{data};
-		$v{"summary $e"} = Test::Usage::json_encode($s->{data});
-		my $h = $t->get("/v1/usage/$e/history?interval=minute")->json // {};
-		delete $h->{data}{period}{until} if $h->{data};
-		$v{"history $e"} = Test::Usage::json_encode($h->{data});
-		my $l = $t->get("/v1/events?entityId=$e&limit=1000")->json // {};
-		$v{"list $e"} = join ',',
-			map { "$_->{id}\@$_->{createdAt}" } @{ $l->{data}{events} // [] };
-	}
-	return \%v;
-}
-
-sub differences {
-	my ($ts, @entities) = @_;
-	my $first = view($ts->[0], @entities);
-	my @d;
-	for my $i (1 .. $#$ts) {
-		my $v = view($ts->[$i], @entities);
-		for my $k (sort keys %$first) {
-			next if ($v->{$k} // '') eq $first->{$k};
-			push @d, "instance $i differs in $k:\n  0: "
-				. substr($first->{$k}, 0, 300) . "\n  $i: "
-				. substr($v->{$k} // '', 0, 300);
-		}
-	}
-	return @d;
 }
 
 sub units {
