@@ -56,6 +56,10 @@ static ngx_int_t ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st,
     const char *kind, ngx_http_usage_ship_batch_t *b, uint64_t ack);
 static void ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
+static ngx_int_t ngx_http_usage_stream_wait(ngx_http_usage_stream_t *st);
+static void ngx_http_usage_stream_waited(ngx_http_usage_redis_t *rd,
+    void *data, redisReply *reply);
+static void ngx_http_usage_stream_acked(ngx_http_usage_stream_t *st);
 static void ngx_http_usage_stream_reader_up(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_stream_reader_down(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_stream_read(ngx_http_usage_stream_t *st);
@@ -336,6 +340,11 @@ ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st, const char *kind,
         return NGX_ERROR;
     }
 
+    /* with replicas=, the WAIT's answer is the acknowledgement */
+    if (st->conf->replicas && ngx_http_usage_stream_wait(st) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     st->acks[(st->acks_head + st->acks_n++) % NGX_HTTP_USAGE_STREAM_INFLIGHT]
         = ack;
 
@@ -343,11 +352,36 @@ ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st, const char *kind,
 }
 
 
+/*
+ * WAIT <replicas> <ms>: the writes of the connection before it are on
+ * that many replicas.  A primary that fails over to one of them keeps
+ * every batch acknowledged: Redis replicates asynchronously, and the
+ * queue would drop a batch only the old primary had.
+ */
+
+static ngx_int_t
+ngx_http_usage_stream_wait(ngx_http_usage_stream_t *st)
+{
+    u_char       replicas[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    size_t       lens[3];
+    const char  *argv[3];
+
+    argv[0] = "WAIT"; lens[0] = 4;
+    argv[1] = (const char *) replicas;
+    lens[1] = ngx_sprintf(replicas, "%ui", st->conf->replicas) - replicas;
+    argv[2] = (const char *) ms;
+    lens[2] = ngx_sprintf(ms, "%M", st->conf->block) - ms;
+
+    return ngx_http_usage_redis_send(st->cmd, 3, argv, lens,
+                                     ngx_http_usage_stream_waited, st);
+}
+
+
 static void
-ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
+ngx_http_usage_stream_waited(ngx_http_usage_redis_t *rd, void *data,
     redisReply *reply)
 {
-    uint64_t                  seq;
+    int64_t                   now;
     ngx_http_usage_stream_t  *st;
 
     st = data;
@@ -356,9 +390,52 @@ ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
         return;                     /* lost: down() starts over */
     }
 
-    seq = st->acks[st->acks_head];
-    st->acks_head = (st->acks_head + 1) % NGX_HTTP_USAGE_STREAM_INFLIGHT;
-    st->acks_n--;
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V answered WAIT with: %*s",
+                      &rd->name,
+                      (size_t) (reply->type == REDIS_REPLY_ERROR
+                                ? reply->len : 0),
+                      reply->str);
+        ngx_http_usage_redis_fail(rd, NULL);
+        return;
+    }
+
+    if (reply->integer >= (long long) st->conf->replicas) {
+        ngx_http_usage_stream_acked(st);
+        return;
+    }
+
+    /* not there yet: the batch stays queued, and the next WAIT (which
+     * also covers it) may acknowledge it */
+    now = ngx_http_usage_now();
+
+    if (now - st->wait_warned >= NGX_HTTP_USAGE_STREAM_WARN) {
+        st->wait_warned = now;
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "usage sync: redis %V has a batch on %L of the %ui "
+                      "replicas of replicas= after %M ms: it stays queued "
+                      "until they have it", &rd->name, reply->integer,
+                      st->conf->replicas, st->conf->block);
+    }
+
+    if (ngx_http_usage_stream_wait(st) != NGX_OK) {
+        ngx_http_usage_redis_fail(rd, NULL);
+    }
+}
+
+
+static void
+ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
+    redisReply *reply)
+{
+    ngx_http_usage_stream_t  *st;
+
+    st = data;
+
+    if (reply == NULL || st->acks_n == 0) {
+        return;                     /* lost: down() starts over */
+    }
 
     if (reply->type != REDIS_REPLY_STRING) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
@@ -371,6 +448,23 @@ ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
         ngx_http_usage_redis_fail(rd, NULL);
         return;
     }
+
+    if (!st->conf->replicas) {
+        ngx_http_usage_stream_acked(st);
+    }
+}
+
+
+/* the oldest batch in flight is Redis's: it leaves the queue */
+
+static void
+ngx_http_usage_stream_acked(ngx_http_usage_stream_t *st)
+{
+    uint64_t  seq;
+
+    seq = st->acks[st->acks_head];
+    st->acks_head = (st->acks_head + 1) % NGX_HTTP_USAGE_STREAM_INFLIGHT;
+    st->acks_n--;
 
     if (seq) {
         ngx_http_usage_store_ship_ack(st->zone, seq);

@@ -26,13 +26,18 @@
 /* batches sent and not answered yet, on one connection */
 #define NGX_HTTP_USAGE_STREAM_INFLIGHT  4
 
+/* replicas=, at most */
+#define NGX_HTTP_USAGE_STREAM_REPLICAS  16
+
 
 typedef struct {
     ngx_str_t                    key;          /* the stream */
     ngx_str_t                    name;         /* this instance's label */
     ngx_uint_t                   maxlen;       /* XADD MAXLEN ~ */
     ngx_uint_t                   batch;        /* events per entry */
-    ngx_msec_t                   block;        /* XREAD BLOCK */
+    ngx_msec_t                   block;        /* XREAD BLOCK, and WAIT */
+    ngx_uint_t                   replicas;     /* a batch is Redis's once
+                                                  on this many replicas */
 } ngx_http_usage_stream_conf_t;
 
 
@@ -57,6 +62,7 @@ typedef struct {
     ngx_uint_t                     reading;    /* a read is awaited */
     ngx_uint_t                     active;
     int64_t                        warned;     /* ms, of the last [warn] */
+    int64_t                        wait_warned;
 } ngx_http_usage_stream_t;
 
 

@@ -259,6 +259,13 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
                ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
     }
 
+    if (ngx_http_usage_sync_is("replicas=")) {
+        sc->streaming.replicas = ngx_atoi(v.data, v.len);
+        return (sc->streaming.replicas == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.replicas > NGX_HTTP_USAGE_STREAM_REPLICAS)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
     if (ngx_http_usage_sync_is("interval=")) {
         return ngx_http_usage_sync_time(cf, value, 9, &sc->interval);
     }
@@ -451,7 +458,8 @@ ngx_http_usage_sync_link(ngx_conf_t *cf, ngx_http_usage_sync_conf_t *sc)
     sc->streaming.key = sc->stream;
     sc->streaming.name = sc->name;
 
-    /* a blocked read answers within the reply timeout */
+    /* a blocked read, and a WAIT for the replicas, answer within the
+     * reply timeout */
     sc->streaming.block = ngx_max(sc->redis.timeout / 2, 1);
 
     return NGX_OK;

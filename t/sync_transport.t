@@ -276,6 +276,10 @@ for my $case (
 			qr/invalid parameter "colour=red"/, 'an unknown parameter' ],
 		[ 'usage_sync zone=usage redis=127.0.0.1:6379 interval=abc;',
 			qr/invalid time in "interval=abc"/, 'a bad interval' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 replicas=17;',
+			qr/invalid parameter "replicas=17" of usage_sync/, 'too many replicas' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 replicas=one;',
+			qr/invalid parameter "replicas=one" of usage_sync/, 'replicas= not a number' ],
 		[ "usage_sync zone=usage redis=127.0.0.1:6379;\n"
 			. '    usage_sync zone=usage redis=127.0.0.1:6380;',
 			qr/has a usage_sync already/, 'two for one zone' ],
@@ -290,7 +294,8 @@ for my $case (
 
 	my ($code, $out) = $t->check_config($cf->(
 		'usage_sync zone=usage redis=127.0.0.1:6379 name=a stream=s:e '
-		. 'interval=2s timeout=1s connect_timeout=1s user=u password=p;'));
+		. 'interval=2s timeout=1s connect_timeout=1s user=u password=p '
+		. 'replicas=2;'));
 	is($code, 0, 'every parameter: nginx -t passes') or diag $out;
 }
 
