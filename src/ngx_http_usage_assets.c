@@ -14,8 +14,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* dashboard.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"3e5008fd07901e1d\""),
-      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-R69dk3oU9/r68UNLQbFmqi4+BlmUVocViyvgypwReys='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+      ngx_string("\"9433f565dd3dfbe9\""),
+      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-Mw4Mhgzfp3agK/CoSG7uiskeq9d4vc4m/VkF+d5SSG4='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
           "<html lang=\"en\">\n"
@@ -294,7 +294,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "var serverNow = Date.now();      /* the server's clock, from the last st"
           "ats */\n"
           "var skew = 0;                    /* serverNow - the page's clock */\n"
-          "var chosen = null, entityTurn = 0;\n"
+          "var chosen = null, entityTurn = 0, entitiesTurn = 0;\n"
           "\n"
           "function $(id) { return document.getElementById(id); }\n"
           "\n"
@@ -784,10 +784,18 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t});\n"
           "}\n"
           "\n"
+          "/* the ranking; a later turn wins: a slow answer of the sort chosen befo"
+          "re\n"
+          " * must not replace the one chosen since */\n"
           "function loadEntities() {\n"
+          "\tvar turn = ++entitiesTurn;\n"
           "\treturn api('/v1/entities\?limit=10&sort=' + $('entities-sort').value)"
           "\n"
-          "\t\t.then(renderEntities);\n"
+          "\t\t.then(function (data) {\n"
+          "\t\t\tif (turn === entitiesTurn) {\n"
+          "\t\t\t\trenderEntities(data);\n"
+          "\t\t\t}\n"
+          "\t\t});\n"
           "}\n"
           "\n"
           "function failed(e) {\n"
