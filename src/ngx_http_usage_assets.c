@@ -14,8 +14,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* dashboard.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"9433f565dd3dfbe9\""),
-      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-Mw4Mhgzfp3agK/CoSG7uiskeq9d4vc4m/VkF+d5SSG4='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+      ngx_string("\"0962e8a84e1af9d8\""),
+      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-uT9xtHeROjDhO/w4OSDzVyuj3s1GYewxKDg/0XYA1t8='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
           "<html lang=\"en\">\n"
@@ -689,8 +689,14 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t});\n"
           "}\n"
           "\n"
-          "/* the chosen entity's summary and history; a later turn wins */\n"
-          "function loadEntity() {\n"
+          "/*\n"
+          " * The chosen entity's summary and history; a later turn wins.  \"loadin"
+          "g\"\n"
+          " * only when the user changed what is shown (changed: the entity, its\n"
+          " * interval or range), not on every refresh round: the section would\n"
+          " * flicker, and say \"loading\" of what it shows up to date.\n"
+          " */\n"
+          "function loadEntity(changed) {\n"
           "\tif (chosen === null) {\n"
           "\t\treturn Promise.resolve();\n"
           "\t}\n"
@@ -698,7 +704,9 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\tvar interval = $('interval').value, q = rangeQuery();\n"
           "\tvar path = '/v1/usage/' + encodeURIComponent(entity);\n"
           "\n"
-          "\tsection.setAttribute('data-state', 'loading');\n"
+          "\tif (changed) {\n"
+          "\t\tsection.setAttribute('data-state', 'loading');\n"
+          "\t}\n"
           "\treturn Promise.all([\n"
           "\t\tapi(path + '\?' + q.slice(1)),\n"
           "\t\tapi(path + '/history\?interval=' + interval + q)\n"
@@ -730,7 +738,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t\t\ttr.removeAttribute('aria-current');\n"
           "\t\t}\n"
           "\t});\n"
-          "\treturn loadEntity().catch(failed);\n"
+          "\treturn loadEntity(true).catch(failed);\n"
           "}\n"
           "\n"
           "/* ---- the refresh ----------------------------------------------------"
@@ -882,8 +890,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "});\n"
           "\n"
           "['interval', 'since', 'until'].forEach(function (id) {\n"
-          "\t$(id).addEventListener('change', function () { loadEntity().catch(fail"
-          "ed); });\n"
+          "\t$(id).addEventListener('change', function () { loadEntity(true).catch("
+          "failed); });\n"
           "});\n"
           "\n"
           "$('range').addEventListener('change', function () {\n"
@@ -893,7 +901,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\tif (custom && !$('since').value) {\n"
           "\t\t$('since').value = iso(Date.now() + skew - DAY).slice(0, 16);\n"
           "\t}\n"
-          "\tloadEntity().catch(failed);\n"
+          "\tloadEntity(true).catch(failed);\n"
           "});\n"
           "\n"
           "$('pause').addEventListener('click', function () {\n"
