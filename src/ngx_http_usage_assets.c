@@ -14,8 +14,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* dashboard.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"0962e8a84e1af9d8\""),
-      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-uT9xtHeROjDhO/w4OSDzVyuj3s1GYewxKDg/0XYA1t8='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+      ngx_string("\"514e50896416ff9a\""),
+      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-K3mfGsPApb9oNchoT0MyZGu7/271qsngTmHV1Q7uz9A='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
           "<html lang=\"en\">\n"
@@ -594,12 +594,16 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t}\n"
           "}\n"
           "\n"
-          "/* the since and until of the chosen range, as query parameters */\n"
+          "/* the since and until of the chosen range, as query parameters: a range"
+          "\n"
+          " * up to now is asked with both, so that the summary and the history\n"
+          " * count the same span, the one the chart draws */\n"
           "function rangeQuery() {\n"
           "\tvar r = $('range').value, q = '';\n"
           "\tif (RANGES[r]) {\n"
-          "\t\tq = '&since=' + encodeURIComponent(iso(Date.now() + skew - RANGES[r]"
-          "));\n"
+          "\t\tvar now = Date.now() + skew;\n"
+          "\t\tq = '&since=' + encodeURIComponent(iso(now - RANGES[r]))\n"
+          "\t\t\t+ '&until=' + encodeURIComponent(iso(now));\n"
           "\t} else if (r === 'custom') {\n"
           "\t\tif ($('since').value) {\n"
           "\t\t\tq += '&since=' + encodeURIComponent($('since').value + ':00Z');\n"
