@@ -14,8 +14,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* dashboard.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"514e50896416ff9a\""),
-      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-K3mfGsPApb9oNchoT0MyZGu7/271qsngTmHV1Q7uz9A='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+      ngx_string("\"cd5195c88561cae0\""),
+      ngx_string("default-src 'none'; style-src 'sha256-ffxWWZ3yZtuQuXj8nGtkMWEGNfvy/e/ALf203rfhEgU='; script-src 'sha256-lpe7xU9n1mHavx39BNZoDEfiprvSHIipa9Cfxm2mNUY='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
           "<html lang=\"en\">\n"
@@ -298,7 +298,10 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\n"
           "function $(id) { return document.getElementById(id); }\n"
           "\n"
-          "function KeyNeeded() {}\n"
+          "/* refused: a key was sent, and the API did not take it */\n"
+          "function KeyNeeded(refused) {\n"
+          "\tthis.refused = refused;\n"
+          "}\n"
           "\n"
           "function ApiError(status, code, message) {\n"
           "\tthis.status = status;\n"
@@ -326,7 +329,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\t\t\t\tsessionStorage.setItem(STORE_HEADER, m[1]);\n"
           "\t\t\t}\n"
           "\t\t\tsessionStorage.removeItem(STORE_KEY);\n"
-          "\t\t\tthrow new KeyNeeded();\n"
+          "\t\t\tthrow new KeyNeeded(!!key);\n"
           "\t\t}\n"
           "\t\treturn r.json().then(function (body) {\n"
           "\t\t\tif (!r.ok) {\n"
@@ -812,7 +815,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "\n"
           "function failed(e) {\n"
           "\tif (e instanceof KeyNeeded) {\n"
-          "\t\taskKey();\n"
+          "\t\taskKey(e.refused);\n"
           "\t\treturn;\n"
           "\t}\n"
           "\tdocument.body.setAttribute('data-state', 'error');\n"
@@ -852,12 +855,16 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "/* ---- the key --------------------------------------------------------"
           " */\n"
           "\n"
-          "function askKey() {\n"
+          "function askKey(refused) {\n"
           "\tvar form = $('key-form');\n"
           "\tdocument.body.setAttribute('data-state', 'key');\n"
           "\t$('key-header').textContent = sessionStorage.getItem(STORE_HEADER) || "
           "'X-Api-Key';\n"
           "\tsay('an API key is needed', true);\n"
+          "\tif (refused) {\n"
+          "\t\t$('key-error').textContent = 'The API refused this key (401): check "
+          "it and try again.';\n"
+          "\t}\n"
           "\tif (form.hidden) {\n"
           "\t\tform.hidden = false;\n"
           "\t\t$('key-input').focus();\n"
