@@ -20,14 +20,15 @@ cd "$root"
 # package tests build the Debian package (scripts/package: dpkg-dev) and
 # check it with lintian; gdb stops a worker in the middle of an insert
 # (t/torn_change.t); Node.js runs @redocly/cli and ajv on the OpenAPI
-# document (t/openapi.t, scripts/node-tools): all required, as the tests
-# need them
+# document (t/openapi.t, scripts/node-tools) and puppeteer-core, which
+# drives chromium through the dashboard (t/dashboard.t): all required, as
+# the tests need them
 # (a Node.js with its own npm, as NodeSource's nodejs, is used as it is:
 # Debian's npm package would conflict with it)
 node_pkgs=()
 command -v npm >/dev/null 2>&1 || node_pkgs=(nodejs npm)
 "$root/scripts/deps.sh" prometheus redis-server redis-tools openssl gdb \
-    dpkg-dev lintian "${node_pkgs[@]}"
+    dpkg-dev lintian chromium "${node_pkgs[@]}"
 "$root/scripts/node-tools"
 "$root/scripts/build.sh"
 # the same with 4-bit client id hashes: t/client_id_collisions.t
