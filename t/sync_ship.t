@@ -132,7 +132,9 @@ sub seqs_complete {
 		my %ev = (entityId => "cust-" . ($i % 3), eventType => 'api_call',
 			value => $i / 4, metadata => { n => $i, s => "x\x{e9}" });
 		$ev{id} = "req-$i" if $i % 2;
-		$ev{timestamp} = '2026-12-07T00:00:00.000Z' if $i == 7;
+		# an hour back: inside the retention window whatever the day
+		$ev{timestamp} = Test::Usage::iso_ms(int(time() * 1000) - 3600000)
+			if $i == 7;
 		my $r = post($t, %ev);
 		is($r->status, 201, "POST $i: 201");
 		my $d = $r->json->{data};
