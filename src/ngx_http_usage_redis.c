@@ -126,6 +126,16 @@ ngx_http_usage_redis_stop(ngx_http_usage_redis_t *rd)
     if (rd->state != NGX_HTTP_USAGE_REDIS_IDLE) {
         ngx_http_usage_redis_fail(rd, NULL);
     }
+
+    /* the output buffer outlives reconnects, not a stop (the worker's
+     * exit, a handover): nothing is left to send */
+    if (rd->out) {
+        ngx_free(rd->out);
+        rd->out = NULL;
+        rd->out_size = 0;
+        rd->out_len = 0;
+        rd->out_pos = 0;
+    }
 }
 
 
