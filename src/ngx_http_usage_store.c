@@ -1515,7 +1515,7 @@ ngx_http_usage_apply_held_locked(ngx_http_usage_zone_t *zone,
 
 ngx_int_t
 ngx_http_usage_store_epoch(ngx_http_usage_zone_t *zone, uint64_t epoch,
-    int64_t now, uint64_t *previous)
+    ngx_uint_t intact, int64_t now, uint64_t *previous)
 {
     ngx_int_t                rc;
     ngx_http_usage_fleet_t  *fleet;
@@ -1533,7 +1533,7 @@ ngx_http_usage_store_epoch(ngx_http_usage_zone_t *zone, uint64_t epoch,
     *previous = fleet->epoch;
 
     if (fleet->epoch != epoch) {
-        if (fleet->epoch) {
+        if (fleet->epoch && !intact) {
             ngx_http_usage_fleet_lost_locked(fleet, now);
             rc = NGX_DONE;
         }

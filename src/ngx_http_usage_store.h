@@ -293,13 +293,14 @@ void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
     ngx_uint_t refused);
 
 /*
- * The epoch Redis holds for the stream: NGX_OK, the zone's (or the first
- * the zone sees); NGX_DONE: another than the zone read the stream under,
- * so Redis lost the stream: the zone reads it again from its start and
+ * The epoch Redis holds for the stream: NGX_OK, the zone's, the first the
+ * zone sees, or another over a stream found intact (only the epoch's key
+ * was lost); NGX_DONE: another than the zone read the stream under, so
+ * Redis lost the stream: the zone reads it again from its start and
  * publishes its recent events again (*previous: its epoch until then).
  */
 ngx_int_t ngx_http_usage_store_epoch(ngx_http_usage_zone_t *zone,
-    uint64_t epoch, int64_t now, uint64_t *previous);
+    uint64_t epoch, ngx_uint_t intact, int64_t now, uint64_t *previous);
 
 /* bytes of the ring an event takes beyond its metadata and client id */
 size_t ngx_http_usage_store_event_overhead(void);

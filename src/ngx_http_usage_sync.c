@@ -59,6 +59,15 @@ typedef struct {
     ngx_uint_t                   checking;
     ngx_uint_t                   proposing;    /* a SET NX GET awaited */
     uint64_t                     proposed;     /* the epoch of SET NX GET */
+
+    /* the zone's read position when a check found the zone's epoch: an
+     * entry of the stream the epoch named (the position at the time the
+     * GET was sent, so no entry read after the check is taken for one) */
+    uint64_t                     asked_ms;
+    uint64_t                     asked_seq;
+    uint64_t                     verified_ms;
+    uint64_t                     verified_seq;
+    uint64_t                     candidate;    /* the epoch found instead */
     ngx_msec_t                   drain_until;  /* stopping: the deadline */
 } ngx_http_usage_sync_t;
 
@@ -91,6 +100,12 @@ static void ngx_http_usage_sync_ask(ngx_http_usage_sync_t *sync,
     ngx_uint_t proposing, int argc, const char **argv, size_t *lens);
 static ngx_int_t ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
     redisReply *reply, const char *command);
+static void ngx_http_usage_sync_verify(ngx_http_usage_sync_t *sync,
+    uint64_t epoch);
+static void ngx_http_usage_sync_verified(ngx_http_usage_redis_t *rd,
+    void *data, redisReply *reply);
+static void ngx_http_usage_sync_new_epoch(ngx_http_usage_sync_t *sync,
+    uint64_t epoch, ngx_uint_t intact);
 static void ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_sync_down(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_sync_set_state(ngx_http_usage_sync_t *sync,
@@ -848,6 +863,13 @@ static void
 ngx_http_usage_sync_ask(ngx_http_usage_sync_t *sync, ngx_uint_t proposing,
     int argc, const char **argv, size_t *lens)
 {
+    ngx_http_usage_fleet_status_t  fs;
+
+    if (ngx_http_usage_store_fleet_status(sync->zone, &fs) == NGX_OK) {
+        sync->asked_ms = fs.read_ms;
+        sync->asked_seq = fs.read_seq;
+    }
+
     if (ngx_http_usage_redis_send(&sync->redis, argc, argv, lens,
                                   ngx_http_usage_sync_checked, sync)
         == NGX_OK)
@@ -896,10 +918,10 @@ static ngx_int_t
 ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
     redisReply *reply, const char *command)
 {
-    u_char                  *p;
-    uint64_t                 epoch, previous;
-    ngx_int_t                rc;
-    ngx_http_usage_redis_t  *rd;
+    u_char                         *p;
+    uint64_t                        epoch;
+    ngx_http_usage_redis_t         *rd;
+    ngx_http_usage_fleet_status_t   fs;
 
     rd = &sync->redis;
 
@@ -932,10 +954,111 @@ ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_usage_store_epoch(sync->zone, epoch, ngx_http_usage_now(),
-                                    &previous);
+    if (ngx_http_usage_store_fleet_status(sync->zone, &fs) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (fs.epoch == 0 || fs.epoch == epoch) {
+        if (fs.epoch == epoch) {
+            sync->verified_ms = sync->asked_ms;
+            sync->verified_seq = sync->asked_seq;
+        }
+
+        ngx_http_usage_sync_new_epoch(sync, epoch, 1);
+        return NGX_OK;
+    }
+
+    ngx_http_usage_sync_verify(sync, epoch);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Another epoch, or none: the stream is lost, unless only the epoch's key
+ * went (deleted, or evicted by an allkeys-* policy) and the stream still
+ * holds the entry the zone had read at its last good check.
+ * XRANGE <stream> <position> <position> tells.
+ */
+
+static void
+ngx_http_usage_sync_verify(ngx_http_usage_sync_t *sync, uint64_t epoch)
+{
+    u_char       pos[2 * NGX_INT64_LEN + 2];
+    size_t       lens[4];
+    const char  *argv[4];
+
+    if (sync->verified_ms == 0 && sync->verified_seq == 0) {
+        ngx_http_usage_sync_new_epoch(sync, epoch, 0);
+        return;
+    }
+
+    sync->candidate = epoch;
+
+    argv[0] = "XRANGE"; lens[0] = 6;
+    argv[1] = (const char *) sync->conf->stream.data;
+    lens[1] = sync->conf->stream.len;
+    argv[2] = (const char *) pos;
+    lens[2] = ngx_sprintf(pos, "%uL-%uL", sync->verified_ms,
+                          sync->verified_seq) - pos;
+    argv[3] = argv[2]; lens[3] = lens[2];
+
+    if (ngx_http_usage_redis_send(&sync->redis, 4, argv, lens,
+                                  ngx_http_usage_sync_verified, sync)
+        == NGX_OK)
+    {
+        sync->checking = 1;
+    }
+}
+
+
+static void
+ngx_http_usage_sync_verified(ngx_http_usage_redis_t *rd, void *data,
+    redisReply *reply)
+{
+    ngx_http_usage_sync_t  *sync;
+
+    sync = data;
+    sync->checking = 0;
+
+    if (reply == NULL) {
+        return;                     /* asked again on the next connect */
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V answered XRANGE of stream "
+                      "\"%V\" with: %*s", &rd->name, &sync->conf->stream,
+                      (size_t) (reply->type == REDIS_REPLY_ERROR
+                                ? reply->len : 0),
+                      reply->str);
+        ngx_http_usage_redis_fail(rd, NULL);
+        return;
+    }
+
+    ngx_http_usage_sync_new_epoch(sync, sync->candidate, reply->elements > 0);
+}
+
+
+/* intact: the stream is the one the zone read (or the zone read none) */
+
+static void
+ngx_http_usage_sync_new_epoch(ngx_http_usage_sync_t *sync, uint64_t epoch,
+    ngx_uint_t intact)
+{
+    uint64_t                 previous;
+    ngx_int_t                rc;
+    ngx_http_usage_redis_t  *rd;
+
+    rd = &sync->redis;
+
+    rc = ngx_http_usage_store_epoch(sync->zone, epoch, intact,
+                                    ngx_http_usage_now(), &previous);
 
     if (rc == NGX_DONE) {
+        sync->verified_ms = 0;
+        sync->verified_seq = 0;
+
         ngx_log_error(NGX_LOG_WARN, rd->log, 0,
                       "usage sync: redis %V lost stream \"%V\" (epoch "
                       "%016uxL, now %016uxL): zone \"%V\" reads it again "
@@ -945,9 +1068,17 @@ ngx_http_usage_sync_epoch_reply(ngx_http_usage_sync_t *sync,
                       NGX_HTTP_USAGE_REPUBLISH / 1000);
 
         ngx_http_usage_stream_lost(&sync->stream);
+        return;
     }
 
-    return NGX_OK;
+    if (previous && previous != epoch) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "usage sync: redis %V had lost only the epoch of "
+                      "stream \"%V\", which still holds what zone \"%V\" "
+                      "read: epoch %016uxL from now on",
+                      &rd->name, &sync->conf->stream,
+                      &sync->conf->zone_name, epoch);
+    }
 }
 
 

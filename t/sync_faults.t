@@ -13,6 +13,8 @@
 #     of the load: the same, after a time without Redis ("degraded");
 #   - the epoch is the same on all instances (/info), the losses and the
 #     re-published events are counted (/metrics);
+#   - only the epoch's key deleted: the stream still holds what the zones
+#     read, so no instance calls it a loss (a [notice], a new epoch);
 #   - an instance stopped, and started again from its state file after
 #     Redis lost the stream (and while the others took events before and
 #     after the loss): the file keeps the epoch it read (format version
@@ -121,6 +123,31 @@ is(scalar(grep { (info_sync($_)->{epoch} // '') eq $epoch } @ts), 3,
 	'every instance reads the same epoch');
 is($redis->cmd('GET', 'usage:events:epoch'), $epoch,
 	'it is the one in Redis (<stream>:epoch)');
+
+###############################################################################
+# only the epoch's key lost (deleted, or evicted): the stream is intact,
+# nothing is read or published again
+
+{
+	is($ts[0]->post_json('/v1/events', { entityId => 'f1', eventType => 'unit' })
+		->status, 201, 'an event, so that every instance has read entries');
+	$units++;
+	sleep 1;
+	is($redis->cmd('DEL', 'usage:events:epoch'), 1, 'the epoch key deleted');
+	ok(wait_until(sub {
+		my $e = $redis->cmd('GET', 'usage:events:epoch') // '';
+		$e =~ /^[0-9a-f]{16}$/ && $e ne $epoch
+			&& 3 == grep { (info_sync($_)->{epoch} // '') eq $e } @ts;
+	}, 10), 'a new epoch, taken by every instance');
+	is(scalar(grep { lost_lines($_) == 0 } @ts), 3,
+		'none says that the stream is lost');
+	is(scalar(grep { metric($_, 'usage_sync_stream_losses_total') == 0 } @ts),
+		3, 'none counts a loss');
+	is(scalar(grep { $_->read_file('error.log')
+		=~ /\[notice\].*had lost only the epoch of stream "usage:events"/ } @ts),
+		3, 'each says in a [notice] that only the epoch was lost');
+	$epoch = info_sync($ts[0])->{epoch};
+}
 
 ###############################################################################
 # FLUSHALL under load
