@@ -8,10 +8,11 @@
 # INSTANCES=3 scripts/run.sh: a fleet on one machine, for trying
 # usage_sync: the Redis that REDIS=host:port names, or else a
 # redis-server it starts on 127.0.0.1:${REDIS_PORT:-6390} (no
-# persistence, under <prefix>/redis), and 3 instances of the same
-# configuration plus a usage_sync line, on ports $PORT, $PORT+1, ...,
-# each with its own prefix (<prefix>/i1, i2, ...).  Ctrl-C or SIGTERM
-# stops them all, SIGQUIT drains them, then Redis stops.
+# persistence, under <prefix>/redis), and 3 instances of
+# conf/nginx.cluster.conf (one cursor key for all, <prefix>/cursor.key),
+# on ports $PORT, $PORT+1, ..., each with its own prefix (<prefix>/i1,
+# i2, ...).  Ctrl-C or SIGTERM stops them all, SIGQUIT drains them, then
+# Redis stops.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,9 +25,11 @@ nginx=/usr/sbin/nginx
 "$root/scripts/build.sh"
 
 # one instance's prefix and configuration: run_prepare <prefix> <port>
-# [<usage_sync line>]
+# [<redis host:port> <name> <cursor key file>]: with a Redis, an instance
+# of conf/nginx.cluster.conf, else of conf/nginx.conf
 run_prepare() {
-    local dir="$1" listen="$2" sync="${3:-}"
+    local dir="$1" listen="$2" redis="${3:-}" name="${4:-}" key="${5:-}"
+    local conf="$root/conf/nginx.conf"
 
     mkdir -p "$dir/conf" "$dir/logs" "$dir/modules" "$dir/temp" "$dir/state"
     # workers save the state file: started as root, nginx runs them as nobody
@@ -36,11 +39,17 @@ run_prepare() {
     cp "${BUILD_DIR:-$root/build}/nginx/ngx_http_usage_module.so" \
        "$dir/modules/"
 
-    # the shipped file, with the port and worker count of this run
+    if [ -n "$redis" ]; then
+        conf="$root/conf/nginx.cluster.conf"
+        cp "$key" "$dir/conf/cursor.key"
+    fi
+
+    # the shipped file, with the port and worker count of this run (and
+    # its Redis and the instance's name)
     sed -e "s/listen 127\.0\.0\.1:8080;/listen 127.0.0.1:$listen;/" \
         -e "s/^worker_processes .*;/worker_processes $workers;/" \
-        -e "s|^\(    usage_zone .*\)$|\1\n$sync|" \
-        "$root/conf/nginx.conf" > "$dir/conf/nginx.conf"
+        -e "s|^    usage_sync zone=usage redis=127\.0\.0\.1:6379;$|    usage_sync zone=usage redis=$redis name=$name;|" \
+        "$conf" > "$dir/conf/nginx.conf"
 
     "$nginx" -t -q -p "$dir/" -e logs/error.log -c conf/nginx.conf
 }
@@ -69,11 +78,17 @@ if [ "$instances" -gt 1 ]; then
         done
     fi
 
+    # one cursor key for the fleet, kept across runs
+    [ -s "$prefix/cursor.key" ] || {
+        mkdir -p "$prefix"
+        head -c 32 /dev/urandom > "$prefix/cursor.key"
+    }
+
     nginx_pids=()
     for i in $(seq "$instances"); do
         dir="$prefix/i$i"
-        run_prepare "$dir" $((port + i - 1)) \
-            "    usage_sync zone=usage redis=$redis name=i$i;"
+        run_prepare "$dir" $((port + i - 1)) "$redis" "i$i" \
+            "$prefix/cursor.key"
         "$nginx" -p "$dir/" -e logs/error.log -c conf/nginx.conf \
                  -g "daemon off; master_process on;" &
         nginx_pids+=("$!")

@@ -4,7 +4,10 @@
 # redis-server and three instances of the shipped configuration with a
 # usage_sync line, on $PORT, $PORT+1, $PORT+2; an event POSTed to the
 # first counts on the third, read with its position; /ready says sync ok
-# everywhere; SIGTERM stops all of them and Redis.  With REDIS=host:port
+# everywhere; each runs conf/nginx.cluster.conf with its Redis, name and
+# port, and one cursor key for all, so a cursor of one works on another;
+# conf/nginx.cluster.conf is conf/nginx.conf and the fleet's lines;
+# SIGTERM stops all of them and Redis.  With REDIS=host:port
 # the instances use that Redis, which is left running.
 
 use strict;
@@ -79,10 +82,24 @@ my $g = $t->get('/v1/usage/c1', port => $base + 2,
 is(($g->json // {})->{data}{totalEvents}, 1, 'counted by the third');
 is($g->header('X-Usage-Position-Reached'), 'true', 'which says so');
 
+# a cursor that one instance gives is taken by another: the same key
+my $list = $t->get('/v1/events?limit=1&cursor=', port => $base)->json // {};
+my $cursor = $list->{data}{pagination}{nextCursor};
+ok($cursor, 'the first instance gives a cursor');
+is($t->get("/v1/events?limit=1&cursor=$cursor", port => $base + 1)->status,
+	200, 'the second takes it: the fleet shares one cursor key');
+
+my $shipped = Test::Usage::slurp("$root/conf/nginx.cluster.conf");
 for my $i (1 .. 3) {
 	my $conf = Test::Usage::slurp("$prefix/i$i/conf/nginx.conf");
 	like($conf, qr/^    usage_sync zone=usage redis=127\.0\.0\.1:$redis_port name=i$i;$/m,
 		"i$i: its configuration has the usage_sync line");
+	(my $as_shipped = $conf) =~ s/^    usage_sync .*$/    usage_sync zone=usage redis=127.0.0.1:6379;/m;
+	$as_shipped =~ s/^worker_processes .*;$/worker_processes auto;/m;
+	$as_shipped =~ s/^(\s+listen 127\.0\.0\.1:)\d+;$/${1}8080;/m;
+	is($as_shipped, $shipped, "i$i: it is conf/nginx.cluster.conf otherwise");
+	is(Test::Usage::slurp("$prefix/i$i/conf/cursor.key"),
+		Test::Usage::slurp("$prefix/cursor.key"), "i$i: the fleet's cursor key");
 	is(join("\n", grep { /\[(alert|crit|emerg)\]/ }
 		split /\n/, Test::Usage::slurp("$prefix/i$i/logs/error.log")), '',
 		"i$i: no alert in its error.log");
@@ -93,6 +110,20 @@ ok(wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 20), 'SIGTERM stops it');
 ok(wait_until(sub {
 	!grep { !port_free($_) } $base, $base + 1, $base + 2, $redis_port
 }, 10), 'the instances and Redis are gone');
+
+###############################################################################
+# the shipped example: conf/nginx.conf and the fleet's lines, nothing else
+
+{
+	my ($plain, $cluster) = map { Test::Usage::slurp("$root/conf/$_") }
+		qw(nginx.conf nginx.cluster.conf);
+	s/\A(#[^\n]*\n)+// for $plain, $cluster;      # the header comments
+	my $fleet = qr/\n    # the fleet: .*?\n    usage_sync zone=usage redis=127\.0\.0\.1:6379;\n/s;
+	like($cluster, $fleet, 'conf/nginx.cluster.conf has the fleet\'s lines');
+	(my $rest = $cluster) =~ s/$fleet/\n/;
+	$rest =~ s/\n\n\n/\n\n/;
+	is($rest, $plain, 'and is conf/nginx.conf otherwise');
+}
 
 ###############################################################################
 # REDIS=host:port: a Redis of the user's
