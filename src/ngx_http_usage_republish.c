@@ -101,14 +101,10 @@ static ngx_queue_t *
 ngx_http_usage_republish_first_locked(ngx_http_usage_shctx_t *sh,
     ngx_http_usage_fleet_t *fleet)
 {
-    ngx_http_usage_raw_t       *raw;
-    ngx_http_usage_list_key_t   key;
+    ngx_http_usage_raw_t  *raw;
 
-    ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
-    key.created = fleet->republish_created;
-    ngx_memcpy(key.uuid, fleet->republish_uuid, 16);
-
-    raw = ngx_http_usage_skip_seek_locked(sh, &key, NGX_HTTP_USAGE_SKIP_UPTO);
+    raw = ngx_http_usage_skip_seek_event_locked(sh, fleet->republish_created,
+                                                fleet->republish_uuid);
 
     return raw ? ngx_queue_next(&raw->queue) : ngx_queue_head(&sh->raw);
 }

@@ -234,22 +234,32 @@ ngx_http_usage_skip_seek_locked(ngx_http_usage_shctx_t *sh,
 
 
 /*
- * The record of the event received at created whose uuid is given, if
- * the log holds it: in a fleet (uuid order within a millisecond) only.
+ * In a fleet (uuid order within a millisecond): the last record of the
+ * log at or before the event received at created whose uuid is given,
+ * or NULL; and that event's record itself, if the log holds it.
  */
 
 ngx_http_usage_raw_t *
-ngx_http_usage_skip_find_locked(ngx_http_usage_shctx_t *sh, int64_t created,
-    u_char *uuid)
+ngx_http_usage_skip_seek_event_locked(ngx_http_usage_shctx_t *sh,
+    int64_t created, u_char *uuid)
 {
-    ngx_http_usage_raw_t       *raw;
-    ngx_http_usage_list_key_t   key;
+    ngx_http_usage_list_key_t  key;
 
     ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
     key.created = created;
     ngx_memcpy(key.uuid, uuid, 16);
 
-    raw = ngx_http_usage_skip_seek_locked(sh, &key, NGX_HTTP_USAGE_SKIP_UPTO);
+    return ngx_http_usage_skip_seek_locked(sh, &key, NGX_HTTP_USAGE_SKIP_UPTO);
+}
+
+
+ngx_http_usage_raw_t *
+ngx_http_usage_skip_find_locked(ngx_http_usage_shctx_t *sh, int64_t created,
+    u_char *uuid)
+{
+    ngx_http_usage_raw_t  *raw;
+
+    raw = ngx_http_usage_skip_seek_event_locked(sh, created, uuid);
 
     if (raw == NULL || raw->created != created
         || ngx_memcmp(raw->uuid, uuid, 16) != 0)

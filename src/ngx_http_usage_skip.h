@@ -34,6 +34,8 @@ ngx_uint_t ngx_http_usage_skip_before(ngx_http_usage_shctx_t *sh,
 ngx_http_usage_raw_t *ngx_http_usage_skip_seek_locked(
     ngx_http_usage_shctx_t *sh, ngx_http_usage_list_key_t *key,
     ngx_uint_t how);
+ngx_http_usage_raw_t *ngx_http_usage_skip_seek_event_locked(
+    ngx_http_usage_shctx_t *sh, int64_t created, u_char *uuid);
 ngx_http_usage_raw_t *ngx_http_usage_skip_find_locked(
     ngx_http_usage_shctx_t *sh, int64_t created, u_char *uuid);
 

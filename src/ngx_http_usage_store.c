@@ -1382,7 +1382,7 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now)
 {
     ngx_int_t                 rc;
-    ngx_uint_t                i, full;
+    ngx_uint_t                i, n, full;
     ngx_http_usage_fleet_t   *fleet;
     ngx_http_usage_window_t  *w;
     ngx_http_usage_insert_t   ins;
@@ -1395,6 +1395,7 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     }
 
     full = 0;
+    n = entry->n;
 
     ngx_http_usage_store_lock(zone);
 
@@ -1407,11 +1408,11 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
         w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
 
         if (w == NULL) {
-            entry->n = 0;
+            n = 0;                  /* origin 0 names none */
         }
     }
 
-    for (i = 0; i < entry->n; i++) {
+    for (i = 0; i < n; i++) {
         rec = &entry->recs[i];
 
         if (w) {
@@ -2007,6 +2008,12 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
 
 #define NGX_HTTP_USAGE_LINK_STEPS  4096
 
+/* the fleet's order: by createdAt, then by uuid */
+#define ngx_http_usage_raw_before(a, b)                                      \
+    ((a)->created < (b)->created                                             \
+     || ((a)->created == (b)->created                                        \
+         && ngx_memcmp((a)->uuid, (b)->uuid, 16) < 0))
+
 /* the log's own queue: a few steps from the tail, else by the skip list */
 #define NGX_HTTP_USAGE_LINK_NEAR   64
 
@@ -2024,9 +2031,7 @@ ngx_http_usage_raw_link_locked(ngx_queue_t *queue, ngx_queue_t *link,
         prev = (ngx_http_usage_raw_t *) ((u_char *) q - offset);
 
         if (n == NGX_HTTP_USAGE_LINK_STEPS
-            || prev->created < raw->created
-            || (prev->created == raw->created
-                && ngx_memcmp(prev->uuid, raw->uuid, 16) < 0))
+            || ngx_http_usage_raw_before(prev, raw))
         {
             break;
         }
@@ -2050,10 +2055,9 @@ static void
 ngx_http_usage_raw_link_log_locked(ngx_http_usage_shctx_t *sh,
     ngx_http_usage_raw_t *raw)
 {
-    ngx_uint_t                  n;
-    ngx_queue_t                *q;
-    ngx_http_usage_raw_t       *prev;
-    ngx_http_usage_list_key_t   key;
+    ngx_uint_t             n;
+    ngx_queue_t           *q;
+    ngx_http_usage_raw_t  *prev;
 
     q = ngx_queue_last(&sh->raw);
 
@@ -2064,10 +2068,7 @@ ngx_http_usage_raw_link_log_locked(ngx_http_usage_shctx_t *sh,
 
         prev = ngx_queue_data(q, ngx_http_usage_raw_t, queue);
 
-        if (prev->created < raw->created
-            || (prev->created == raw->created
-                && ngx_memcmp(prev->uuid, raw->uuid, 16) < 0))
-        {
+        if (ngx_http_usage_raw_before(prev, raw)) {
             break;
         }
 
@@ -2075,12 +2076,8 @@ ngx_http_usage_raw_link_log_locked(ngx_http_usage_shctx_t *sh,
     }
 
     if (n == NGX_HTTP_USAGE_LINK_NEAR) {
-        ngx_memzero(&key, sizeof(ngx_http_usage_list_key_t));
-        key.created = raw->created;
-        ngx_memcpy(key.uuid, raw->uuid, 16);
-
-        prev = ngx_http_usage_skip_seek_locked(sh, &key,
-                                               NGX_HTTP_USAGE_SKIP_UPTO);
+        prev = ngx_http_usage_skip_seek_event_locked(sh, raw->created,
+                                                     raw->uuid);
 
         q = prev ? &prev->queue : ngx_queue_sentinel(&sh->raw);
     }
