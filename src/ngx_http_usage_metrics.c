@@ -57,13 +57,13 @@ static void ngx_http_usage_metric_plain(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, uint64_t value);
 static void ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
-static void ngx_http_usage_metrics_lag(ngx_http_usage_out_t *out,
-    ngx_str_t *name, ngx_http_usage_fleet_status_t *fs);
 static void ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out,
     ngx_str_t *name, ngx_http_usage_zone_t *zone);
 static void ngx_http_usage_metric(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help, ngx_str_t *zone,
     uint64_t value);
+static void ngx_http_usage_metric_ms(ngx_http_usage_out_t *out,
+    const char *name, const char *help, ngx_str_t *zone, ngx_msec_t ms);
 static void ngx_http_usage_metric_head(ngx_http_usage_out_t *out,
     const char *name, const char *type, const char *help);
 static void ngx_http_usage_metric_zone(ngx_http_usage_out_t *out,
@@ -585,32 +585,11 @@ ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out, ngx_str_t *name,
                           "Connections to Redis that failed or were lost",
                           name, st.failures);
 
-    ngx_http_usage_metric_head(out, "usage_sync_round_trip_seconds", "gauge",
-                               "Round trip of the last check of Redis");
-    ngx_http_usage_out_lit(out, "usage_sync_round_trip_seconds");
-    ngx_http_usage_metric_zone(out, name);
-    ngx_http_usage_out_lit(out, "} ");
-    ngx_http_usage_metric_seconds(out, st.rtt);
-    ngx_http_usage_out_lit(out, "\n");
+    ngx_http_usage_metric_ms(out, "usage_sync_round_trip_seconds",
+                             "Round trip of the last check of Redis", name,
+                             st.rtt);
 
     ngx_http_usage_metrics_fleet(out, name, zone);
-}
-
-
-/* how late the last entry applied here was, from its XADD */
-
-static void
-ngx_http_usage_metrics_lag(ngx_http_usage_out_t *out, ngx_str_t *name,
-    ngx_http_usage_fleet_status_t *fs)
-{
-    ngx_http_usage_metric_head(out, "usage_sync_lag_seconds", "gauge",
-                               "From the XADD of the last stream entry "
-                               "applied here to its events applied");
-    ngx_http_usage_out_lit(out, "usage_sync_lag_seconds");
-    ngx_http_usage_metric_zone(out, name);
-    ngx_http_usage_out_lit(out, "} ");
-    ngx_http_usage_metric_seconds(out, (ngx_msec_t) fs->lag);
-    ngx_http_usage_out_lit(out, "\n");
 }
 
 
@@ -686,7 +665,10 @@ ngx_http_usage_metrics_fleet(ngx_http_usage_out_t *out, ngx_str_t *name,
                               *(uint64_t *) ((u_char *) &fs + m->offset));
     }
 
-    ngx_http_usage_metrics_lag(out, name, &fs);
+    ngx_http_usage_metric_ms(out, "usage_sync_lag_seconds",
+                             "From the XADD of the last stream entry "
+                             "applied here to its events applied",
+                             name, (ngx_msec_t) fs.lag);
 }
 
 
@@ -700,6 +682,22 @@ ngx_http_usage_metric(ngx_http_usage_out_t *out, const char *name,
     ngx_http_usage_metric_zone(out, zone);
     ngx_http_usage_out_lit(out, "} ");
     ngx_http_usage_out_uint(out, value);
+    ngx_http_usage_out_lit(out, "\n");
+}
+
+
+/* a gauge of a time kept in ms, in seconds as Prometheus has them */
+
+static void
+ngx_http_usage_metric_ms(ngx_http_usage_out_t *out, const char *name,
+    const char *help, ngx_str_t *zone, ngx_msec_t ms)
+{
+    ngx_http_usage_metric_head(out, name, "gauge", help);
+
+    ngx_http_usage_out_raw(out, (u_char *) name, ngx_strlen(name));
+    ngx_http_usage_metric_zone(out, zone);
+    ngx_http_usage_out_lit(out, "} ");
+    ngx_http_usage_metric_seconds(out, ms);
     ngx_http_usage_out_lit(out, "\n");
 }
 
