@@ -844,6 +844,31 @@ ngx_http_usage_redis_dispatch(ngx_http_usage_redis_t *rd, redisReply *reply)
 
 /* closes the connection, fails what waits, and reconnects later */
 
+/*
+ * A reply that is not of the kind the command has (an error, or another
+ * type): an [error] naming the command and what came, and the connection
+ * starts over.
+ */
+
+void
+ngx_http_usage_redis_unexpected(ngx_http_usage_redis_t *rd,
+    const char *command, redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V answered %s with: %*s",
+                      &rd->name, command, (size_t) reply->len, reply->str);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "usage sync: redis %V answered %s with a reply of "
+                      "type %d", &rd->name, command, reply->type);
+    }
+
+    ngx_http_usage_redis_fail(rd, NULL);
+}
+
+
 void
 ngx_http_usage_redis_fail(ngx_http_usage_redis_t *rd, const char *why)
 {

@@ -133,6 +133,8 @@ ngx_int_t ngx_http_usage_redis_send(ngx_http_usage_redis_t *rd, int argc,
     const char **argv, const size_t *argvlen,
     ngx_http_usage_redis_reply_pt handler, void *data);
 void ngx_http_usage_redis_fail(ngx_http_usage_redis_t *rd, const char *why);
+void ngx_http_usage_redis_unexpected(ngx_http_usage_redis_t *rd,
+    const char *command, redisReply *reply);
 
 
 #endif /* _NGX_HTTP_USAGE_REDIS_H_INCLUDED_ */

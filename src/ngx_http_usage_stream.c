@@ -391,13 +391,7 @@ ngx_http_usage_stream_waited(ngx_http_usage_redis_t *rd, void *data,
     }
 
     if (reply->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "usage sync: redis %V answered WAIT with: %*s",
-                      &rd->name,
-                      (size_t) (reply->type == REDIS_REPLY_ERROR
-                                ? reply->len : 0),
-                      reply->str);
-        ngx_http_usage_redis_fail(rd, NULL);
+        ngx_http_usage_redis_unexpected(rd, "WAIT", reply);
         return;
     }
 

@@ -1026,13 +1026,7 @@ ngx_http_usage_sync_verified(ngx_http_usage_redis_t *rd, void *data,
     }
 
     if (reply->type != REDIS_REPLY_ARRAY) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "usage sync: redis %V answered XRANGE of stream "
-                      "\"%V\" with: %*s", &rd->name, &sync->conf->stream,
-                      (size_t) (reply->type == REDIS_REPLY_ERROR
-                                ? reply->len : 0),
-                      reply->str);
-        ngx_http_usage_redis_fail(rd, NULL);
+        ngx_http_usage_redis_unexpected(rd, "XRANGE", reply);
         return;
     }
 
