@@ -24,7 +24,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(view differences converged);
+use Test::UsageFleet qw(view differences converged metric);
 use Time::HiRes qw(sleep time);
 
 my $redis = Test::UsageRedis->new();
@@ -70,12 +70,6 @@ sub post {
 }
 
 sub stats { my ($t) = @_; return ($t->get('/v1/usage/stats')->json // {})->{data} // {} }
-
-sub metric {
-	my ($t, $name) = @_;
-	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
-	return $v // -1;
-}
 
 ###############################################################################
 # two instances: A's events count on B

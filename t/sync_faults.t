@@ -28,7 +28,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(differences converged);
+use Test::UsageFleet qw(differences converged metric);
 use Test::UsageState;
 use Time::HiRes qw(sleep time);
 
@@ -65,12 +65,6 @@ sub instance {
 	$t->write_config(conf($name, $extra))->run();
 	ok(wait_until(sub { sync_state($t) eq 'ok' }, 10), "$name: sync ok");
 	return $t;
-}
-
-sub metric {
-	my ($t, $name) = @_;
-	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
-	return $v // -1;
 }
 
 sub info_sync {

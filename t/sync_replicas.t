@@ -25,6 +25,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
+use Test::UsageFleet qw(metric);
 use Time::HiRes qw(sleep time);
 
 my $primary = Test::UsageRedis->new();
@@ -65,12 +66,6 @@ sub instance {
 		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
 	}, 10), "$name: sync ok");
 	return $t;
-}
-
-sub metric {
-	my ($t, $name) = @_;
-	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
-	return $v // -1;
 }
 
 sub units {

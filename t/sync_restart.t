@@ -23,6 +23,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
+use Test::UsageFleet qw(metric);
 use Test::UsageState;
 use Time::HiRes qw(sleep time);
 
@@ -78,12 +79,6 @@ sub post_n {
 			{ entityId => $entity, eventType => 'unit' })->status == 201;
 	}
 	return $ok;
-}
-
-sub metric {
-	my ($t, $name) = @_;
-	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
-	return $v // -1;
 }
 
 ###############################################################################

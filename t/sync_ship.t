@@ -24,6 +24,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
+use Test::UsageFleet qw(metric);
 use Time::HiRes qw(sleep time);
 
 sub conf {
@@ -46,12 +47,6 @@ http {
     }
 }
 EOF
-}
-
-sub metric {
-	my ($t, $name) = @_;
-	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
-	return $v // -1;
 }
 
 sub sync_ok {

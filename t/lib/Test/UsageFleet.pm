@@ -8,6 +8,8 @@ package Test::UsageFleet;
 #   differences([$t1, $t2, ...], @entities)   the lines that differ, as
 #                                              "instance i differs in ..."
 #   converged([$t1, $t2, ...], @entities)     no line differs
+#   metric($t, $name)                          a series of zone "usage" in
+#                                              /metrics, -1 when it is not
 
 use strict;
 use warnings;
@@ -15,7 +17,7 @@ use warnings;
 use Exporter qw(import);
 use Test::Usage ();
 
-our @EXPORT_OK = qw(view differences converged);
+our @EXPORT_OK = qw(view differences converged metric);
 
 sub view {
 	my ($t, @entities) = @_;
@@ -51,5 +53,11 @@ sub differences {
 }
 
 sub converged { return !differences(@_) }
+
+sub metric {
+	my ($t, $name) = @_;
+	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
+	return $v // -1;
+}
 
 1;
