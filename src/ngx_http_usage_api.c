@@ -1443,7 +1443,7 @@ static ngx_int_t
 ngx_http_usage_ready(ngx_http_request_t *r)
 {
     const char                    *name;
-    ngx_uint_t                     exiting, draining, store_ok;
+    ngx_uint_t                     exiting, draining, store_ok, ready;
     ngx_http_usage_out_t           out;
     ngx_http_usage_zone_t         *zone;
     ngx_http_usage_sync_status_t   sync;
@@ -1454,11 +1454,25 @@ ngx_http_usage_ready(ngx_http_request_t *r)
     draining = !exiting && ngx_http_usage_draining(r);
     store_ok = ngx_http_usage_store_ready(zone);
 
+    /*
+     * Redis down leaves the instance ready: it answers from its zone.  A
+     * new instance that loads the fleet's snapshot is not: its totals
+     * would be short of the fleet's until it has.
+     */
+    name = NULL;
+
+    if (ngx_http_usage_sync_status(zone, &sync) == NGX_OK) {
+        name = ngx_http_usage_sync_state_name(sync.state);
+    }
+
+    ready = !(exiting || draining || !store_ok
+              || (name && sync.state == NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING));
+
     if (ngx_http_usage_reply_begin(r, &out, 0, 256) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (exiting || draining || !store_ok) {
+    if (!ready) {
         ngx_http_usage_out_lit(&out, "{\"status\":\"not_ready\"");
 
     } else {
@@ -1484,19 +1498,16 @@ ngx_http_usage_ready(ngx_http_request_t *r)
         ngx_http_usage_out_lit(&out, ",\"store\":\"unavailable\"");
     }
 
-    /* Redis down leaves the instance ready: it answers from its zone */
-    if (ngx_http_usage_sync_status(zone, &sync) == NGX_OK) {
-        name = ngx_http_usage_sync_state_name(sync.state);
+    if (name) {
         ngx_http_usage_out_lit(&out, ",\"sync\":");
         ngx_http_usage_out_string(&out, (u_char *) name, ngx_strlen(name));
     }
 
     ngx_http_usage_out_lit(&out, "}}");
 
-    return ngx_http_usage_send_json(r, (exiting || draining || !store_ok)
-                                  ? NGX_HTTP_SERVICE_UNAVAILABLE
-                                  : NGX_HTTP_OK,
-                               &out);
+    return ngx_http_usage_send_json(r, ready ? NGX_HTTP_OK
+                                             : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &out);
 }
 
 

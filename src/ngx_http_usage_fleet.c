@@ -389,6 +389,35 @@ ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
 }
 
 
+/*
+ * A snapshot of the fleet replaced the zone's store: what the snapshot
+ * had of this origin's events is kept apart, to tell which of them the
+ * stream must bring back, and the slot is this zone's again, with every
+ * seq it gave so far.
+ */
+
+void
+ngx_http_usage_fleet_bootstrapped_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t own_seq)
+{
+    ngx_http_usage_window_t  *w;
+
+    w = &fleet->origins[fleet->self].window;
+
+    fleet->own_window = *w;
+    fleet->own_upto = own_seq;
+
+    if (own_seq) {
+        w->hwm = own_seq;
+        w->holes = 0;
+        ngx_memset(w->bits, 0xff, sizeof(w->bits));
+    }
+
+    fleet->boot = 0;
+    fleet->snapshots++;
+}
+
+
 int64_t
 ngx_http_usage_fleet_queued_from_locked(ngx_http_usage_fleet_t *fleet)
 {

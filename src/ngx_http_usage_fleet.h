@@ -105,6 +105,22 @@ typedef struct {
      * entry applied */
     uint64_t                     lag;
 
+    /*
+     * A new zone (made empty, with nothing read yet) reads nothing of
+     * the stream until it knows whether the fleet has a snapshot for it
+     * (ngx_http_usage_snapshot.c): the stream may have been trimmed.
+     */
+    ngx_uint_t                   boot;
+
+    /*
+     * A snapshot replaced the store: the zone's own events up to this seq
+     * are here only if the snapshot had them (its window of this origin
+     * says which), the others are applied as the stream brings them back.
+     * 0: every own event is here, as they were stored when accepted.
+     */
+    uint64_t                     own_upto;
+    ngx_http_usage_window_t      own_window;   /* the snapshot's, of them */
+
     /* counters for /metrics */
     uint64_t                     epochs;       /* losses of the stream */
     uint64_t                     republished;  /* events published again */
@@ -115,6 +131,7 @@ typedef struct {
     uint64_t                     refused;      /* records not applied */
     uint64_t                     foreign;      /* entries not ours */
     uint64_t                     lost;         /* seqs never applied */
+    uint64_t                     snapshots;    /* loaded from Redis */
     int64_t                      drop_warned;  /* ms, of the last [error] */
 
     ngx_http_usage_origin_t      origins[NGX_HTTP_USAGE_ORIGINS];
@@ -169,6 +186,10 @@ ngx_http_usage_window_t *ngx_http_usage_fleet_find_locked(
 /* the window of origin, a new slot if it has none (NULL: origin 0) */
 ngx_http_usage_window_t *ngx_http_usage_fleet_window_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t origin, int64_t now);
+
+/* a snapshot replaced the store; own_seq: this zone's seq before it */
+void ngx_http_usage_fleet_bootstrapped_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t own_seq);
 
 /* the receipt of the oldest event Redis does not have, 0: none */
 int64_t ngx_http_usage_fleet_queued_from_locked(

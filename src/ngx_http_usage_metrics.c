@@ -589,6 +589,17 @@ ngx_http_usage_metrics_sync(ngx_http_usage_out_t *out, ngx_str_t *name,
                              "Round trip of the last check of Redis", name,
                              st.rtt);
 
+    ngx_http_usage_metric(out, "usage_sync_snapshots_written_total",
+                          "counter", "Snapshots of the zone this instance "
+                          "wrote to Redis for new instances", name,
+                          st.snapshots_written);
+    ngx_http_usage_metric(out, "usage_sync_snapshot_failures_total",
+                          "counter", "Snapshots that could not be written "
+                          "or loaded", name, st.snapshot_failures);
+    ngx_http_usage_metric(out, "usage_sync_trimmed_total", "counter",
+                          "Stream entries this instance trimmed after a "
+                          "snapshot", name, st.trimmed);
+
     ngx_http_usage_metrics_fleet(out, name, zone);
 }
 
@@ -641,6 +652,10 @@ static ngx_http_usage_fleet_metric_t  ngx_http_usage_fleet_metrics[] = {
     { "usage_sync_republished_total", "counter",
       "Events published again after Redis lost the stream",
       offsetof(ngx_http_usage_fleet_status_t, republished) },
+
+    { "usage_sync_snapshots_loaded_total", "counter",
+      "Snapshots of the fleet that replaced this new zone's store",
+      offsetof(ngx_http_usage_fleet_status_t, snapshots) },
 };
 
 

@@ -84,11 +84,27 @@ typedef struct {
 } ngx_http_usage_rbuf_t;
 
 
+/* the store's counters of what this instance did */
+typedef struct {
+    uint64_t                     recorded;
+    uint64_t                     duplicates;
+    uint64_t                     raw_evicted;
+    uint64_t                     raw_expired;
+    uint64_t                     buckets_evicted;
+    uint64_t                     buckets_expired;
+    uint64_t                     ids_evicted;
+    ngx_atomic_uint_t            dropped;
+} ngx_http_usage_state_counters_t;
+
+
 /* what the sections of one walk of a snapshot share */
 typedef struct {
     ngx_http_usage_zone_t       *zone;
     ngx_http_usage_rbuf_t       *r;
     ngx_uint_t                   apply;
+    ngx_pool_t                  *pool;        /* of the metadata's JSON
+                                                 checks in a worker; NULL
+                                                 in the master */
 
     /* with "apply", the records loaded, by their place in the snapshot */
     ngx_http_usage_type_t      **types;
@@ -106,7 +122,8 @@ typedef struct {
 static ngx_int_t ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_usage_zone_t *old);
 static u_char *ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone,
-    int64_t now, size_t *len, ngx_msec_t *locked);
+    int64_t now, size_t *len, ngx_msec_t *locked,
+    ngx_http_usage_state_snapshot_t *snap);
 static void ngx_http_usage_state_dump_counters(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_shctx_t *sh);
 static void ngx_http_usage_state_dump_types(ngx_http_usage_wbuf_t *w,
@@ -120,7 +137,7 @@ static void ngx_http_usage_state_dump_raw(ngx_http_usage_wbuf_t *w,
 static void ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
     ngx_http_usage_shctx_t *sh);
 static void ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
-    ngx_http_usage_shctx_t *sh);
+    ngx_http_usage_shctx_t *sh, ngx_http_usage_state_snapshot_t *snap);
 static ngx_int_t ngx_http_usage_state_walk_fleet(
     ngx_http_usage_state_ctx_t *ctx);
 static void ngx_http_usage_state_dump_header(ngx_http_usage_wbuf_t *w,
@@ -131,8 +148,17 @@ static void ngx_http_usage_wput(ngx_http_usage_wbuf_t *w, void *data,
 static void ngx_http_usage_wreserve(ngx_http_usage_wbuf_t *w, size_t len);
 static ngx_int_t ngx_http_usage_state_load(ngx_http_usage_zone_t *zone,
     u_char *data, size_t len, ngx_log_t *log, const char *from);
+static ngx_int_t ngx_http_usage_state_check(ngx_http_usage_zone_t *zone,
+    u_char *data, size_t len, ngx_log_t *log, const char *from,
+    ngx_http_usage_rbuf_t *r);
+static void ngx_http_usage_state_loaded(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_log_t *log, const char *from);
+static void ngx_http_usage_state_counters_save(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_state_counters_t *c);
+static void ngx_http_usage_state_counters_restore(
+    ngx_http_usage_shctx_t *sh, ngx_http_usage_state_counters_t *c);
 static ngx_int_t ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_rbuf_t *r, ngx_uint_t apply);
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_pool_t *pool);
 static void ngx_http_usage_state_walk_counters(
     ngx_http_usage_state_ctx_t *ctx);
 static ngx_int_t ngx_http_usage_state_walk_types(
@@ -238,7 +264,7 @@ ngx_http_usage_state_restore(ngx_shm_zone_t *shm_zone,
          * after this copy stays in the old zone (and its last save) */
         data = ngx_http_usage_state_dump(old,
                                    (int64_t) tp->sec * 1000 + tp->msec, &len,
-                                   NULL);
+                                   NULL, NULL);
         if (data == NULL) {
             ngx_log_error(NGX_LOG_ALERT, shm_zone->shm.log, 0,
                           "usage zone \"%V\" was resized and its events "
@@ -474,7 +500,7 @@ ngx_http_usage_state_write_out(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
     ngx_gettimeofday(&t0);
 
-    data = ngx_http_usage_state_dump(zone, now, &len, &locked);
+    data = ngx_http_usage_state_dump(zone, now, &len, &locked, NULL);
     if (data == NULL) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage zone \"%V\": no memory to save state to \"%V\"",
@@ -555,7 +581,7 @@ ngx_http_usage_state_taken_over(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
 static u_char *
 ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
-    size_t *len, ngx_msec_t *locked)
+    size_t *len, ngx_msec_t *locked, ngx_http_usage_state_snapshot_t *snap)
 {
     size_t                          size;
     struct timeval                  t0, t1;
@@ -596,7 +622,7 @@ ngx_http_usage_state_dump(ngx_http_usage_zone_t *zone, int64_t now,
     ngx_http_usage_state_dump_entities(&w, sh);
     ngx_http_usage_state_dump_raw(&w, sh);
     ngx_http_usage_state_dump_ids(&w, sh);
-    ngx_http_usage_state_dump_fleet(&w, sh);
+    ngx_http_usage_state_dump_fleet(&w, sh, snap);
 
     h = (ngx_http_usage_state_header_t *) w.start;
 
@@ -890,7 +916,7 @@ ngx_http_usage_state_dump_ids(ngx_http_usage_wbuf_t *w,
 
 static void
 ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
-    ngx_http_usage_shctx_t *sh)
+    ngx_http_usage_shctx_t *sh, ngx_http_usage_state_snapshot_t *snap)
 {
     int64_t                  queued_from;
     uint32_t                 present, n;
@@ -905,7 +931,19 @@ ngx_http_usage_state_dump_fleet(ngx_http_usage_wbuf_t *w,
     }
 
     n = NGX_HTTP_USAGE_ORIGINS;
-    queued_from = ngx_http_usage_fleet_queued_from_locked(fleet);
+
+    if (snap) {
+        /* the queue is the writer's to ship, not a newcomer's */
+        queued_from = 0;
+        snap->origin = fleet->origin;
+        snap->read_ms = fleet->read_ms;
+        snap->read_seq = fleet->read_seq;
+        snap->epoch = fleet->epoch;
+        snap->events = sh->total;
+
+    } else {
+        queued_from = ngx_http_usage_fleet_queued_from_locked(fleet);
+    }
 
     ngx_http_usage_wval(w, fleet->origin);
     ngx_http_usage_wval(w, fleet->seq);
@@ -1097,6 +1135,54 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
     ngx_http_usage_shctx_t         *sh;
     ngx_http_usage_state_header_t  *h;
 
+    if (ngx_http_usage_state_check(zone, data, len, log, from, &r)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    h = (ngx_http_usage_state_header_t *) data;
+    sh = zone->sh;
+
+    ngx_http_usage_store_lock(zone);
+
+    (void) ngx_http_usage_state_walk(zone, &r, 1, NULL);
+
+    /*
+     * The data set goes on, one generation later: its id, its start time
+     * and its createdAt order.  An older generation still running (the
+     * old workers of a resize, the old binary of an upgrade) then never
+     * overwrites what this one saves.
+     */
+    sh->dataset = h->dataset;
+    sh->generation = h->generation + 1;
+    sh->start_time = h->start_time;
+    sh->last_created = h->last_created;
+    sh->saved_changes = sh->changes;
+
+    if (zone->state_file.len) {
+        sh->saved_at = h->saved_at;
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    ngx_http_usage_state_loaded(zone, &r, log, from);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The header, then a walk that only checks every record: NGX_OK leaves r
+ * at the first section, for the walk that applies them.
+ */
+
+static ngx_int_t
+ngx_http_usage_state_check(ngx_http_usage_zone_t *zone, u_char *data,
+    size_t len, ngx_log_t *log, const char *from, ngx_http_usage_rbuf_t *r)
+{
+    ngx_http_usage_state_header_t  *h;
+
     h = (ngx_http_usage_state_header_t *) data;
 
     if (len < sizeof(ngx_http_usage_state_header_t)
@@ -1137,51 +1223,39 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
         return NGX_DECLINED;
     }
 
-    r.pos = data + sizeof(ngx_http_usage_state_header_t);
-    r.end = data + len;
-    r.failed = 0;
-    r.version = h->version;
-    r.skipped = 0;
+    r->pos = data + sizeof(ngx_http_usage_state_header_t);
+    r->end = data + len;
+    r->failed = 0;
+    r->version = h->version;
+    r->skipped = 0;
 
-    if (ngx_http_usage_state_walk(zone, &r, 0) != NGX_OK) {
+    if (ngx_http_usage_state_walk(zone, r, 0, NULL) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "usage zone \"%V\": \"%s\" has an invalid record, "
                       "ignored: the store starts empty", &zone->name, from);
         return NGX_DECLINED;
     }
 
+    r->pos = data + sizeof(ngx_http_usage_state_header_t);
+    r->failed = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_usage_state_loaded(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_rbuf_t *r, ngx_log_t *log, const char *from)
+{
+    ngx_http_usage_shctx_t  *sh;
+
     sh = zone->sh;
 
-    ngx_http_usage_store_lock(zone);
-
-    r.pos = data + sizeof(ngx_http_usage_state_header_t);
-    r.failed = 0;
-
-    (void) ngx_http_usage_state_walk(zone, &r, 1);
-
-    /*
-     * The data set goes on, one generation later: its id, its start time
-     * and its createdAt order.  An older generation still running (the
-     * old workers of a resize, the old binary of an upgrade) then never
-     * overwrites what this one saves.
-     */
-    sh->dataset = h->dataset;
-    sh->generation = h->generation + 1;
-    sh->start_time = h->start_time;
-    sh->last_created = h->last_created;
-    sh->saved_changes = sh->changes;
-
-    if (zone->state_file.len) {
-        sh->saved_at = h->saved_at;
-    }
-
-    ngx_http_usage_store_unlock(zone);
-
-    if (r.skipped) {
+    if (r->skipped) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "usage zone \"%V\": %s: %ui records left out, their "
                       "names or metadata are not valid UTF-8 or JSON",
-                      &zone->name, from, r.skipped);
+                      &zone->name, from, r->skipped);
     }
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -1189,8 +1263,143 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
                   "window, %ui raw events, %ui entities, %ui buckets",
                   &zone->name, from, sh->total, sh->raw_count,
                   sh->entity_count, sh->bucket_count);
+}
+
+
+/*
+ * The fleet's snapshot of this zone, for Redis: the state file's format,
+ * without the ship queue, and where it stands in the stream.
+ */
+
+ngx_int_t
+ngx_http_usage_state_snapshot(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_state_snapshot_t *snap)
+{
+    if (zone->sh->fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    snap->data = ngx_http_usage_state_dump(zone, ngx_http_usage_now(),
+                                           &snap->len, &snap->locked, snap);
+
+    return snap->data ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * A new zone takes the fleet's snapshot in place of what it holds, which
+ * can only be its own events (it has read nothing yet): those the
+ * snapshot lacks come back with the stream, read from where the snapshot
+ * stands (ngx_http_usage_store_apply()).  The data set stays this zone's,
+ * and so do the counters of what this instance did.  NGX_DECLINED: a bad
+ * snapshot, or the zone started reading meanwhile.
+ */
+
+ngx_int_t
+ngx_http_usage_state_bootstrap(ngx_http_usage_zone_t *zone, u_char *data,
+    size_t len, ngx_log_t *log)
+{
+    uint64_t                        own_seq;
+    ngx_pool_t                     *pool;
+    ngx_http_usage_raw_t           *raw;
+    ngx_http_usage_rbuf_t           r;
+    ngx_http_usage_fleet_t         *fleet;
+    ngx_http_usage_shctx_t         *sh;
+    ngx_http_usage_state_header_t  *h;
+    ngx_http_usage_state_counters_t counters;
+
+    if (ngx_http_usage_state_check(zone, data, len, log, "the fleet's "
+                                   "snapshot", &r)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    h = (ngx_http_usage_state_header_t *) data;
+    sh = zone->sh;
+    fleet = sh->fleet;
+
+    if (h->version < 4 || fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_usage_store_lock(zone);
+
+    if (!fleet->boot) {
+        ngx_http_usage_store_unlock(zone);
+        ngx_destroy_pool(pool);
+        return NGX_DECLINED;
+    }
+
+    own_seq = fleet->seq;
+    ngx_http_usage_state_counters_save(sh, &counters);
+
+    ngx_http_usage_store_clear_locked(zone);
+    (void) ngx_http_usage_state_walk(zone, &r, 1, pool);
+
+    ngx_http_usage_state_counters_restore(sh, &counters);
+    ngx_http_usage_fleet_bootstrapped_locked(fleet, own_seq);
+
+    if (h->start_time < sh->start_time) {
+        sh->start_time = h->start_time;
+    }
+
+    sh->last_created = ngx_max(sh->last_created, h->last_created);
+
+    /* a re-published event older than the log may be in the aggregates */
+    if (ngx_queue_empty(&sh->raw)) {
+        fleet->evicted_created = sh->last_created;
+
+    } else {
+        raw = ngx_queue_data(ngx_queue_head(&sh->raw), ngx_http_usage_raw_t,
+                             queue);
+        fleet->evicted_created = raw->created - 1;
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    ngx_destroy_pool(pool);
+
+    ngx_http_usage_state_loaded(zone, &r, log, "the fleet's snapshot");
 
     return NGX_OK;
+}
+
+
+/* what this instance did, which a snapshot of another does not change */
+
+static void
+ngx_http_usage_state_counters_save(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_state_counters_t *c)
+{
+    c->recorded = sh->recorded;
+    c->duplicates = sh->duplicates;
+    c->raw_evicted = sh->raw_evicted;
+    c->raw_expired = sh->raw_expired;
+    c->buckets_evicted = sh->buckets_evicted;
+    c->buckets_expired = sh->buckets_expired;
+    c->ids_evicted = sh->ids_evicted;
+    c->dropped = sh->dropped;
+}
+
+
+static void
+ngx_http_usage_state_counters_restore(ngx_http_usage_shctx_t *sh,
+    ngx_http_usage_state_counters_t *c)
+{
+    sh->recorded = c->recorded;
+    sh->duplicates = c->duplicates;
+    sh->raw_evicted = c->raw_evicted;
+    sh->raw_expired = c->raw_expired;
+    sh->buckets_evicted = c->buckets_evicted;
+    sh->buckets_expired = c->buckets_expired;
+    sh->ids_evicted = c->ids_evicted;
+    sh->dropped = c->dropped;
 }
 
 
@@ -1205,7 +1414,7 @@ ngx_http_usage_state_load(ngx_http_usage_zone_t *zone, u_char *data,
 
 static ngx_int_t
 ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_rbuf_t *r, ngx_uint_t apply)
+    ngx_http_usage_rbuf_t *r, ngx_uint_t apply, ngx_pool_t *pool)
 {
     ngx_int_t                   rc;
     ngx_http_usage_state_ctx_t  ctx;
@@ -1215,6 +1424,7 @@ ngx_http_usage_state_walk(ngx_http_usage_zone_t *zone,
     ctx.zone = zone;
     ctx.r = r;
     ctx.apply = apply;
+    ctx.pool = pool;
 
     ngx_http_usage_state_walk_counters(&ctx);
 
@@ -1582,6 +1792,7 @@ ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
     uint8_t                   attached;
     uint16_t                  idl;
     uint32_t                  ei, ti, ml, span;
+    ngx_uint_t                ok;
     ngx_str_t                 name;
     ngx_http_usage_rbuf_t    *r;
     ngx_http_usage_bucket_t  *b;
@@ -1626,9 +1837,14 @@ ngx_http_usage_state_walk_event(ngx_http_usage_state_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if ((idl && ngx_http_usage_utf8_valid(rec.id.data, idl) != NGX_OK)
-        || !ngx_http_usage_json_object_ok(&rec.metadata, NULL))
-    {
+    ok = (idl == 0 || ngx_http_usage_utf8_valid(rec.id.data, idl) == NGX_OK)
+         && ngx_http_usage_json_object_ok(&rec.metadata, ctx->pool);
+
+    if (ctx->pool) {
+        ngx_reset_pool(ctx->pool);
+    }
+
+    if (!ok) {
         r->skipped++;
         return NGX_OK;
     }

@@ -117,6 +117,11 @@ static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_raw_t *raw, ngx_uint_t expired);
 static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx);
+static ngx_uint_t ngx_http_usage_apply_own_locked(
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_apply_t *entry);
+static ngx_uint_t ngx_http_usage_clear_entity_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_entity_t *entity);
+
 static ngx_http_usage_idx_t *ngx_http_usage_idx_lookup(
     ngx_http_usage_shctx_t *sh, uint64_t hash, ngx_str_t *entity,
     ngx_str_t *id);
@@ -1228,6 +1233,7 @@ ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
     if (fleet) {
         fleet->read_tail = (sh->recorded != 0 || sh->total != 0);
+        fleet->boot = !fleet->read_tail;
         sh->fleet = fleet;
     }
 
@@ -1279,10 +1285,45 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->republished = f->republished;
     st->republishing = (f->republish_to != 0);
     st->lag = f->lag;
+    st->boot = f->boot;
+    st->own_upto = f->own_upto;
+    st->snapshots = f->snapshots;
 
     ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
+}
+
+
+/* read without the lock: a status, which the next read may change */
+
+ngx_uint_t
+ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    return fleet && fleet->boot;
+}
+
+
+/* the fleet has no snapshot for a new zone: it reads the whole stream */
+
+void
+ngx_http_usage_store_boot_done(ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return;
+    }
+
+    ngx_http_usage_store_lock(zone);
+    fleet->boot = 0;
+    ngx_http_usage_store_unlock(zone);
 }
 
 
@@ -1404,6 +1445,10 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
         w = NULL;
         fleet->recheck_until = now + NGX_HTTP_USAGE_REPUBLISH_RECHECK;
 
+    } else if (entry->origin == fleet->origin) {
+        w = &fleet->own_window;
+        n = ngx_http_usage_apply_own_locked(fleet, entry);
+
     } else {
         w = ngx_http_usage_fleet_window_locked(fleet, entry->origin, now);
 
@@ -1477,6 +1522,34 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * This zone's own events that a snapshot replaced the store with, as the
+ * stream brings them: those up to own_upto, sorted first, that the
+ * snapshot did not have.  Its events come in the order of their seqs,
+ * so one past own_upto means that every earlier one has come.
+ */
+
+static ngx_uint_t
+ngx_http_usage_apply_own_locked(ngx_http_usage_fleet_t *fleet,
+    ngx_http_usage_apply_t *entry)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < entry->n; i++) {
+        if (entry->recs[i].seq <= fleet->own_upto) {
+            entry->recs[n++] = entry->recs[i];
+
+        } else {
+            fleet->own_upto = 0;
+        }
+    }
+
+    return n;
 }
 
 
@@ -1575,6 +1648,106 @@ ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone, uint64_t read_ms,
     fleet->refused += refused;
 
     ngx_http_usage_store_unlock(zone);
+}
+
+
+/*
+ * Empties the store, for a snapshot of the fleet to take its place: the
+ * raw events leave as an eviction takes them, then the buckets, series,
+ * entities, types and client ids, and the ring starts over with a new
+ * log epoch (no cursor of the old log is taken for one of the new).  The
+ * fleet's part (origin, seq, ship queue) stays as it is.
+ */
+
+void
+ngx_http_usage_store_clear_locked(ngx_http_usage_zone_t *zone)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_shctx_t   *sh;
+
+    sh = zone->sh;
+
+    while (!ngx_queue_empty(&sh->raw)) {
+        q = ngx_queue_head(&sh->raw);
+        ngx_http_usage_raw_remove_locked(zone,
+                          ngx_queue_data(q, ngx_http_usage_raw_t, queue), 0);
+    }
+
+    while (!ngx_queue_empty(&sh->lru)) {
+        q = ngx_queue_head(&sh->lru);
+
+        if (!ngx_http_usage_clear_entity_locked(zone,
+                          ngx_queue_data(q, ngx_http_usage_entity_t, lru)))
+        {
+            break;                  /* never: nothing holds it any more */
+        }
+    }
+
+    while (!ngx_queue_empty(&sh->types_order)) {
+        q = ngx_queue_head(&sh->types_order);
+
+        /* every hour of its total is past a window that ends then */
+        ngx_http_usage_type_expire_locked(zone,
+                          ngx_queue_data(q, ngx_http_usage_type_t, order),
+                          INT64_MAX);
+
+        if (ngx_queue_head(&sh->types_order) == q) {
+            break;
+        }
+    }
+
+    while (!ngx_queue_empty(&sh->ids_order)) {
+        q = ngx_queue_head(&sh->ids_order);
+        ngx_http_usage_idx_free_locked(zone,
+                          ngx_queue_data(q, ngx_http_usage_idx_t, queue));
+    }
+
+    sh->ring_head = sh->ring;
+    sh->ring_tail = sh->ring;
+    sh->ring_wrap = NULL;
+    sh->ring_used = 0;
+    sh->log_epoch = (uint32_t) ngx_random();
+    ngx_memzero(sh->skip_head, sizeof(sh->skip_head));
+    ngx_memzero(sh->skip_tail, sizeof(sh->skip_tail));
+
+    sh->total = 0;
+    sh->type_cursor = NULL;
+    ngx_memzero(sh->minute_start, sizeof(sh->minute_start));
+    ngx_memzero(sh->minute_count, sizeof(sh->minute_count));
+
+    if (sh->fleet) {
+        sh->fleet->evicted_created = 0;
+    }
+}
+
+
+/* an entity without raw events: its buckets, series and itself go */
+
+static ngx_uint_t
+ngx_http_usage_clear_entity_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_entity_t *entity)
+{
+    ngx_queue_t              *q;
+    ngx_http_usage_series_t  *series;
+
+    while (!ngx_queue_empty(&entity->series)) {
+        q = ngx_queue_head(&entity->series);
+        series = ngx_queue_data(q, ngx_http_usage_series_t, queue);
+
+        while (!ngx_queue_empty(&series->buckets)) {
+            ngx_http_usage_bucket_free_locked(zone, series,
+                          ngx_queue_data(ngx_queue_head(&series->buckets),
+                                         ngx_http_usage_bucket_t, queue));
+        }
+
+        ngx_http_usage_series_release_locked(zone, series);
+
+        if (ngx_queue_head(&entity->series) == q) {
+            return 0;
+        }
+    }
+
+    return ngx_http_usage_entity_release_locked(zone, entity);
 }
 
 

@@ -82,6 +82,14 @@
 #define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
 
 
+/* what /metrics counts of the fleet's snapshots (ngx_http_usage_snapshot.c) */
+typedef struct {
+    ngx_atomic_t                 written;
+    ngx_atomic_t                 failures;     /* writes and loads */
+    ngx_atomic_t                 trimmed;      /* stream entries */
+} ngx_http_usage_snapshot_shm_t;
+
+
 /*
  * The sync engine's state of a zone (ngx_http_usage_sync.c), shared by
  * the workers and changed with atomic operations only: which worker talks
@@ -99,6 +107,7 @@ typedef struct {
     ngx_atomic_t                 connects;
     ngx_atomic_t                 failures;
     ngx_atomic_t                 since;        /* unix ms of the state */
+    ngx_http_usage_snapshot_shm_t  snapshots;
 } ngx_http_usage_sync_shm_t;
 
 
@@ -245,6 +254,9 @@ typedef struct {
     uint64_t                     republished;
     ngx_uint_t                   republishing;
     uint64_t                     lag;          /* ms */
+    ngx_uint_t                   boot;         /* waits for a snapshot */
+    uint64_t                     own_upto;
+    uint64_t                     snapshots;    /* loaded */
 } ngx_http_usage_fleet_status_t;
 
 
@@ -288,6 +300,8 @@ ngx_uint_t ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone,
     uint64_t origin, uint64_t seq);
 ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now);
+ngx_uint_t ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone);
+void ngx_http_usage_store_boot_done(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
     uint64_t read_ms, uint64_t read_seq, ngx_uint_t foreign,
     ngx_uint_t refused);

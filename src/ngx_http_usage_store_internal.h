@@ -388,6 +388,7 @@ ngx_int_t ngx_http_usage_copy_raw(ngx_pool_t *pool,
     ngx_http_usage_record_t *rec, ngx_http_usage_raw_t *raw);
 
 /* used by the state file loader to rebuild a store, lock held */
+void ngx_http_usage_store_clear_locked(ngx_http_usage_zone_t *zone);
 ngx_http_usage_entity_t *ngx_http_usage_entity_hold_locked(
     ngx_http_usage_zone_t *zone, ngx_str_t *name, int64_t now);
 ngx_http_usage_series_t *ngx_http_usage_series_get_locked(

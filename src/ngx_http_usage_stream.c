@@ -176,6 +176,15 @@ ngx_http_usage_stream_stop(ngx_http_usage_stream_t *st)
 }
 
 
+/* a new zone knows now where in the stream it starts */
+
+void
+ngx_http_usage_stream_resume(ngx_http_usage_stream_t *st)
+{
+    ngx_http_usage_stream_read(st);
+}
+
+
 /* a stopping worker: its ticks ship, the stream's own timer is gone */
 
 void
@@ -508,10 +517,13 @@ ngx_http_usage_stream_read(ngx_http_usage_stream_t *st)
 
     if (st->reading || !st->active
         || st->reader.state != NGX_HTTP_USAGE_REDIS_READY
-        || ngx_http_usage_store_fleet_status(st->zone, &fs) != NGX_OK)
+        || ngx_http_usage_store_fleet_status(st->zone, &fs) != NGX_OK
+        || fs.boot)
     {
         return;
     }
+
+    st->own_upto = fs.own_upto;
 
     if (fs.read_tail && fs.read_ms == 0 && fs.read_seq == 0) {
         argv[0] = "XREVRANGE"; lens[0] = 9;
@@ -699,9 +711,10 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
         return NGX_OK;
     }
 
-    if (origin == st->origin) {
+    if (origin == st->origin && (st->own_upto == 0 || republished)) {
         /* this zone's own events, stored here when they were accepted,
-         * or those it published again: it has them */
+         * or those it published again: it has them (unless a snapshot
+         * replaced the store since) */
         ngx_http_usage_store_skip(st->zone, ms, seq, 0, 0);
         return NGX_OK;
     }

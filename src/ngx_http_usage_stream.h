@@ -59,6 +59,8 @@ typedef struct {
     size_t                         size;
 
     uint64_t                       origin;     /* this zone's */
+    uint64_t                       own_upto;   /* the zone's, at the last
+                                                  XREAD */
     ngx_uint_t                     reading;    /* a read is awaited */
     ngx_uint_t                     active;
     int64_t                        warned;     /* ms, of the last [warn] */
@@ -80,6 +82,9 @@ void ngx_http_usage_stream_stop(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_up(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_flush(ngx_http_usage_stream_t *st);
 void ngx_http_usage_stream_down(ngx_http_usage_stream_t *st);
+
+/* a new zone's snapshot is loaded, or there is none: read from there */
+void ngx_http_usage_stream_resume(ngx_http_usage_stream_t *st);
 
 /* Redis lost the stream: read it again from the position reset */
 void ngx_http_usage_stream_lost(ngx_http_usage_stream_t *st);

@@ -35,6 +35,9 @@
 #include "ngx_http_usage_wire.h"
 
 
+/* bytes of stream=: the keys beside it must fit their buffers */
+#define NGX_HTTP_USAGE_SYNC_STREAM_MAX 256
+
 /* a holder that has not ticked for this long is taken over */
 #define NGX_HTTP_USAGE_SYNC_STALE      3000
 
@@ -52,12 +55,15 @@ typedef struct {
     ngx_http_usage_sync_shm_t   *shm;
     ngx_http_usage_redis_t       redis;
     ngx_http_usage_stream_t      stream;
+    ngx_http_usage_snapshot_t    snapshot;
     ngx_event_t                  tick;
     ngx_atomic_uint_t            generation;   /* of this worker's cycle */
     ngx_uint_t                   owner;
     ngx_msec_t                   checked;      /* the last PING sent */
     ngx_uint_t                   checking;
     ngx_uint_t                   proposing;    /* a SET NX GET awaited */
+    ngx_uint_t                   epoch_ok;     /* the zone has Redis's
+                                                  epoch, on this connection */
     uint64_t                     proposed;     /* the epoch of SET NX GET */
 
     /* the zone's read position when a check found the zone's epoch: an
@@ -74,6 +80,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_usage_sync_conf_t *sc);
+static ngx_int_t ngx_http_usage_sync_key(ngx_conf_t *cf, ngx_str_t *key,
+    ngx_str_t *stream, const char *suffix);
 static ngx_int_t ngx_http_usage_sync_invalid(ngx_conf_t *cf,
     ngx_str_t *value);
 static ngx_int_t ngx_http_usage_sync_address(ngx_conf_t *cf,
@@ -142,6 +150,7 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_set(&sc->stream, "usage:events");
     sc->name = cf->cycle->hostname;
     sc->interval = 1000;
+    sc->snapshots.interval = 60000;
     sc->streaming.maxlen = 1000000;
     sc->streaming.batch = 256;
     sc->redis.timeout = 2000;
@@ -178,13 +187,25 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_sprintf(sc->redis.client_name.data, "usage:%V", &sc->name);
 
-    sc->epoch_key.len = sc->stream.len + sizeof(":epoch") - 1;
-    sc->epoch_key.data = ngx_pnalloc(cf->pool, sc->epoch_key.len);
-    if (sc->epoch_key.data == NULL) {
+    /* the snapshot's chunk keys take the stream's name and 128 more */
+    if (sc->stream.len > NGX_HTTP_USAGE_SYNC_STREAM_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "usage_sync: stream= takes %d bytes at most",
+                           NGX_HTTP_USAGE_SYNC_STREAM_MAX);
         return NGX_CONF_ERROR;
     }
 
-    ngx_sprintf(sc->epoch_key.data, "%V:epoch", &sc->stream);
+    if (ngx_http_usage_sync_key(cf, &sc->epoch_key, &sc->stream, ":epoch")
+           != NGX_OK
+        || ngx_http_usage_sync_key(cf, &sc->snapshots.key, &sc->stream,
+                                   ":snapshot")
+           != NGX_OK
+        || ngx_http_usage_sync_key(cf, &sc->snapshots.lease, &sc->stream,
+                                   ":snapshot:lease")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     /* the name is the zone's as usage_zone declares it, size unknown here */
     sc->shm_zone = ngx_shared_memory_add(cf, &sc->zone_name, 0,
@@ -285,6 +306,16 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
         return ngx_http_usage_sync_time(cf, value, 9, &sc->interval);
     }
 
+    if (ngx_http_usage_sync_is("snapshot=")) {
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            sc->snapshots.interval = 0;
+            return NGX_OK;
+        }
+
+        return ngx_http_usage_sync_time(cf, value, 9,
+                                        &sc->snapshots.interval);
+    }
+
     if (ngx_http_usage_sync_is("timeout=")) {
         return ngx_http_usage_sync_time(cf, value, 8, &sc->redis.timeout);
     }
@@ -321,6 +352,28 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
 #undef ngx_http_usage_sync_is
 
     return ngx_http_usage_sync_invalid(cf, value);
+}
+
+
+/* <stream><suffix>: a key of the sync's beside the stream */
+
+static ngx_int_t
+ngx_http_usage_sync_key(ngx_conf_t *cf, ngx_str_t *key, ngx_str_t *stream,
+    const char *suffix)
+{
+    size_t  len;
+
+    len = ngx_strlen(suffix);
+
+    key->len = stream->len + len;
+    key->data = ngx_pnalloc(cf->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(key->data, stream->data, stream->len), suffix, len);
+
+    return NGX_OK;
 }
 
 
@@ -637,6 +690,11 @@ ngx_http_usage_sync_init_worker(ngx_cycle_t *cycle)
             continue;
         }
 
+        ngx_http_usage_snapshot_init(&sync->snapshot, &sc[i]->snapshots,
+                                     &sync->shm->snapshots, &sc[i]->stream,
+                                     &sc[i]->epoch_key, zone, &sync->redis,
+                                     &sync->stream, cycle->log);
+
         sync->tick.handler = ngx_http_usage_sync_tick;
         sync->tick.data = sync;
         sync->tick.log = cycle->log;
@@ -703,6 +761,10 @@ ngx_http_usage_sync_tick(ngx_event_t *ev)
             && ngx_current_msec - sync->checked >= sync->conf->interval)
         {
             ngx_http_usage_sync_check(sync);
+        }
+
+        if (sync->epoch_ok) {
+            ngx_http_usage_snapshot_tick(&sync->snapshot);
         }
     }
 
@@ -1049,6 +1111,12 @@ ngx_http_usage_sync_new_epoch(ngx_http_usage_sync_t *sync, uint64_t epoch,
     rc = ngx_http_usage_store_epoch(sync->zone, epoch, intact,
                                     ngx_http_usage_now(), &previous);
 
+    if (rc != NGX_DECLINED && !sync->epoch_ok) {
+        /* a new zone learns at once where in the stream it starts */
+        sync->epoch_ok = 1;
+        ngx_http_usage_snapshot_tick(&sync->snapshot);
+    }
+
     if (rc == NGX_DONE) {
         sync->verified_ms = 0;
         sync->verified_seq = 0;
@@ -1095,6 +1163,7 @@ ngx_http_usage_sync_up(ngx_http_usage_redis_t *rd)
 
     /* the epoch first: a lost stream is known before anything is read */
     sync->checking = 0;
+    sync->epoch_ok = 0;
     ngx_http_usage_sync_propose(sync);
 
     ngx_http_usage_stream_up(&sync->stream);
@@ -1109,7 +1178,9 @@ ngx_http_usage_sync_down(ngx_http_usage_redis_t *rd)
     sync = rd->data;
 
     sync->checking = 0;
+    sync->epoch_ok = 0;
     ngx_http_usage_stream_down(&sync->stream);
+    ngx_http_usage_snapshot_down(&sync->snapshot);
 
     /* a release at exit or on a reload is not a failure */
     if (rd->stopped) {
@@ -1163,10 +1234,19 @@ ngx_http_usage_sync_status(ngx_http_usage_zone_t *zone,
 
     st->conf = zone->sync;
     st->state = shm->state;
+
+    if (st->state == NGX_HTTP_USAGE_SYNC_OK
+        && ngx_http_usage_store_booting(zone))
+    {
+        st->state = NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING;
+    }
     st->owner = (ngx_pid_t) shm->owner;
     st->rtt = shm->rtt;
     st->connects = shm->connects;
     st->failures = shm->failures;
+    st->snapshots_written = shm->snapshots.written;
+    st->snapshot_failures = shm->snapshots.failures;
+    st->trimmed = shm->snapshots.trimmed;
     st->since = shm->since;
 
     return NGX_OK;
@@ -1181,6 +1261,8 @@ ngx_http_usage_sync_state_name(ngx_uint_t state)
         return "ok";
     case NGX_HTTP_USAGE_SYNC_DEGRADED:
         return "degraded";
+    case NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING:
+        return "bootstrapping";
     default:
         return "connecting";
     }

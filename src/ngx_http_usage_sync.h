@@ -17,12 +17,17 @@
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_redis.h"
 #include "ngx_http_usage_stream.h"
+#include "ngx_http_usage_snapshot.h"
 
 
 /* the sync state of a zone, as /ready, /info and /metrics name it */
 #define NGX_HTTP_USAGE_SYNC_CONNECTING  0     /* never connected yet */
 #define NGX_HTTP_USAGE_SYNC_OK          1
 #define NGX_HTTP_USAGE_SYNC_DEGRADED    2     /* lost, or refused */
+#define NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING  3  /* connected, a new zone that
+                                                 has not yet loaded the
+                                                 fleet's snapshot (or
+                                                 learnt there is none) */
 
 
 typedef struct {
@@ -41,6 +46,7 @@ typedef struct {
                                                   0: a quarter of the zone */
     ngx_http_usage_stream_conf_t streaming;    /* stream= name= maxlen=
                                                   batch= */
+    ngx_http_usage_snapshot_conf_t snapshots;  /* snapshot= */
 
 #if (NGX_SSL)
     ngx_flag_t                   tls;
@@ -55,6 +61,9 @@ typedef struct {
     ngx_msec_t                   rtt;
     uint64_t                     connects;
     uint64_t                     failures;
+    uint64_t                     snapshots_written;
+    uint64_t                     snapshot_failures;
+    uint64_t                     trimmed;
     int64_t                      since;        /* ms, of the state */
     ngx_http_usage_sync_conf_t  *conf;
 } ngx_http_usage_sync_status_t;
