@@ -414,6 +414,7 @@ ngx_http_usage_fleet_bootstrapped_locked(ngx_http_usage_fleet_t *fleet,
     }
 
     fleet->boot = 0;
+    fleet->partial = 0;
     fleet->snapshots++;
 }
 

@@ -121,6 +121,11 @@ typedef struct {
     uint64_t                     own_upto;
     ngx_http_usage_window_t      own_window;   /* the snapshot's, of them */
 
+    /* the zone read a trimmed stream without a snapshot of what was
+     * trimmed: it lacks events, and writes no snapshot (not saved: a
+     * restart from the state file forgets it) */
+    ngx_uint_t                   partial;
+
     /* counters for /metrics */
     uint64_t                     epochs;       /* losses of the stream */
     uint64_t                     republished;  /* events published again */

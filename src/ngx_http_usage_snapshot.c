@@ -171,6 +171,7 @@ ngx_http_usage_snapshot_tick(ngx_http_usage_snapshot_t *snap)
     if (snap->conf->interval == 0
         || ngx_current_msec - snap->tried < snap->conf->interval
         || fs.republishing
+        || fs.partial
         || fs.lag > snap->conf->interval
         || (fs.read_ms == snap->written_ms && fs.read_seq == snap->written_seq))
     {
@@ -386,18 +387,33 @@ ngx_http_usage_snapshot_loaded(ngx_http_usage_snapshot_t *snap)
 
 
 /*
- * No snapshot to start from: the zone reads the stream from its start,
- * which holds the fleet's whole history unless it was trimmed with no
- * snapshot written (the fleet began without snapshots, or lost them).
+ * No snapshot to start from: the zone reads the stream from where it
+ * stands (its start, for a new one), which holds the fleet's whole
+ * history unless it was trimmed with no snapshot written (the fleet
+ * began without snapshots, or lost them).
  */
 
 static void
 ngx_http_usage_snapshot_none(ngx_http_usage_snapshot_t *snap,
     const char *why)
 {
-    ngx_log_error(NGX_LOG_NOTICE, snap->log, 0,
-                  "usage sync: zone \"%V\" reads stream \"%V\" from its "
-                  "start: %s", &snap->zone->name, snap->stream_key, why);
+    ngx_http_usage_fleet_status_t  fs;
+
+    if (ngx_http_usage_store_fleet_status(snap->zone, &fs) == NGX_OK
+        && (fs.read_ms || fs.read_seq))
+    {
+        ngx_log_error(NGX_LOG_WARN, snap->log, 0,
+                      "usage sync: zone \"%V\" reads on in stream \"%V\" "
+                      "from %uL-%uL, without the entries trimmed: %s",
+                      &snap->zone->name, snap->stream_key, fs.read_ms,
+                      fs.read_seq, why);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, snap->log, 0,
+                      "usage sync: zone \"%V\" reads stream \"%V\" from "
+                      "its start: %s", &snap->zone->name, snap->stream_key,
+                      why);
+    }
 
     snap->tries = 0;
 

@@ -1288,6 +1288,7 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->boot = f->boot;
     st->own_upto = f->own_upto;
     st->snapshots = f->snapshots;
+    st->partial = f->partial;
 
     ngx_http_usage_store_unlock(zone);
 
@@ -1305,6 +1306,54 @@ ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone)
     fleet = zone->sh->fleet;
 
     return fleet && fleet->boot;
+}
+
+
+/*
+ * The stream lost entries after the zone's position (trimmed while the
+ * instance was away): the zone waits for the fleet's snapshot again, as a
+ * new one.  NGX_DECLINED: it waits already.
+ */
+
+ngx_int_t
+ngx_http_usage_store_boot_again(ngx_http_usage_zone_t *zone)
+{
+    ngx_int_t                rc;
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_usage_store_lock(zone);
+
+    rc = fleet->boot ? NGX_DECLINED : NGX_OK;
+    fleet->boot = 1;
+
+    ngx_http_usage_store_unlock(zone);
+
+    return rc;
+}
+
+
+/* the zone knows it lacks events of the fleet: it writes no snapshot */
+
+void
+ngx_http_usage_store_partial(ngx_http_usage_zone_t *zone)
+{
+    ngx_http_usage_fleet_t  *fleet;
+
+    fleet = zone->sh->fleet;
+
+    if (fleet == NULL) {
+        return;
+    }
+
+    ngx_http_usage_store_lock(zone);
+    fleet->partial = 1;
+    ngx_http_usage_store_unlock(zone);
 }
 
 

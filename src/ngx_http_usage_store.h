@@ -257,6 +257,7 @@ typedef struct {
     ngx_uint_t                   boot;         /* waits for a snapshot */
     uint64_t                     own_upto;
     uint64_t                     snapshots;    /* loaded */
+    ngx_uint_t                   partial;      /* lacks trimmed events */
 } ngx_http_usage_fleet_status_t;
 
 
@@ -302,6 +303,8 @@ ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now);
 ngx_uint_t ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_boot_done(ngx_http_usage_zone_t *zone);
+ngx_int_t ngx_http_usage_store_boot_again(ngx_http_usage_zone_t *zone);
+void ngx_http_usage_store_partial(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_skip(ngx_http_usage_zone_t *zone,
     uint64_t read_ms, uint64_t read_seq, ngx_uint_t foreign,
     ngx_uint_t refused);

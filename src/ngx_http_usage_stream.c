@@ -63,6 +63,11 @@ static void ngx_http_usage_stream_acked(ngx_http_usage_stream_t *st);
 static void ngx_http_usage_stream_reader_up(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_stream_reader_down(ngx_http_usage_redis_t *rd);
 static void ngx_http_usage_stream_read(ngx_http_usage_stream_t *st);
+static void ngx_http_usage_stream_check(ngx_http_usage_stream_t *st);
+static void ngx_http_usage_stream_checked(ngx_http_usage_redis_t *rd,
+    void *data, redisReply *reply);
+static ngx_int_t ngx_http_usage_stream_first(redisReply *info, uint64_t *ms,
+    uint64_t *seq);
 static void ngx_http_usage_stream_tail(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
 static void ngx_http_usage_stream_got(ngx_http_usage_redis_t *rd,
@@ -181,6 +186,9 @@ ngx_http_usage_stream_stop(ngx_http_usage_stream_t *st)
 void
 ngx_http_usage_stream_resume(ngx_http_usage_stream_t *st)
 {
+    /* where it stands now may be trimmed too */
+    st->checked = 0;
+
     ngx_http_usage_stream_read(st);
 }
 
@@ -484,6 +492,7 @@ ngx_http_usage_stream_reader_up(ngx_http_usage_redis_t *rd)
 
     st = rd->data;
     st->reading = 0;
+    st->checked = 0;
 
     ngx_http_usage_stream_read(st);
 }
@@ -525,6 +534,11 @@ ngx_http_usage_stream_read(ngx_http_usage_stream_t *st)
 
     st->own_upto = fs.own_upto;
 
+    if (!st->checked && !fs.read_tail) {
+        ngx_http_usage_stream_check(st);
+        return;
+    }
+
     if (fs.read_tail && fs.read_ms == 0 && fs.read_seq == 0) {
         argv[0] = "XREVRANGE"; lens[0] = 9;
         argv[1] = (const char *) st->conf->key.data;
@@ -563,6 +577,141 @@ ngx_http_usage_stream_read(ngx_http_usage_stream_t *st)
     {
         st->reading = 1;
     }
+}
+
+
+/*
+ * XINFO STREAM <key>, once a connection, before the first XREAD: entries
+ * were trimmed (fewer than were ever added) and the first one left is
+ * past the zone's position, so entries after it may be gone unread (the
+ * instance was away longer than a snapshot interval, or new and the
+ * stream older than its snapshots).  The zone loads the fleet's snapshot
+ * again; when none can be loaded, it reads on, lacking them, and writes
+ * no snapshot (docs/FLEET.md).
+ */
+
+static void
+ngx_http_usage_stream_check(ngx_http_usage_stream_t *st)
+{
+    size_t       lens[3];
+    const char  *argv[3];
+
+    argv[0] = "XINFO"; lens[0] = 5;
+    argv[1] = "STREAM"; lens[1] = 6;
+    argv[2] = (const char *) st->conf->key.data;
+    lens[2] = st->conf->key.len;
+
+    if (ngx_http_usage_redis_send(&st->reader, 3, argv, lens,
+                                  ngx_http_usage_stream_checked, st)
+        == NGX_OK)
+    {
+        st->reading = 1;
+    }
+}
+
+
+static void
+ngx_http_usage_stream_checked(ngx_http_usage_redis_t *rd, void *data,
+    redisReply *reply)
+{
+    uint64_t                        ms, seq;
+    ngx_http_usage_stream_t        *st;
+    ngx_http_usage_fleet_status_t   fs;
+
+    st = data;
+    st->reading = 0;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    st->checked = 1;
+
+    /* an error: no stream yet, nothing was trimmed */
+    if (reply->type != REDIS_REPLY_ARRAY
+        || ngx_http_usage_store_fleet_status(st->zone, &fs) != NGX_OK
+        || ngx_http_usage_stream_first(reply, &ms, &seq) != NGX_OK
+        || ms < fs.read_ms || (ms == fs.read_ms && seq <= fs.read_seq))
+    {
+        st->rebooted = 0;
+        ngx_http_usage_stream_read(st);
+        return;
+    }
+
+    if (!st->rebooted) {
+        st->rebooted = 1;
+
+        if (ngx_http_usage_store_boot_again(st->zone) == NGX_OK) {
+            ngx_log_error(NGX_LOG_WARN, st->log, 0,
+                          "usage sync: stream \"%V\" was trimmed: its first "
+                          "entry %uL-%uL is past %uL-%uL, where zone \"%V\" "
+                          "stands: it loads the fleet's snapshot",
+                          &st->conf->key, ms, seq, fs.read_ms, fs.read_seq,
+                          &st->zone->name);
+            return;
+        }
+    }
+
+    ngx_http_usage_store_partial(st->zone);
+
+    ngx_log_error(NGX_LOG_WARN, st->log, 0,
+                  "usage sync: zone \"%V\" lacks the entries of stream "
+                  "\"%V\" trimmed before %uL-%uL, and no snapshot had them: "
+                  "it writes no snapshot", &st->zone->name, &st->conf->key,
+                  ms, seq);
+
+    ngx_http_usage_stream_read(st);
+}
+
+
+/* the stream's first entry, if any was ever trimmed from it */
+
+static ngx_int_t
+ngx_http_usage_stream_first(redisReply *info, uint64_t *ms, uint64_t *seq)
+{
+    size_t       i;
+    int64_t      length, added;
+    redisReply  *name, *value;
+
+    length = -1;
+    added = -1;
+    *ms = 0;
+    *seq = 0;
+
+    for (i = 0; i + 1 < info->elements; i += 2) {
+        name = info->element[i];
+        value = info->element[i + 1];
+
+        if (name->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+#define ngx_http_usage_field_is(s)                                           \
+    (name->len == sizeof(s) - 1 && ngx_strncmp(name->str, s, name->len) == 0)
+
+        if (ngx_http_usage_field_is("length")
+            && value->type == REDIS_REPLY_INTEGER)
+        {
+            length = value->integer;
+
+        } else if (ngx_http_usage_field_is("entries-added")
+                   && value->type == REDIS_REPLY_INTEGER)
+        {
+            added = value->integer;
+
+        } else if (ngx_http_usage_field_is("recorded-first-entry-id")) {
+            (void) ngx_http_usage_stream_id(value, ms, seq);
+        }
+
+#undef ngx_http_usage_field_is
+    }
+
+    /* before Redis 7.0 neither is told: nothing is known to be missing */
+    if (length < 0 || added <= length || (*ms == 0 && *seq == 0)) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -62,6 +62,12 @@ typedef struct {
     uint64_t                       own_upto;   /* the zone's, at the last
                                                   XREAD */
     ngx_uint_t                     reading;    /* a read is awaited */
+    ngx_uint_t                     checked;    /* the position, against
+                                                  the stream's trimming,
+                                                  on this connection */
+    ngx_uint_t                     rebooted;   /* it asked for a snapshot
+                                                  since it found the
+                                                  stream trimmed */
     ngx_uint_t                     active;
     int64_t                        warned;     /* ms, of the last [warn] */
     int64_t                        wait_warned;

@@ -28,12 +28,13 @@ my $redis = Test::UsageRedis->new(args => ['--stream-node-max-entries', '4']);
 my $stream = 'usage:events';
 
 sub conf {
-	my ($name, $extra) = @_;
+	my ($name, $extra, $zone_extra) = @_;
 	$extra //= '';
+	$zone_extra //= '';
 	my $addr = $redis->addr;
 	return <<"EOF";
 http {
-    usage_zone zone=usage:4m;
+    usage_zone zone=usage:4m $zone_extra;
     usage_sync zone=usage redis=$addr name=$name interval=200ms snapshot=1s batch=4 $extra;
 
     server {
@@ -144,9 +145,47 @@ ok(wait_until(sub { converged([$a, $b, $c], @entities) }, 10),
 	or diag(join "\n", differences([$a, $b, $c], @entities));
 
 ###############################################################################
+# an instance away while the stream was trimmed past its position: at its
+# restart from its state file, it loads the snapshot again
+
+my $g = Test::Usage->new();
+mkdir $g->dir . '/state';
+chmod 0777, $g->dir . '/state';    # workers run as nobody under root
+$g->write_config(conf('g', '',
+	'state=%%TESTDIR%%/state/usage.state'))->run();
+ok(wait_until(sub { total($g) == $created }, 10), 'g joins and catches up');
+$g->stop();
+ok(!$g->alive, 'g stopped, its state file saved');
+
+my $before = xinfo()->{'recorded-first-entry-id'} // '0-0';
+for my $i (1 .. 3) {
+	for my $j (1 .. 20) {
+		$created += post($j % 2 ? $a : $b, $entities[$j % 4]);
+	}
+	sleep 1.2;                    # a snapshot each time, and a trim
+}
+ok(wait_until(sub {
+	(xinfo()->{'recorded-first-entry-id'} // '0-0') ne $before
+}, 10), 'meanwhile the stream was trimmed again');
+
+$g->run();
+ok(wait_until(sub {
+	$g->read_file('error.log') =~ /was trimmed: its first entry \d+-\d+ is past \d+-\d+, where zone "usage" stands: it loads the fleet's snapshot/
+}, 10), 'g: its position is gone from the stream, logged');
+ok(wait_until(sub { total($g) == $created }, 10),
+	"g counts every event again (" . total($g) . " of $created)");
+ok(wait_until(sub { converged([$a, $g], @entities) }, 10),
+	'g answers what a answers')
+	or diag(join "\n", differences([$a, $g], @entities));
+is(metric($g, 'usage_sync_snapshots_loaded_total'), 1,
+	'metrics: g loaded a snapshot at its restart');
+
+###############################################################################
 # a corrupted chunk: refused, retried, then the stream from its start
 
 # idle: no newer snapshot replaces the one corrupted
+ok(wait_until(sub { total($g) == $created && total($c) == $created }, 10),
+	'every instance has every event');
 sleep 2;
 $manifest = $redis->cmd('GET', "$stream:snapshot") // '';
 my ($gen) = $manifest =~ /gen=(\S+)/;
@@ -167,6 +206,9 @@ cmp_ok(metric($d, 'usage_sync_snapshot_failures_total'), '>=', 3,
 ok(wait_until(sub { total($d) > 0 }, 10), 'd applies what the stream holds');
 cmp_ok(total($d), '<', $created,
 	'd lacks the trimmed events, as the stream lost them (' . total($d) . ')');
+ok(wait_until(sub {
+	$d->read_file('error.log') =~ /zone "usage" lacks the entries of stream "usage:events" trimmed before \d+-\d+, and no snapshot had them: it writes no snapshot/
+}, 10), 'd: it knows, and says it writes no snapshot');
 is(metric($d, 'usage_sync_snapshots_loaded_total'), 0,
 	'nothing half-loaded: d loaded no snapshot');
 
@@ -188,6 +230,6 @@ ok(wait_until(sub {
 }, 10), 'f: a snapshot of another epoch is ignored');
 
 
-$_->finish() for $a, $b, $c, $d, $e, $f;
+$_->finish() for $a, $b, $c, $d, $e, $f, $g;
 
 done_testing();
