@@ -972,7 +972,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* docs.html */
     { ngx_string("text/html; charset=utf-8"), sizeof("text/html") - 1,
-      ngx_string("\"68bc52fe267a03ab\""),
+      ngx_string("\"f9c44fa362f7a9f8\""),
       ngx_string("default-src 'none'; style-src 'sha256-vMrJiHPMhgP3QB7d0EGo9yECA5wrTzh+r7HOc9kIm90='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
       ngx_string(
           "<!DOCTYPE html>\n"
@@ -5620,8 +5620,9 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           ">draining</code></td><td></td></tr>\n"
           "<tr><td class=\"n\" style=\"padding-left:1.7em\"><code>sync</code></td><"
           "td>one of <code>ok</code>, <code>connecting</code>, <code>degraded</code"
-          "></td><td><p>With <code>usage_sync</code>; never makes the answer 503.</"
-          "p>\n"
+          ">, <code>bootstrapping</code></td><td><p>With <code>usage_sync</code>; o"
+          "nly <code>bootstrapping</code> (a new instance loading the fleet's snaps"
+          "hot) makes the answer 503.</p>\n"
           "</td></tr>\n"
           "</table>\n"
           "</section>\n"
@@ -5635,7 +5636,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "/td><td></td></tr>\n"
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>state</code> <b>*"
           "</b></td><td>one of <code>ok</code>, <code>connecting</code>, <code>degr"
-          "aded</code></td><td></td></tr>\n"
+          "aded</code>, <code>bootstrapping</code></td><td></td></tr>\n"
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>instance</code> <"
           "b>*</b></td><td>string</td><td></td></tr>\n"
           "<tr><td class=\"n\" style=\"padding-left:0.5em\"><code>redis</code> <b>*"
@@ -6157,7 +6158,7 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
 
     /* openapi.json */
     { ngx_string("application/json; charset=utf-8"), sizeof("application/json") - 1,
-      ngx_string("\"8dfd0258c595b01c\""),
+      ngx_string("\"8d65e29ccc24eec5\""),
       ngx_null_string,
       ngx_string(
           "{\n"
@@ -9156,9 +9157,11 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "                \"enum\": [\"ok\", \"unavailable\"]\n"
           "              },\n"
           "              \"sync\": {\n"
-          "                \"enum\": [\"ok\", \"connecting\", \"degraded\"],\n"
-          "                \"description\": \"With `usage_sync`; never makes the an"
-          "swer 503.\"\n"
+          "                \"enum\": [\"ok\", \"connecting\", \"degraded\", \"boots"
+          "trapping\"],\n"
+          "                \"description\": \"With `usage_sync`; only `bootstrappin"
+          "g` (a new instance loading the fleet's snapshot) makes the answer 503.\""
+          "\n"
           "              }\n"
           "            }\n"
           "          }\n"
@@ -9182,7 +9185,8 @@ static ngx_http_usage_asset_t  ngx_http_usage_assets[] = {
           "        \"additionalProperties\": false,\n"
           "        \"properties\": {\n"
           "          \"state\": {\n"
-          "            \"enum\": [\"ok\", \"connecting\", \"degraded\"]\n"
+          "            \"enum\": [\"ok\", \"connecting\", \"degraded\", \"bootstrap"
+          "ping\"]\n"
           "          },\n"
           "          \"since\": {\n"
           "            \"type\": [\"string\", \"null\"],\n"
