@@ -29,6 +29,7 @@
 #include "ngx_http_usage_scope.h"
 #include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_position.h"
+#include "ngx_http_usage_ack.h"
 #include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_cursor.h"
 #include "ngx_http_usage_entities.h"
@@ -62,6 +63,8 @@ static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r,
     ngx_http_client_body_handler_pt body_handler);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
+static void ngx_http_usage_post_answer(ngx_http_request_t *r,
+    ngx_http_usage_record_t *rec, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_list_events(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_cursor_arg(ngx_http_request_t *r,
@@ -418,7 +421,6 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_uint_t                  format;
     ngx_str_t                   body, error, scope;
-    ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_limits_t     limits;
     ngx_http_usage_record_t     rec;
@@ -493,7 +495,34 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     rec.origin = 0;
     rec.seq = 0;
 
+    if (zone->ack_timeout) {
+        ngx_http_usage_ack_post(r, zone, &rec, ngx_http_usage_post_answer);
+        return;
+    }
+
     rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
+
+    ngx_http_usage_post_answer(r, &rec, rc);
+}
+
+
+/*
+ * The answer to a POST of one event, once the store (or, with ack=redis,
+ * Redis) said what became of it: 201, 200 for a client id stored already,
+ * or the error; it finalizes the request.
+ */
+
+static void
+ngx_http_usage_post_answer(ngx_http_request_t *r,
+    ngx_http_usage_record_t *rec, ngx_int_t rc)
+{
+    ngx_str_t                   error;
+    ngx_http_usage_out_t        out;
+    ngx_http_usage_zone_t      *zone;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+    zone = ulcf->api_zone->data;
 
     if (rc == NGX_HTTP_USAGE_LIMIT_TYPES || rc == NGX_HTTP_USAGE_LIMIT_SHARE) {
         ngx_http_finalize_request(r,
@@ -512,34 +541,44 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
         return;
     }
 
+    if (rc == NGX_HTTP_USAGE_UNSYNCED) {
+        ngx_str_set(&error, "Redis did not take the event in time "
+                    "(usage_sync ack=redis): it was not stored; send it "
+                    "again, with an id to make the retry safe");
+        ngx_http_finalize_request(r,
+               ngx_http_usage_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "SYNC_UNAVAILABLE", &error));
+        return;
+    }
+
     if (rc != NGX_OK && rc != NGX_HTTP_USAGE_DUPLICATE) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    if (ngx_http_usage_position_answer(r, &rec) != NGX_OK
+    if (ngx_http_usage_position_answer(r, rec) != NGX_OK
         || ngx_http_usage_reply_begin(r, &out, 1,
-                             384 + rec.entity.len + rec.type.len
-                             + rec.id.len + rec.metadata.len)
+                             384 + rec->entity.len + rec->type.len
+                             + rec->id.len + rec->metadata.len)
            != NGX_OK)
     {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    if (rc == NGX_HTTP_USAGE_DUPLICATE && rec.evicted) {
+    if (rc == NGX_HTTP_USAGE_DUPLICATE && rec->evicted) {
         /* recorded inside the window, but no longer in the raw log */
         ngx_http_usage_out_lit(&out, "{\"id\":");
-        ngx_http_usage_out_string(&out, rec.id.data, rec.id.len);
+        ngx_http_usage_out_string(&out, rec->id.data, rec->id.len);
         ngx_http_usage_out_lit(&out, ",\"entityId\":");
-        ngx_http_usage_out_string(&out, rec.entity.data, rec.entity.len);
+        ngx_http_usage_out_string(&out, rec->entity.data, rec->entity.len);
         ngx_http_usage_out_lit(&out, ",\"alreadyRecorded\":true,"
                                "\"note\":\"This id was already recorded for "
                                "this entity; the event itself is no longer in "
                                "the raw event log\"}}");
 
     } else {
-        ngx_http_usage_out_event(&out, &rec);
+        ngx_http_usage_out_event(&out, rec);
         ngx_http_usage_out_lit(&out, "}");
     }
 

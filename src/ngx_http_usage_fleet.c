@@ -26,6 +26,9 @@
 
 static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
     ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
+static size_t ngx_http_usage_fleet_copy_locked(
+    ngx_http_usage_fleet_t *fleet, u_char *dst, u_char *record, size_t n,
+    uint64_t seq, ngx_http_usage_ship_batch_t *batch);
 static void ngx_http_usage_fleet_republish_locked(
     ngx_http_usage_fleet_t *fleet, int64_t from, int64_t now);
 
@@ -110,6 +113,87 @@ drop:
 }
 
 
+ngx_int_t
+ngx_http_usage_fleet_hold_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created, int64_t deadline, int64_t now)
+{
+    ngx_http_usage_held_t  *h;
+
+    h = &fleet->held[(fleet->seq + 1) & (NGX_HTTP_USAGE_PENDING - 1)];
+
+    /*
+     * A slot is free again once its POST has its answer (or is gone) and
+     * nothing more of it is to be shipped; one still held is never given
+     * up: its event would ship as an ordinary one, never stored here.
+     */
+    if (h->seq != 0
+        && (h->state == NGX_HTTP_USAGE_HELD
+            || h->seq > fleet->acked_seq
+            || (!h->answered
+                && now <= h->deadline + NGX_HTTP_USAGE_HELD_KEEP)))
+    {
+        return NGX_BUSY;
+    }
+
+    if (fleet->queued_bytes + ngx_http_usage_wire_size(rec)
+        > fleet->queue_max)
+    {
+        return NGX_BUSY;
+    }
+
+    if (ngx_http_usage_fleet_enqueue_locked(shpool, fleet, rec, created)
+        != NGX_OK)
+    {
+        fleet->dropped--;           /* not stored: nothing was dropped */
+        return NGX_BUSY;
+    }
+
+    h->seq = rec->seq;
+    h->deadline = deadline;
+    h->state = NGX_HTTP_USAGE_HELD;
+    h->answered = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_http_usage_held_t *
+ngx_http_usage_fleet_held_locked(ngx_http_usage_fleet_t *fleet, uint64_t seq)
+{
+    ngx_http_usage_held_t  *h;
+
+    if (fleet->held == NULL) {
+        return NULL;
+    }
+
+    h = &fleet->held[seq & (NGX_HTTP_USAGE_PENDING - 1)];
+
+    return (h->seq == seq) ? h : NULL;
+}
+
+
+void
+ngx_http_usage_fleet_refused_locked(ngx_http_usage_fleet_t *fleet,
+    int64_t now)
+{
+    ngx_uint_t              i;
+    ngx_http_usage_held_t  *h;
+
+    if (fleet->held == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_USAGE_PENDING; i++) {
+        h = &fleet->held[i];
+
+        if (h->seq && h->state == NGX_HTTP_USAGE_HELD && h->deadline < now) {
+            h->state = NGX_HTTP_USAGE_HELD_VOID;
+        }
+    }
+}
+
+
 /* 1: the caller logs the drop now; the check is under the lock */
 
 ngx_uint_t
@@ -174,6 +258,7 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
     batch->count = 0;
     batch->first_seq = 0;
     batch->last_seq = 0;
+    batch->deadline = 0;
 
     /*
      * The hint holds while the record it follows is not acknowledged: its
@@ -201,8 +286,9 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
                     return;
                 }
 
-                ngx_memcpy(buf + batch->len, b->data + pos, n);
-                batch->len += n;
+                batch->len += ngx_http_usage_fleet_copy_locked(fleet,
+                                  buf + batch->len, b->data + pos, n, seq,
+                                  batch);
 
                 if (batch->count++ == 0) {
                     batch->first_seq = seq;
@@ -218,6 +304,36 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
             pos += n;
         }
     }
+}
+
+
+/*
+ * One queued record into a batch: as it is, unless it is an ack=redis
+ * event, whose deadline the batch then carries, or one withdrawn, of
+ * which only the seq goes (so that the origin's seqs have no hole).
+ */
+
+static size_t
+ngx_http_usage_fleet_copy_locked(ngx_http_usage_fleet_t *fleet, u_char *dst,
+    u_char *record, size_t n, uint64_t seq, ngx_http_usage_ship_batch_t *batch)
+{
+    ngx_http_usage_held_t  *h;
+
+    h = ngx_http_usage_fleet_held_locked(fleet, seq);
+
+    if (h && h->state == NGX_HTTP_USAGE_HELD_VOID) {
+        return ngx_http_usage_wire_void(dst, seq);
+    }
+
+    if (h && h->state == NGX_HTTP_USAGE_HELD
+        && (batch->deadline == 0 || h->deadline < batch->deadline))
+    {
+        batch->deadline = h->deadline;
+    }
+
+    ngx_memcpy(dst, record, n);
+
+    return n;
 }
 
 

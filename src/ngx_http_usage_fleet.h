@@ -35,6 +35,30 @@ typedef struct {
 } ngx_http_usage_origin_t;
 
 
+/*
+ * ack=redis: the events whose POST waits for Redis are queued, not
+ * stored, until Redis has them; each has a slot, by its seq, that says
+ * where it stands.  A power of 2: events in flight at once, at most.
+ */
+#define NGX_HTTP_USAGE_PENDING       8192
+
+/* how long past its deadline a slot waits for its POST to look */
+#define NGX_HTTP_USAGE_HELD_KEEP     10000
+
+#define NGX_HTTP_USAGE_HELD          1     /* queued, not stored here */
+#define NGX_HTTP_USAGE_HELD_STORED   2     /* stored: Redis had it */
+#define NGX_HTTP_USAGE_HELD_VOID     3     /* withdrawn: stored nowhere,
+                                              shipped as a void record */
+
+typedef struct {
+    uint64_t                     seq;          /* 0: a free slot */
+    int64_t                      deadline;     /* ms: Redis takes it only
+                                                  until then */
+    uint32_t                     state;
+    uint32_t                     answered;     /* its POST has its answer */
+} ngx_http_usage_held_t;
+
+
 typedef struct ngx_http_usage_ship_block_s  ngx_http_usage_ship_block_t;
 
 struct ngx_http_usage_ship_block_s {
@@ -139,6 +163,12 @@ typedef struct {
     uint64_t                     snapshots;    /* loaded from Redis */
     int64_t                      drop_warned;  /* ms, of the last [error] */
 
+    /* ack=redis only, NULL without: NGX_HTTP_USAGE_PENDING slots */
+    ngx_http_usage_held_t       *held;
+    uint64_t                     ack_voided;   /* POSTs answered 503 */
+    uint64_t                     ack_ambiguous; /* of those, events that
+                                                   Redis had all the same */
+
     ngx_http_usage_origin_t      origins[NGX_HTTP_USAGE_ORIGINS];
 } ngx_http_usage_fleet_t;
 
@@ -168,6 +198,22 @@ ngx_uint_t ngx_http_usage_fleet_drop_warn(ngx_http_usage_fleet_t *fleet,
 void ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
     uint64_t after, ngx_uint_t max, u_char *buf, size_t len,
     ngx_http_usage_ship_batch_t *batch);
+
+/*
+ * ack=redis: queues rec, received at created, without storing it, and
+ * gives it a slot that Redis must take it by deadline.  NGX_BUSY: the
+ * queue or the slots are full, nothing is queued.
+ */
+ngx_int_t ngx_http_usage_fleet_hold_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created, int64_t deadline, int64_t now);
+ngx_http_usage_held_t *ngx_http_usage_fleet_held_locked(
+    ngx_http_usage_fleet_t *fleet, uint64_t seq);
+
+/* Redis refused a batch at its time now (local ms): what it held whose
+ * deadline has passed is withdrawn */
+void ngx_http_usage_fleet_refused_locked(ngx_http_usage_fleet_t *fleet,
+    int64_t now);
 
 /* Redis holds the records up to seq: they leave the queue */
 void ngx_http_usage_fleet_ack_locked(ngx_slab_pool_t *shpool,

@@ -653,6 +653,16 @@ static ngx_http_usage_fleet_metric_t  ngx_http_usage_fleet_metrics[] = {
       "Events published again after Redis lost the stream",
       offsetof(ngx_http_usage_fleet_status_t, republished) },
 
+    { "usage_sync_ack_withdrawn_total", "counter",
+      "POSTs answered 503 with ack=redis: Redis did not take their events "
+      "in time, and they were not stored",
+      offsetof(ngx_http_usage_fleet_status_t, ack_voided) },
+
+    { "usage_sync_ack_ambiguous_total", "counter",
+      "Of those, events Redis took all the same (its answer came too "
+      "late): stored by the fleet, though their POST was answered 503",
+      offsetof(ngx_http_usage_fleet_status_t, ack_ambiguous) },
+
     { "usage_sync_snapshots_loaded_total", "counter",
       "Snapshots of the fleet that replaced this new zone's store",
       offsetof(ngx_http_usage_fleet_status_t, snapshots) },

@@ -142,6 +142,9 @@ typedef struct {
 
     /* the X-Usage-Position a read waited for (ngx_http_usage_position.c) */
     void                        *position;
+
+    /* the event a POST waits for Redis to take (ngx_http_usage_ack.c) */
+    void                        *ack;
 } ngx_http_usage_ctx_t;
 
 

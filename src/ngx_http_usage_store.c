@@ -117,6 +117,10 @@ static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_raw_t *raw, ngx_uint_t expired);
 static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx);
+static void ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins);
+static ngx_int_t ngx_http_usage_hold_bounds_locked(
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
 static ngx_uint_t ngx_http_usage_apply_own_locked(
     ngx_http_usage_fleet_t *fleet, ngx_http_usage_apply_t *entry);
 static ngx_uint_t ngx_http_usage_clear_entity_locked(
@@ -896,16 +900,7 @@ ngx_http_usage_insert_bounds_locked(ngx_http_usage_zone_t *zone,
                                       offsetof(ngx_http_usage_type_t, len));
     ins->series = type ? ngx_http_usage_series_find(entity, type) : NULL;
 
-    if (rec->time >= ngx_http_usage_floor(ins->now, NGX_HTTP_USAGE_MINUTE)
-                     - zone->minute_span)
-    {
-        ins->span = NGX_HTTP_USAGE_MINUTE;
-
-    } else {
-        ins->span = NGX_HTTP_USAGE_HOUR;
-    }
-
-    ins->start = ngx_http_usage_floor(rec->time, (int64_t) ins->span);
+    ngx_http_usage_insert_span(zone, ins);
 
     if (ins->remote) {
         return NGX_OK;
@@ -1223,18 +1218,30 @@ ngx_http_usage_store_fleet_init(ngx_http_usage_zone_t *zone, ngx_log_t *log)
 
     ngx_http_usage_store_lock(zone);
 
-    if (sh->fleet) {
-        sh->fleet->queue_max = zone->ship_max;
-        ngx_http_usage_store_unlock(zone);
-        return NGX_OK;
-    }
-
-    fleet = ngx_http_usage_fleet_create_locked(zone->shpool, zone->ship_max);
+    fleet = sh->fleet;
 
     if (fleet) {
-        fleet->read_tail = (sh->recorded != 0 || sh->total != 0);
-        fleet->boot = !fleet->read_tail;
-        sh->fleet = fleet;
+        fleet->queue_max = zone->ship_max;
+
+    } else {
+        fleet = ngx_http_usage_fleet_create_locked(zone->shpool,
+                                                   zone->ship_max);
+        if (fleet) {
+            fleet->read_tail = (sh->recorded != 0 || sh->total != 0);
+            fleet->boot = !fleet->read_tail;
+            sh->fleet = fleet;
+        }
+    }
+
+    /* ack=redis, also turned on by a reload: kept once made (a slot may
+     * still be held when it is turned off again) */
+    if (fleet && zone->ack_timeout && fleet->held == NULL) {
+        fleet->held = ngx_slab_calloc_locked(zone->shpool,
+                                             NGX_HTTP_USAGE_PENDING
+                                             * sizeof(ngx_http_usage_held_t));
+        if (fleet->held == NULL) {
+            fleet = NULL;
+        }
     }
 
     ngx_http_usage_store_unlock(zone);
@@ -1289,10 +1296,210 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
     st->own_upto = f->own_upto;
     st->snapshots = f->snapshots;
     st->partial = f->partial;
+    st->ack_voided = f->ack_voided;
+    st->ack_ambiguous = f->ack_ambiguous;
 
     ngx_http_usage_store_unlock(zone);
 
     return NGX_OK;
+}
+
+
+/*
+ * ack=redis: an event queued for Redis, not stored, until Redis has it
+ * (ngx_http_usage_store_held()).  Its client id is checked first: a
+ * repeat is answered as stored (NGX_HTTP_USAGE_DUPLICATE, rec then holds
+ * the stored event).  Its createdAt is fixed now.  NGX_BUSY: no room to
+ * hold it (the queue, or too many waiting); NGX_DECLINED: too large.
+ */
+
+ngx_int_t
+ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_record_t *rec, int64_t now)
+{
+    ngx_int_t                 rc;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_shctx_t   *sh;
+    ngx_http_usage_insert_t   ins;
+
+    sh = zone->sh;
+    fleet = sh->fleet;
+
+    if (fleet == NULL || fleet->held == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_usage_insert_init(zone, &ins, rec, now);
+
+    if (ins.size > ngx_http_usage_store_event_max(zone)) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_usage_store_lock(zone);
+
+    ngx_http_usage_expire_locked(zone, now);
+
+    rc = rec->id.len ? ngx_http_usage_insert_duplicate_locked(zone, pool, &ins)
+                     : NGX_DECLINED;
+
+    if (rc == NGX_DECLINED) {
+        rec->created = ngx_max(now, sh->last_created);
+
+        if (!rec->has_time) {
+            rec->time = rec->created;
+        }
+
+        rc = ngx_http_usage_hold_bounds_locked(zone, &ins);
+    }
+
+    if (rc == NGX_OK) {
+        sh->last_created = rec->created;
+
+        rc = ngx_http_usage_fleet_hold_locked(zone->shpool, fleet, rec,
+                                              rec->created,
+                                              now + zone->ack_timeout, now);
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    return rc;
+}
+
+
+/* the bucket an event's time falls in: a minute, or an hour if older */
+
+static void
+ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    if (ins->rec->time
+        >= ngx_http_usage_floor(ins->now, NGX_HTTP_USAGE_MINUTE)
+           - zone->minute_span)
+    {
+        ins->span = NGX_HTTP_USAGE_MINUTE;
+
+    } else {
+        ins->span = NGX_HTTP_USAGE_HOUR;
+    }
+
+    ins->start = ngx_http_usage_floor(ins->rec->time, (int64_t) ins->span);
+}
+
+
+/*
+ * The entity's bounds for an event held for Redis, as an insert checks
+ * them, with nothing changed: once Redis has the event the fleet stores
+ * it, whatever the bounds say then.
+ */
+
+static ngx_int_t
+ngx_http_usage_hold_bounds_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins)
+{
+    ngx_int_t                 rc;
+    ngx_http_usage_type_t    *type;
+    ngx_http_usage_entity_t  *entity;
+
+    entity = ngx_http_usage_entity_lookup(zone->sh, &ins->rec->entity);
+
+    if (entity == NULL) {
+        return NGX_OK;
+    }
+
+    type = ngx_http_usage_type_lookup(zone->sh, &ins->rec->type);
+    ins->series = type ? ngx_http_usage_series_find(entity, type) : NULL;
+
+    ngx_http_usage_insert_span(zone, ins);
+
+    rc = ngx_http_usage_entity_room(zone, entity, ins->series, ins->start,
+                                    ins->span);
+
+    if (rc != NGX_OK) {
+        zone->sh->entity_limited++;
+    }
+
+    return rc;
+}
+
+
+/*
+ * Where an event held for Redis stands.  NGX_AGAIN: Redis has not
+ * answered yet.  NGX_OK: stored, now that Redis has it, or by the reader
+ * that saw it come back first; NGX_HTTP_USAGE_DUPLICATE: Redis has it,
+ * and so had the zone an event of its client id (rec holds that one).
+ * NGX_DECLINED: withdrawn, stored nowhere: its deadline passed ("late",
+ * margin ms after it) or Redis refused it.
+ */
+
+ngx_int_t
+ngx_http_usage_store_held(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_record_t *rec, int64_t now, ngx_msec_t margin)
+{
+    ngx_int_t                 rc;
+    ngx_http_usage_held_t    *h;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_insert_t   ins;
+
+    fleet = zone->sh->fleet;
+
+    ngx_http_usage_store_lock(zone);
+
+    h = ngx_http_usage_fleet_held_locked(fleet, rec->seq);
+
+    if (h == NULL) {
+        rc = NGX_ERROR;             /* never: a held slot stays */
+
+    } else if (h->state == NGX_HTTP_USAGE_HELD_STORED) {
+        rc = NGX_OK;
+
+    } else if (h->state == NGX_HTTP_USAGE_HELD && fleet->acked_seq >= h->seq)
+    {
+        ngx_http_usage_insert_init(zone, &ins, rec, now);
+        ins.remote = 1;             /* its createdAt, fixed when held */
+
+        rc = ngx_http_usage_insert_locked(zone, pool, &ins);
+
+        if (rc != NGX_HTTP_USAGE_DUPLICATE) {
+            /* Redis and the fleet have it: a 201, even if the zone is
+             * too full to store it here */
+            rc = NGX_OK;
+        }
+
+        h->state = NGX_HTTP_USAGE_HELD_STORED;
+
+    } else if (h->state == NGX_HTTP_USAGE_HELD
+               && now < h->deadline + (int64_t) margin)
+    {
+        rc = NGX_AGAIN;
+
+    } else {
+        h->state = NGX_HTTP_USAGE_HELD_VOID;
+        fleet->ack_voided++;
+        rc = NGX_DECLINED;
+    }
+
+    if (h && rc != NGX_AGAIN) {
+        h->answered = 1;
+    }
+
+    ngx_http_usage_store_unlock(zone);
+
+    return rc;
+}
+
+
+/* Redis refused a batch past its deadline; now: Redis's time, local ms */
+
+void
+ngx_http_usage_store_ship_refused(ngx_http_usage_zone_t *zone, int64_t now)
+{
+    if (zone->sh->fleet == NULL) {
+        return;
+    }
+
+    ngx_http_usage_store_lock(zone);
+    ngx_http_usage_fleet_refused_locked(zone->sh->fleet, now);
+    ngx_http_usage_store_unlock(zone);
 }
 
 
@@ -1495,7 +1702,7 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
         fleet->recheck_until = now + NGX_HTTP_USAGE_REPUBLISH_RECHECK;
 
     } else if (entry->origin == fleet->origin) {
-        w = &fleet->own_window;
+        w = NULL;
         n = ngx_http_usage_apply_own_locked(fleet, entry);
 
     } else {
@@ -1504,6 +1711,11 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
         if (w == NULL) {
             n = 0;                  /* origin 0 names none */
         }
+    }
+
+    /* a withdrawn event's seq is no hole in its origin's sequence */
+    for (i = 0; w && i < entry->nvoids; i++) {
+        ngx_http_usage_window_mark(w, entry->voids[i]);
     }
 
     for (i = 0; i < n; i++) {
@@ -1575,26 +1787,51 @@ ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
 
 
 /*
- * This zone's own events that a snapshot replaced the store with, as the
- * stream brings them: those up to own_upto, sorted first, that the
- * snapshot did not have.  Its events come in the order of their seqs,
- * so one past own_upto means that every earlier one has come.
+ * This zone's own events, as the stream brings them back: those it has
+ * not stored, sorted first.  An ack=redis event whose POST did not store
+ * it (Redis answered after the deadline of the POST, or it was
+ * withdrawn, 503, while Redis had it after all: counted); or, after a
+ * snapshot replaced the store, one up to own_upto that the snapshot did
+ * not have.  Its events come in the order of their seqs, so one past
+ * own_upto means that every earlier one has come.
  */
 
 static ngx_uint_t
 ngx_http_usage_apply_own_locked(ngx_http_usage_fleet_t *fleet,
     ngx_http_usage_apply_t *entry)
 {
-    ngx_uint_t  i, n;
+    uint64_t                seq;
+    ngx_uint_t              i, n, keep;
+    ngx_http_usage_held_t  *h;
 
     n = 0;
 
     for (i = 0; i < entry->n; i++) {
-        if (entry->recs[i].seq <= fleet->own_upto) {
-            entry->recs[n++] = entry->recs[i];
+        seq = entry->recs[i].seq;
+        h = ngx_http_usage_fleet_held_locked(fleet, seq);
+        keep = 0;
 
-        } else {
+        if (h && h->state != NGX_HTTP_USAGE_HELD_STORED) {
+            if (h->state == NGX_HTTP_USAGE_HELD_VOID) {
+                fleet->ack_ambiguous++;
+            }
+
+            h->state = NGX_HTTP_USAGE_HELD_STORED;
+            keep = 1;
+
+        } else if (seq <= fleet->own_upto
+                   && !ngx_http_usage_window_seen(&fleet->own_window, seq))
+        {
+            ngx_http_usage_window_mark(&fleet->own_window, seq);
+            keep = 1;
+        }
+
+        if (seq > fleet->own_upto) {
             fleet->own_upto = 0;
+        }
+
+        if (keep) {
+            entry->recs[n++] = entry->recs[i];
         }
     }
 

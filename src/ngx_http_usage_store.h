@@ -152,6 +152,9 @@ typedef struct {
     void                        *sync;         /* its usage_sync, or NULL
                                                   (ngx_http_usage_sync.h) */
     size_t                       ship_max;     /* usage_sync buffer= */
+    ngx_msec_t                   ack_timeout;  /* usage_sync ack=redis:
+                                                  how long a POST waits for
+                                                  Redis; 0: it does not */
 
     ngx_str_t                    state_file;   /* full path, or empty */
     ngx_msec_t                   state_interval;
@@ -197,6 +200,10 @@ typedef struct {
     int64_t                      start;        /* its data set's, or 0 */
     ngx_http_usage_record_t     *recs;         /* with their seqs */
     ngx_uint_t                   n;
+    uint64_t                    *voids;        /* seqs of withdrawn events
+                                                  (ack=redis): no event,
+                                                  their window marks them */
+    ngx_uint_t                   nvoids;
     uint64_t                     read_ms;      /* the entry's id: the */
     uint64_t                     read_seq;     /* position once applied */
     ngx_uint_t                   refused;      /* its records that were
@@ -228,6 +235,9 @@ typedef struct {
     uint64_t                     first_seq;
     uint64_t                     last_seq;
     int64_t                      start;        /* the data set's start */
+    int64_t                      deadline;     /* ack=redis: the earliest
+                                                  of its events' (local
+                                                  ms), 0: none */
 } ngx_http_usage_ship_batch_t;
 
 
@@ -258,6 +268,8 @@ typedef struct {
     uint64_t                     own_upto;
     uint64_t                     snapshots;    /* loaded */
     ngx_uint_t                   partial;      /* lacks trimmed events */
+    uint64_t                     ack_voided;
+    uint64_t                     ack_ambiguous;
 } ngx_http_usage_fleet_status_t;
 
 
@@ -301,6 +313,13 @@ ngx_uint_t ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone,
     uint64_t origin, uint64_t seq);
 ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now);
+ngx_int_t ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now);
+ngx_int_t ngx_http_usage_store_held(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now,
+    ngx_msec_t margin);
+void ngx_http_usage_store_ship_refused(ngx_http_usage_zone_t *zone,
+    int64_t now);
 ngx_uint_t ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone);
 void ngx_http_usage_store_boot_done(ngx_http_usage_zone_t *zone);
 ngx_int_t ngx_http_usage_store_boot_again(ngx_http_usage_zone_t *zone);

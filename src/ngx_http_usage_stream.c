@@ -40,6 +40,19 @@
 #define NGX_HTTP_USAGE_STREAM_BUF       (1024 * 1024)
 
 
+/*
+ * ack=redis: KEYS[1] the stream, ARGV[1] the deadline (Redis's ms),
+ * ARGV[2] MAXLEN, then the XADD's fields.  TIME in a script is allowed
+ * since Redis 7.0 (effects are replicated, not the script).
+ */
+static const char  ngx_http_usage_stream_deadline_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if now > tonumber(ARGV[1]) then return {0, now} end\n"
+    "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',\n"
+    "                  unpack(ARGV, 3))\n";
+
+
 typedef struct {
     redisReply                  *v;
     redisReply                  *k;
@@ -56,6 +69,13 @@ static ngx_int_t ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st,
     const char *kind, ngx_http_usage_ship_batch_t *b, uint64_t ack);
 static void ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
+static void ngx_http_usage_stream_time(ngx_http_usage_stream_t *st);
+static void ngx_http_usage_stream_timed(ngx_http_usage_redis_t *rd,
+    void *data, redisReply *reply);
+static ngx_int_t ngx_http_usage_stream_eval(ngx_http_usage_stream_t *st,
+    const char **xadd, size_t *xadd_lens, int64_t deadline);
+static void ngx_http_usage_stream_late(ngx_http_usage_stream_t *st,
+    redisReply *reply);
 static ngx_int_t ngx_http_usage_stream_wait(ngx_http_usage_stream_t *st);
 static void ngx_http_usage_stream_waited(ngx_http_usage_redis_t *rd,
     void *data, redisReply *reply);
@@ -208,8 +228,75 @@ ngx_http_usage_stream_up(ngx_http_usage_stream_t *st)
     /* from the oldest event Redis did not confirm */
     st->sent = 0;
     st->acks_n = 0;
+    st->skip = 0;
 
     ngx_http_usage_republish_rewind(st->zone);
+
+    if (st->conf->ack) {
+        /* the deadlines are in Redis's clock: nothing ships before it is
+         * known */
+        st->clock_known = 0;
+        ngx_http_usage_stream_time(st);
+        return;
+    }
+
+    ngx_http_usage_stream_send(st);
+}
+
+
+/* TIME: how far Redis's clock is from this host's, at every connect */
+
+static void
+ngx_http_usage_stream_time(ngx_http_usage_stream_t *st)
+{
+    size_t       len;
+    const char  *argv;
+
+    argv = "TIME";
+    len = 4;
+
+    if (ngx_http_usage_redis_send(st->cmd, 1, &argv, &len,
+                                  ngx_http_usage_stream_timed, st)
+        != NGX_OK)
+    {
+        ngx_http_usage_redis_fail(st->cmd, NULL);
+    }
+}
+
+
+static void
+ngx_http_usage_stream_timed(ngx_http_usage_redis_t *rd, void *data,
+    redisReply *reply)
+{
+    int64_t                   redis;
+    ngx_http_usage_stream_t  *st;
+
+    st = data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_http_usage_redis_unexpected(rd, "TIME", reply);
+        return;
+    }
+
+    redis = ngx_atoof((u_char *) reply->element[0]->str,
+                      reply->element[0]->len) * 1000
+            + ngx_atoof((u_char *) reply->element[1]->str,
+                        reply->element[1]->len) / 1000;
+
+    /*
+     * Redis read its clock between the TIME's sending and now: taking
+     * now errs on the early side (by the round trip at most), so that a
+     * deadline is never later in Redis's clock than in this host's
+     */
+    st->clock = redis - ngx_http_usage_now();
+    st->clock_known = 1;
 
     ngx_http_usage_stream_send(st);
 }
@@ -239,6 +326,7 @@ ngx_http_usage_stream_down(ngx_http_usage_stream_t *st)
 {
     st->sent = 0;
     st->acks_n = 0;
+    st->skip = 0;
 }
 
 
@@ -270,7 +358,8 @@ ngx_http_usage_stream_send(ngx_http_usage_stream_t *st)
     ngx_http_usage_ship_batch_t  b;
 
     while (st->cmd->state == NGX_HTTP_USAGE_REDIS_READY
-           && st->acks_n < NGX_HTTP_USAGE_STREAM_INFLIGHT)
+           && st->acks_n < NGX_HTTP_USAGE_STREAM_INFLIGHT
+           && (!st->conf->ack || st->clock_known))
     {
         if (ngx_http_usage_store_ship_pending(st->zone, st->sent)) {
 
@@ -350,8 +439,10 @@ ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st, const char *kind,
 #undef ngx_http_usage_arg
 
     /* formatted into the connection's buffer: buf is free again */
-    if (ngx_http_usage_redis_send(st->cmd, 20, argv, lens,
-                                  ngx_http_usage_stream_sent, st)
+    if ((b->deadline
+         ? ngx_http_usage_stream_eval(st, argv, lens, b->deadline)
+         : ngx_http_usage_redis_send(st->cmd, 20, argv, lens,
+                                     ngx_http_usage_stream_sent, st))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -366,6 +457,43 @@ ngx_http_usage_stream_xadd(ngx_http_usage_stream_t *st, const char *kind,
         = ack;
 
     return NGX_OK;
+}
+
+
+/*
+ * A batch with events whose POSTs wait (ack=redis): Redis adds it only
+ * until the earliest of their deadlines, in its own clock, so that one
+ * sent before a POST gave up never lands after it (a Redis that stalls,
+ * or that runs what its socket buffered once it resumes).  The XADD's
+ * arguments follow the script's: EVAL <script> 1 <stream> <deadline>
+ * <maxlen> <fields>.
+ */
+
+static ngx_int_t
+ngx_http_usage_stream_eval(ngx_http_usage_stream_t *st, const char **xadd,
+    size_t *xadd_lens, int64_t deadline)
+{
+    u_char       until[NGX_INT64_LEN];
+    size_t       lens[20];
+    ngx_uint_t   i;
+    const char  *argv[20];
+
+    argv[0] = "EVAL"; lens[0] = 4;
+    argv[1] = ngx_http_usage_stream_deadline_script;
+    lens[1] = sizeof(ngx_http_usage_stream_deadline_script) - 1;
+    argv[2] = "1"; lens[2] = 1;
+    argv[3] = xadd[1]; lens[3] = xadd_lens[1];
+    argv[4] = (const char *) until;
+    lens[4] = ngx_sprintf(until, "%L", deadline + st->clock) - until;
+    argv[5] = xadd[4]; lens[5] = xadd_lens[4];
+
+    /* the fields: "v" "1" ... "e" <records> */
+    for (i = 6; i < 20; i++) {
+        argv[i] = xadd[i]; lens[i] = xadd_lens[i];
+    }
+
+    return ngx_http_usage_redis_send(st->cmd, 20, argv, lens,
+                                     ngx_http_usage_stream_sent, st);
 }
 
 
@@ -444,8 +572,23 @@ ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
 
     st = data;
 
-    if (reply == NULL || st->acks_n == 0) {
+    if (reply == NULL) {
         return;                     /* lost: down() starts over */
+    }
+
+    if (st->skip) {
+        /* a batch sent after one Redis refused: sent again since */
+        st->skip--;
+        return;
+    }
+
+    if (st->acks_n == 0) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        ngx_http_usage_stream_late(st, reply);
+        return;
     }
 
     if (reply->type != REDIS_REPLY_STRING) {
@@ -463,6 +606,57 @@ ngx_http_usage_stream_sent(ngx_http_usage_redis_t *rd, void *data,
     if (!st->conf->replicas) {
         ngx_http_usage_stream_acked(st);
     }
+}
+
+
+/*
+ * The deadline script's {0, <Redis's time>}: too late.  The POSTs that
+ * waited for the batch are answered 503 (their events withdrawn), and
+ * the queue is sent again from this batch on, its withdrawn events void.
+ * The answers to the batches sent after it are skipped, so that none is
+ * taken for an acknowledgement of this one (those that Redis took land
+ * twice, and the readers' windows drop the copies); with replicas= the
+ * connection starts over instead, as each batch has a WAIT too.
+ */
+
+static void
+ngx_http_usage_stream_late(ngx_http_usage_stream_t *st, redisReply *reply)
+{
+    int64_t  now;
+
+    if (reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[0]->integer != 0
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_http_usage_redis_unexpected(st->cmd, "EVAL of a batch", reply);
+        return;
+    }
+
+    ngx_http_usage_store_ship_refused(st->zone,
+                              (int64_t) reply->element[1]->integer - st->clock);
+
+    now = ngx_http_usage_now();
+
+    if (now - st->refused_warned >= NGX_HTTP_USAGE_STREAM_WARN) {
+        st->refused_warned = now;
+        ngx_log_error(NGX_LOG_WARN, st->log, 0,
+                      "usage sync: redis %V ran a batch of stream \"%V\" "
+                      "after its events' deadline (ack=redis): their POSTs "
+                      "were answered 503, and they are withdrawn",
+                      &st->cmd->name, &st->conf->key);
+    }
+
+    if (st->conf->replicas) {
+        ngx_http_usage_redis_fail(st->cmd, NULL);
+        return;
+    }
+
+    st->skip = st->acks_n - 1;
+    st->acks_n = 0;
+    st->sent = 0;
+
+    ngx_http_usage_stream_send(st);
 }
 
 
@@ -860,7 +1054,9 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
         return NGX_OK;
     }
 
-    if (origin == st->origin && (st->own_upto == 0 || republished)) {
+    if (origin == st->origin
+        && (republished || (st->own_upto == 0 && !st->conf->ack)))
+    {
         /* this zone's own events, stored here when they were accepted,
          * or those it published again: it has them (unless a snapshot
          * replaced the store since) */
@@ -960,7 +1156,8 @@ ngx_http_usage_stream_decode(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
     ngx_http_usage_record_t  *rec;
 
     a->recs = ngx_palloc(pool, count * sizeof(ngx_http_usage_record_t));
-    if (a->recs == NULL) {
+    a->voids = ngx_palloc(pool, count * sizeof(uint64_t));
+    if (a->recs == NULL || a->voids == NULL) {
         return NGX_ERROR;
     }
 
@@ -988,7 +1185,8 @@ ngx_http_usage_stream_decode(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
         }
 
         if (w.flags & NGX_HTTP_USAGE_WIRE_VOID) {
-            continue;               /* no event: only its seq is used */
+            a->voids[a->nvoids++] = seq;    /* no event: only its seq */
+            continue;
         }
 
         if (!ngx_http_usage_json_object_ok(&rec->metadata, pool)) {

@@ -38,6 +38,9 @@ typedef struct {
     ngx_msec_t                   block;        /* XREAD BLOCK, and WAIT */
     ngx_uint_t                   replicas;     /* a batch is Redis's once
                                                   on this many replicas */
+    ngx_uint_t                   ack;          /* ack=redis: batches with
+                                                  POSTs that wait for them
+                                                  carry a deadline */
 } ngx_http_usage_stream_conf_t;
 
 
@@ -55,8 +58,16 @@ typedef struct {
     uint64_t                       acks[NGX_HTTP_USAGE_STREAM_INFLIGHT];
     ngx_uint_t                     acks_head;
     ngx_uint_t                     acks_n;
+    ngx_uint_t                     skip;       /* answers to ignore: of
+                                                  batches sent after one
+                                                  Redis refused */
     u_char                        *buf;        /* one batch's records */
     size_t                         size;
+
+    int64_t                        clock;      /* ack=redis: Redis's clock
+                                                  minus this host's, ms */
+    ngx_uint_t                     clock_known;
+    int64_t                        refused_warned;
 
     uint64_t                       origin;     /* this zone's */
     uint64_t                       own_upto;   /* the zone's, at the last

@@ -151,6 +151,7 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     sc->name = cf->cycle->hostname;
     sc->interval = 1000;
     sc->snapshots.interval = 60000;
+    sc->ack_timeout = 1000;
     sc->streaming.maxlen = 1000000;
     sc->streaming.batch = 256;
     sc->redis.timeout = 2000;
@@ -304,6 +305,24 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
 
     if (ngx_http_usage_sync_is("interval=")) {
         return ngx_http_usage_sync_time(cf, value, 9, &sc->interval);
+    }
+
+    if (ngx_http_usage_sync_is("ack=")) {
+        if (v.len == 5 && ngx_strncmp(v.data, "redis", 5) == 0) {
+            sc->streaming.ack = 1;
+            return NGX_OK;
+        }
+
+        if (v.len == 5 && ngx_strncmp(v.data, "local", 5) == 0) {
+            sc->streaming.ack = 0;
+            return NGX_OK;
+        }
+
+        return ngx_http_usage_sync_invalid(cf, value);
+    }
+
+    if (ngx_http_usage_sync_is("ack_timeout=")) {
+        return ngx_http_usage_sync_time(cf, value, 12, &sc->ack_timeout);
     }
 
     if (ngx_http_usage_sync_is("snapshot=")) {
@@ -522,6 +541,7 @@ ngx_http_usage_sync_link(ngx_conf_t *cf, ngx_http_usage_sync_conf_t *sc)
 
     zone->sync = sc;
     zone->ship_max = sc->buffer;
+    zone->ack_timeout = sc->streaming.ack ? sc->ack_timeout : 0;
 
     sc->streaming.key = sc->stream;
     sc->streaming.name = sc->name;

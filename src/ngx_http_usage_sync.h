@@ -42,6 +42,7 @@ typedef struct {
     ngx_str_t                    epoch_key;    /* <stream>:epoch */
     ngx_str_t                    name;         /* of this instance */
     ngx_msec_t                   interval;     /* of the liveness check */
+    ngx_msec_t                   ack_timeout;  /* ack=redis: a POST's wait */
     size_t                       buffer;       /* the ship queue's bound,
                                                   0: a quarter of the zone */
     ngx_http_usage_stream_conf_t streaming;    /* stream= name= maxlen=

@@ -109,6 +109,21 @@ ngx_http_usage_wire_encode(u_char *p, ngx_http_usage_record_t *rec,
 }
 
 
+/* a withdrawn ack=redis event: the header alone, with its seq */
+
+size_t
+ngx_http_usage_wire_void(u_char *p, uint64_t seq)
+{
+    ngx_memzero(p, NGX_HTTP_USAGE_WIRE_HEADER);
+
+    ngx_http_usage_le_put32(p, NGX_HTTP_USAGE_WIRE_HEADER);
+    ngx_http_usage_le_put64(p + 4, seq);
+    p[12] = NGX_HTTP_USAGE_WIRE_VOID;
+
+    return NGX_HTTP_USAGE_WIRE_HEADER;
+}
+
+
 /*
  * seq and createdAt are only known under the zone's lock, after the
  * record was encoded outside it: two stores, no re-encoding

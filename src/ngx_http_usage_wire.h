@@ -63,6 +63,7 @@ size_t ngx_http_usage_wire_size(ngx_http_usage_record_t *rec);
  */
 u_char *ngx_http_usage_wire_encode(u_char *p, ngx_http_usage_record_t *rec,
     uint64_t seq);
+size_t ngx_http_usage_wire_void(u_char *p, uint64_t seq);
 void ngx_http_usage_wire_set(u_char *record, uint64_t seq, int64_t created);
 
 /* of a record this module encoded: no checks */

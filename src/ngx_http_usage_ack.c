@@ -1,0 +1,133 @@
+
+/*
+ * ack=redis, the request's side.  The event is checked and queued for
+ * Redis, not stored (ngx_http_usage_store_hold()); the request then polls
+ * the zone every few milliseconds for its fate: stored once Redis took
+ * it (201, or 200 for a client id stored meanwhile), or withdrawn once
+ * its deadline passed, or Redis refused it (503).  An instance whose
+ * Redis is down answers 503 at once.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_usage_module.h"
+#include "ngx_http_usage_ack.h"
+#include "ngx_http_usage_request.h"
+#include "ngx_http_usage_sync.h"
+#include "ngx_http_usage_time.h"
+
+
+/* how often a waiting POST looks at the zone */
+#define NGX_HTTP_USAGE_ACK_POLL    2
+
+/*
+ * How long after its deadline a POST still waits for Redis's answer: a
+ * batch that Redis took just before the deadline is answered within a
+ * round trip, and one it ran after was refused.  A reply slower than
+ * this is the one case of a 503 for an event Redis had
+ * (usage_sync_ack_ambiguous_total).
+ */
+#define NGX_HTTP_USAGE_ACK_MARGIN  200
+
+
+typedef struct {
+    ngx_http_usage_zone_t          *zone;
+    ngx_http_usage_record_t         rec;
+    ngx_http_usage_ack_answer_pt    answer;
+} ngx_http_usage_ack_t;
+
+
+static void ngx_http_usage_ack_poll(ngx_http_request_t *r);
+
+
+void
+ngx_http_usage_ack_post(ngx_http_request_t *r, ngx_http_usage_zone_t *zone,
+    ngx_http_usage_record_t *rec, ngx_http_usage_ack_answer_pt answer)
+{
+    ngx_int_t                      rc;
+    ngx_http_usage_ack_t          *ack;
+    ngx_http_usage_ctx_t          *ctx;
+    ngx_http_usage_sync_status_t   st;
+
+    /* Redis down: no wait would end otherwise */
+    if (ngx_http_usage_sync_status(zone, &st) != NGX_OK
+        || (st.state != NGX_HTTP_USAGE_SYNC_OK
+            && st.state != NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING))
+    {
+        answer(r, rec, NGX_HTTP_USAGE_UNSYNCED);
+        return;
+    }
+
+    ctx = ngx_http_usage_get_ctx(r);
+    ack = ngx_palloc(r->pool, sizeof(ngx_http_usage_ack_t));
+
+    if (ctx == NULL || ack == NULL) {
+        answer(r, rec, NGX_ERROR);
+        return;
+    }
+
+    rc = ngx_http_usage_store_hold(zone, r->pool, rec, ngx_http_usage_now());
+
+    if (rc == NGX_BUSY) {
+        answer(r, rec, NGX_HTTP_USAGE_UNSYNCED);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        answer(r, rec, rc);
+        return;
+    }
+
+    ack->zone = zone;
+    ack->rec = *rec;
+    ack->answer = answer;
+    ctx->ack = ack;
+
+    /* the request body's reference keeps the request until answer() */
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_usage_ack_poll;
+
+    r->connection->write->delayed = 1;
+    ngx_add_timer(r->connection->write, NGX_HTTP_USAGE_ACK_POLL);
+}
+
+
+static void
+ngx_http_usage_ack_poll(ngx_http_request_t *r)
+{
+    ngx_int_t              rc;
+    ngx_event_t           *wev;
+    ngx_http_usage_ack_t  *ack;
+
+    wev = r->connection->write;
+
+    if (wev->delayed) {
+        /* a write event before the timer: the wait goes on */
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return;
+    }
+
+    ack = ngx_http_usage_get_ctx(r)->ack;
+
+    rc = ngx_http_usage_store_held(ack->zone, r->pool, &ack->rec,
+                                   ngx_http_usage_now(),
+                                   NGX_HTTP_USAGE_ACK_MARGIN);
+
+    if (rc == NGX_AGAIN) {
+        wev->delayed = 1;
+        ngx_add_timer(wev, NGX_HTTP_USAGE_ACK_POLL);
+        return;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ack->answer(r, &ack->rec,
+                (rc == NGX_DECLINED) ? NGX_HTTP_USAGE_UNSYNCED : rc);
+}

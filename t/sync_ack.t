@@ -1,0 +1,188 @@
+#!/usr/bin/perl
+
+# usage_sync ack=redis (issue 12): a 201 only once Redis has the event,
+# against a real redis-server:
+#   - POSTs through an ack=redis instance are answered 201 and count on
+#     every instance, once, also from several clients at once; a client
+#     id repeated is a 200;
+#   - Redis that takes no write (CLIENT PAUSE), or that is stopped
+#     (SIGSTOP), past ack_timeout=: a JSON 503 SYNC_UNAVAILABLE, and once
+#     Redis runs again the event is in no zone and not in the stream
+#     (the batch's deadline passed: Redis refuses it);
+#   - Redis down: 503 at once; back: the client's retry with its id is
+#     a 201, counted once;
+#   - tracked traffic (api-self) does not wait, and ships as before.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Test::Usage qw(wait_until);
+use Test::UsageRedis;
+use Test::UsageFleet qw(differences converged metric);
+use Time::HiRes qw(sleep time);
+
+my $redis = Test::UsageRedis->new();
+
+sub conf {
+	my ($name, $extra) = @_;
+	$extra //= '';
+	my $addr = $redis->addr;
+	return <<"EOF";
+http {
+    usage_zone zone=usage:4m;
+    usage_sync zone=usage redis=$addr name=$name interval=200ms timeout=1s $extra;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { usage_api usage; usage_track usage; }
+        location = /metrics { usage_metrics usage; }
+    }
+}
+EOF
+}
+
+sub instance {
+	my ($name, $extra) = @_;
+	my $t = Test::Usage->new();
+	$t->write_config(conf($name, $extra))->run();
+	ok(wait_until(sub {
+		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+	}, 10), "$name: sync ok");
+	return $t;
+}
+
+sub post {
+	my ($t, $entity, %extra) = @_;
+	return $t->post_json('/v1/events',
+		{ entityId => $entity, eventType => 'call', %extra });
+}
+
+sub count {
+	my ($t, $entity) = @_;
+	return (($t->get("/v1/usage/$entity")->json // {})->{data} // {})
+		->{totalEvents} // -1;
+}
+
+sub listed {
+	my ($t, $entity) = @_;
+	return scalar @{ (($t->get("/v1/events?entityId=$entity")->json // {})
+		->{data} // {})->{events} // [] };
+}
+
+my $a = instance('a', 'ack=redis ack_timeout=500ms');
+my $b = instance('b');
+
+###############################################################################
+# Redis works: 201, on every instance, once
+
+my $r = post($a, 'acked');
+is($r->status, 201, 'a POST through a is a 201');
+like($r->header('x-usage-position') // '', qr/^[0-9a-f]{16}:\d+$/,
+	'with its position');
+is($r->json->{data}{entityId}, 'acked', 'and the event');
+ok(wait_until(sub { count($b, 'acked') == 1 }, 5), 'b counts it');
+is(count($a, 'acked'), 1, 'a counts it once');
+
+my $before = metric($a, 'usage_sync_shipped_total');
+my @codes = $a->parallel(4, sub {
+	my ($i) = @_;
+	my %c;
+	for (1 .. 50) {
+		$c{ post($a, 'many', value => $i)->status }++;
+	}
+	return join ',', map { "$_=$c{$_}" } sort keys %c;
+});
+is_deeply(\@codes, [('201=50') x 4], '200 POSTs from 4 clients: all 201');
+ok(wait_until(sub { count($b, 'many') == 200 }, 10), 'b counts all 200');
+is(count($a, 'many'), 200, 'a counts them once');
+ok(wait_until(sub { converged([$a, $b], qw(acked many)) }, 10),
+	'a and b agree on them')
+	or diag(join "\n", differences([$a, $b], qw(acked many)));
+
+is(post($a, 'ids', id => 'one')->status, 201, 'a client id: 201');
+is(post($a, 'ids', id => 'one')->status, 200, 'the same again: 200');
+ok(wait_until(sub { count($b, 'ids') == 1 }, 5), 'b counts it once');
+
+ok(wait_until(sub { count($b, 'api-self') > 0 }, 5),
+	'api-self of a ships as before');
+
+###############################################################################
+# Redis takes no write past ack_timeout: 503, and the event lands nowhere
+
+is($redis->cmd('CLIENT', 'PAUSE', '2000', 'WRITE'), 'OK',
+	'Redis takes no write for 2 s');
+my $t0 = time;
+$r = post($a, 'paused');
+my $took = time - $t0;
+is($r->status, 503, 'a POST meanwhile: 503');
+is(($r->json // {})->{error}{code}, 'SYNC_UNAVAILABLE', 'SYNC_UNAVAILABLE');
+like(($r->json // {})->{error}{message} // '', qr/not stored/,
+	'it says the event was not stored');
+cmp_ok($took, '>=', 0.5, sprintf('after ack_timeout (%.2f s)', $took));
+cmp_ok($took, '<', 1.5, 'and not much later');
+
+sleep 2.5;                          # the pause is over, Redis ran the batch
+ok(wait_until(sub { count($b, 'acked') == 1 && count($a, 'paused') == 0 }, 5),
+	'once Redis runs again');
+sleep 0.5;
+is(count($a, 'paused'), 0, 'a does not count the event');
+is(count($b, 'paused'), 0, 'nor does b');
+is(listed($b, 'paused'), 0, 'b does not list it');
+my $stream = $redis->cmd('XRANGE', 'usage:events', '-', '+');
+my @holding = grep { join("", @{ $_->[1] }) =~ /pausedcall/ } @$stream;
+ok(!@holding, 'the stream does not hold it (its entity and type, side by side in a record)')
+	or diag(explain(\@holding));
+cmp_ok(metric($a, 'usage_sync_ack_withdrawn_total'), '>=', 1,
+	'metrics: the 503 is counted as withdrawn');
+is(metric($a, 'usage_sync_ack_ambiguous_total'), 0,
+	'metrics: none that Redis had all the same');
+
+is(post($a, 'after', id => 'x')->status, 201, 'a POST after it: 201');
+ok(wait_until(sub { count($b, 'after') == 1 }, 5), 'b counts it');
+
+###############################################################################
+# Redis stopped (SIGSTOP), then resumed: 503, nothing lands
+
+kill 'STOP', $redis->pid;
+$r = post($a, 'stopped', id => 's1');
+kill 'CONT', $redis->pid;
+is($r->status, 503, 'Redis stopped: 503');
+ok(wait_until(sub {
+	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+}, 10), 'a syncs again');
+is(post($a, 'marker')->status, 201, 'a later POST: 201');
+ok(wait_until(sub { count($b, 'marker') == 1 }, 5), 'b has the later one');
+like($a->read_file('error.log'),
+	qr/\[warn\] .*ran a batch of stream "usage:events" after its events' deadline \(ack=redis\)/,
+	'a: Redis refused the batch once it ran it, and a says so');
+is(count($b, 'stopped'), 0, 'b never counts the refused one');
+is(count($a, 'stopped'), 0, 'nor does a');
+
+# the client retries with its id: now it is stored, once
+is(post($a, 'stopped', id => 's1')->status, 201, 'its retry: 201');
+ok(wait_until(sub { count($b, 'stopped') == 1 }, 5), 'b counts it once');
+is(count($a, 'stopped'), 1, 'a counts it once');
+
+###############################################################################
+# Redis down: 503 at once
+
+$redis->stop();
+ok(wait_until(sub {
+	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'degraded'
+}, 10), 'Redis down: a is degraded');
+$t0 = time;
+$r = post($a, 'down');
+is($r->status, 503, 'a POST: 503');
+cmp_ok(time - $t0, '<', 0.3, 'at once');
+is(count($a, 'down'), 0, 'not stored');
+$redis->start();
+ok(wait_until(sub {
+	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+}, 15), 'Redis back: a syncs again');
+
+$_->finish() for $a, $b;
+
+done_testing();
