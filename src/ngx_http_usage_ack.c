@@ -35,7 +35,9 @@
 
 typedef struct {
     ngx_http_usage_zone_t          *zone;
-    ngx_http_usage_record_t         rec;
+    ngx_http_usage_record_t        *recs;
+    ngx_uint_t                      n;
+    ngx_http_usage_batch_result_t   res;
     ngx_http_usage_ack_answer_pt    answer;
 } ngx_http_usage_ack_t;
 
@@ -45,44 +47,43 @@ static void ngx_http_usage_ack_poll(ngx_http_request_t *r);
 
 void
 ngx_http_usage_ack_post(ngx_http_request_t *r, ngx_http_usage_zone_t *zone,
-    ngx_http_usage_record_t *rec, ngx_http_usage_ack_answer_pt answer)
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_ack_answer_pt answer)
 {
     ngx_int_t                      rc;
     ngx_http_usage_ack_t          *ack;
     ngx_http_usage_ctx_t          *ctx;
     ngx_http_usage_sync_status_t   st;
 
+    ctx = ngx_http_usage_get_ctx(r);
+    ack = ngx_pcalloc(r->pool, sizeof(ngx_http_usage_ack_t));
+
+    if (ctx == NULL || ack == NULL) {
+        answer(r, recs, n, NULL, NGX_ERROR);
+        return;
+    }
+
     /* Redis down: no wait would end otherwise */
     if (ngx_http_usage_sync_status(zone, &st) != NGX_OK
         || (st.state != NGX_HTTP_USAGE_SYNC_OK
             && st.state != NGX_HTTP_USAGE_SYNC_BOOTSTRAPPING))
     {
-        answer(r, rec, NGX_HTTP_USAGE_UNSYNCED);
+        answer(r, recs, n, &ack->res, NGX_HTTP_USAGE_UNSYNCED);
         return;
     }
 
-    ctx = ngx_http_usage_get_ctx(r);
-    ack = ngx_palloc(r->pool, sizeof(ngx_http_usage_ack_t));
-
-    if (ctx == NULL || ack == NULL) {
-        answer(r, rec, NGX_ERROR);
-        return;
-    }
-
-    rc = ngx_http_usage_store_hold(zone, r->pool, rec, ngx_http_usage_now());
-
-    if (rc == NGX_BUSY) {
-        answer(r, rec, NGX_HTTP_USAGE_UNSYNCED);
-        return;
-    }
+    rc = ngx_http_usage_store_hold(zone, r->pool, recs, n,
+                                   ngx_http_usage_now(), &ack->res);
 
     if (rc != NGX_OK) {
-        answer(r, rec, rc);
+        answer(r, recs, n, &ack->res,
+               (rc == NGX_BUSY) ? NGX_HTTP_USAGE_UNSYNCED : rc);
         return;
     }
 
     ack->zone = zone;
-    ack->rec = *rec;
+    ack->recs = recs;
+    ack->n = n;
     ack->answer = answer;
     ctx->ack = ack;
 
@@ -115,9 +116,9 @@ ngx_http_usage_ack_poll(ngx_http_request_t *r)
 
     ack = ngx_http_usage_get_ctx(r)->ack;
 
-    rc = ngx_http_usage_store_held(ack->zone, r->pool, &ack->rec,
+    rc = ngx_http_usage_store_held(ack->zone, r->pool, ack->recs, ack->n,
                                    ngx_http_usage_now(),
-                                   NGX_HTTP_USAGE_ACK_MARGIN);
+                                   NGX_HTTP_USAGE_ACK_MARGIN, &ack->res);
 
     if (rc == NGX_AGAIN) {
         wev->delayed = 1;
@@ -128,6 +129,6 @@ ngx_http_usage_ack_poll(ngx_http_request_t *r)
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
 
-    ack->answer(r, &ack->rec,
+    ack->answer(r, ack->recs, ack->n, &ack->res,
                 (rc == NGX_DECLINED) ? NGX_HTTP_USAGE_UNSYNCED : rc);
 }

@@ -63,6 +63,9 @@ static ngx_int_t ngx_http_usage_not_found(ngx_http_request_t *r);
 static ngx_int_t ngx_http_usage_post_event(ngx_http_request_t *r,
     ngx_http_client_body_handler_pt body_handler);
 static void ngx_http_usage_post_event_body(ngx_http_request_t *r);
+static void ngx_http_usage_post_acked(ngx_http_request_t *r,
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res, ngx_int_t rc);
 static void ngx_http_usage_post_answer(ngx_http_request_t *r,
     ngx_http_usage_record_t *rec, ngx_int_t rc);
 static ngx_int_t ngx_http_usage_json_content_type(ngx_http_request_t *r);
@@ -423,7 +426,7 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     ngx_str_t                   body, error, scope;
     ngx_http_usage_zone_t      *zone;
     ngx_http_usage_limits_t     limits;
-    ngx_http_usage_record_t     rec;
+    ngx_http_usage_record_t     rec, *held;
     ngx_http_usage_loc_conf_t  *ulcf;
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
@@ -496,13 +499,35 @@ ngx_http_usage_post_event_body(ngx_http_request_t *r)
     rec.seq = 0;
 
     if (zone->ack_timeout) {
-        ngx_http_usage_ack_post(r, zone, &rec, ngx_http_usage_post_answer);
+        held = ngx_palloc(r->pool, sizeof(ngx_http_usage_record_t));
+        if (held == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        *held = rec;
+        ngx_http_usage_ack_post(r, zone, held, 1, ngx_http_usage_post_acked);
         return;
     }
 
     rc = ngx_http_usage_store_insert(zone, r->pool, &rec, limits.now);
 
     ngx_http_usage_post_answer(r, &rec, rc);
+}
+
+
+/* ack=redis: Redis took the event, or did not */
+
+static void
+ngx_http_usage_post_acked(ngx_http_request_t *r,
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res, ngx_int_t rc)
+{
+    if (rc == NGX_OK && recs[0].duplicate) {
+        rc = NGX_HTTP_USAGE_DUPLICATE;
+    }
+
+    ngx_http_usage_post_answer(r, &recs[0], rc);
 }
 
 
@@ -538,6 +563,15 @@ ngx_http_usage_post_answer(ngx_http_request_t *r,
         ngx_http_finalize_request(r,
                ngx_http_usage_send_error(r, NGX_HTTP_INSUFFICIENT_STORAGE,
                                          "STORE_FULL", &error));
+        return;
+    }
+
+    if (rc == NGX_HTTP_USAGE_HELD_TOO_LARGE) {
+        ngx_str_set(&error, "With usage_sync ack=redis an event takes at "
+                    "most 1 MB in the fleet's stream");
+        ngx_http_finalize_request(r,
+               ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "PAYLOAD_TOO_LARGE", &error));
         return;
     }
 

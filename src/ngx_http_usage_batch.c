@@ -24,6 +24,7 @@
 #include "ngx_http_usage_scope.h"
 #include "ngx_http_usage_position.h"
 #include "ngx_http_usage_batch.h"
+#include "ngx_http_usage_ack.h"
 
 
 static ngx_int_t ngx_http_usage_batch_parse(ngx_http_request_t *r,
@@ -36,7 +37,11 @@ static ngx_int_t ngx_http_usage_batch_scope(ngx_http_request_t *r,
 static ngx_int_t ngx_http_usage_batch_refused(ngx_http_request_t *r,
     ngx_http_usage_zone_t *zone, ngx_int_t rc, ngx_uint_t index);
 static ngx_int_t ngx_http_usage_batch_stored(ngx_http_request_t *r,
-    ngx_http_usage_batch_t *batch, ngx_http_usage_batch_result_t *res);
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res);
+static void ngx_http_usage_batch_acked(ngx_http_request_t *r,
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res, ngx_int_t rc);
 
 
 void
@@ -65,6 +70,12 @@ ngx_http_usage_batch_body(ngx_http_request_t *r)
         ngx_http_usage_uuid_v4(batch.recs[i].uuid);
     }
 
+    if (zone->ack_timeout) {
+        ngx_http_usage_ack_post(r, zone, batch.recs, batch.n,
+                                ngx_http_usage_batch_acked);
+        return;
+    }
+
     rc = ngx_http_usage_store_insert_batch(zone, r->pool, batch.recs,
                                            batch.n, now, &res);
 
@@ -75,7 +86,53 @@ ngx_http_usage_batch_body(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r,
-                              ngx_http_usage_batch_stored(r, &batch, &res));
+                              ngx_http_usage_batch_stored(r, batch.recs,
+                                                          batch.n, &res));
+}
+
+
+/* ack=redis: Redis took the batch's events, or did not */
+
+static void
+ngx_http_usage_batch_acked(ngx_http_request_t *r,
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res, ngx_int_t rc)
+{
+    ngx_str_t                   msg;
+    ngx_http_usage_loc_conf_t  *ulcf;
+
+    ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
+
+    if (rc == NGX_OK) {
+        ngx_http_finalize_request(r,
+                             ngx_http_usage_batch_stored(r, recs, n, res));
+        return;
+    }
+
+    if (rc == NGX_HTTP_USAGE_UNSYNCED) {
+        ngx_str_set(&msg, "Redis did not take the events in time "
+                    "(usage_sync ack=redis): nothing of the batch was "
+                    "stored; send it again, with ids to make the retry "
+                    "safe");
+        ngx_http_finalize_request(r,
+               ngx_http_usage_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "SYNC_UNAVAILABLE", &msg));
+        return;
+    }
+
+    if (rc == NGX_HTTP_USAGE_HELD_TOO_LARGE) {
+        ngx_str_set(&msg, "With usage_sync ack=redis the events of a batch "
+                    "take at most 1 MB in the fleet's stream: send fewer "
+                    "events at a time");
+        ngx_http_finalize_request(r,
+               ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "PAYLOAD_TOO_LARGE", &msg));
+        return;
+    }
+
+    ngx_http_finalize_request(r,
+                    ngx_http_usage_batch_refused(r, ulcf->api_zone->data, rc,
+                                                 res ? res->failed : n));
 }
 
 
@@ -302,16 +359,17 @@ ngx_http_usage_batch_refused(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_usage_batch_stored(ngx_http_request_t *r,
-    ngx_http_usage_batch_t *batch, ngx_http_usage_batch_result_t *res)
+    ngx_http_usage_record_t *recs, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res)
 {
     u_char                   *p, uuid[sizeof("{\"id\":\"\"") + 36];
     ngx_uint_t                i;
     ngx_http_usage_out_t      out;
     ngx_http_usage_record_t  *rec;
 
-    for (i = batch->n; i--; /* void */) {
-        if (batch->recs[i].seq) {
-            if (ngx_http_usage_position_answer(r, &batch->recs[i]) != NGX_OK)
+    for (i = n; i--; /* void */) {
+        if (recs[i].seq) {
+            if (ngx_http_usage_position_answer(r, &recs[i]) != NGX_OK)
             {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
@@ -320,7 +378,7 @@ ngx_http_usage_batch_stored(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_usage_reply_begin(r, &out, 1, 64 + batch->n * 96)
+    if (ngx_http_usage_reply_begin(r, &out, 1, 64 + n * 96)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -332,8 +390,8 @@ ngx_http_usage_batch_stored(ngx_http_request_t *r,
     ngx_http_usage_out_uint(&out, res->duplicates);
     ngx_http_usage_out_lit(&out, ",\"events\":[");
 
-    for (i = 0; i < batch->n; i++) {
-        rec = &batch->recs[i];
+    for (i = 0; i < n; i++) {
+        rec = &recs[i];
 
         if (i) {
             ngx_http_usage_out_lit(&out, ",");

@@ -26,6 +26,9 @@
 
 static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
     ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
+static ngx_uint_t ngx_http_usage_fleet_full_locked(
+    ngx_http_usage_fleet_t *fleet, uint64_t seq,
+    ngx_http_usage_ship_batch_t *batch, ngx_uint_t max);
 static size_t ngx_http_usage_fleet_copy_locked(
     ngx_http_usage_fleet_t *fleet, u_char *dst, u_char *record, size_t n,
     uint64_t seq, ngx_http_usage_ship_batch_t *batch);
@@ -150,11 +153,31 @@ ngx_http_usage_fleet_hold_locked(ngx_slab_pool_t *shpool,
     }
 
     h->seq = rec->seq;
+    h->first = rec->seq;
+    h->last = rec->seq;
     h->deadline = deadline;
     h->state = NGX_HTTP_USAGE_HELD;
     h->answered = 0;
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_usage_fleet_group_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t first, uint64_t last)
+{
+    uint64_t                seq;
+    ngx_http_usage_held_t  *h;
+
+    for (seq = first; seq <= last; seq++) {
+        h = ngx_http_usage_fleet_held_locked(fleet, seq);
+
+        if (h) {
+            h->first = first;
+            h->last = last;
+        }
+    }
 }
 
 
@@ -282,7 +305,9 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
             seq = ngx_http_usage_wire_seq(b->data + pos);
 
             if (seq > after) {
-                if (batch->count == max || batch->len + n > len) {
+                if (ngx_http_usage_fleet_full_locked(fleet, seq, batch, max)
+                    || batch->len + n > len)
+                {
                     return;
                 }
 
@@ -304,6 +329,30 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
             pos += n;
         }
     }
+}
+
+
+/*
+ * Whether the batch ends before seq: it has max events, unless seq goes
+ * on a POST's held events (those go in one entry whatever their number:
+ * a batch POST's bytes are bounded for that), or seq begins them and the
+ * batch has others (they go first in an entry of their own).
+ */
+
+static ngx_uint_t
+ngx_http_usage_fleet_full_locked(ngx_http_usage_fleet_t *fleet, uint64_t seq,
+    ngx_http_usage_ship_batch_t *batch, ngx_uint_t max)
+{
+    ngx_http_usage_held_t  *h;
+
+    h = ngx_http_usage_fleet_held_locked(fleet, seq);
+
+    if (h == NULL || h->state != NGX_HTTP_USAGE_HELD || h->first == h->last)
+    {
+        return batch->count >= max;
+    }
+
+    return (seq == h->first) ? (batch->count > 0) : 0;
 }
 
 

@@ -40,7 +40,7 @@ typedef struct {
  * stored, until Redis has them; each has a slot, by its seq, that says
  * where it stands.  A power of 2: events in flight at once, at most.
  */
-#define NGX_HTTP_USAGE_PENDING       8192
+#define NGX_HTTP_USAGE_PENDING       4096
 
 /* how long past its deadline a slot waits for its POST to look */
 #define NGX_HTTP_USAGE_HELD_KEEP     10000
@@ -52,6 +52,8 @@ typedef struct {
 
 typedef struct {
     uint64_t                     seq;          /* 0: a free slot */
+    uint64_t                     first;        /* the seqs of its POST: */
+    uint64_t                     last;         /* one entry carries them */
     int64_t                      deadline;     /* ms: Redis takes it only
                                                   until then */
     uint32_t                     state;
@@ -209,6 +211,11 @@ ngx_int_t ngx_http_usage_fleet_hold_locked(ngx_slab_pool_t *shpool,
     int64_t created, int64_t deadline, int64_t now);
 ngx_http_usage_held_t *ngx_http_usage_fleet_held_locked(
     ngx_http_usage_fleet_t *fleet, uint64_t seq);
+
+/* the events held from first to last are one POST's: they ship in one
+ * entry, so that Redis takes all of them or none */
+void ngx_http_usage_fleet_group_locked(ngx_http_usage_fleet_t *fleet,
+    uint64_t first, uint64_t last);
 
 /* Redis refused a batch at its time now (local ms): what it held whose
  * deadline has passed is withdrawn */

@@ -27,6 +27,7 @@
 
 #include "ngx_http_usage_store.h"
 #include "ngx_http_usage_store_internal.h"
+#include "ngx_http_usage_wire.h"
 #include "ngx_http_usage_skip.h"
 #include "ngx_http_usage_text.h"
 
@@ -121,6 +122,20 @@ static void ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
 static ngx_int_t ngx_http_usage_hold_bounds_locked(
     ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+static ngx_int_t ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
+    ngx_http_usage_insert_t *ins, ngx_http_usage_batch_result_t *res);
+static ngx_uint_t ngx_http_usage_hold_first(ngx_http_usage_record_t *recs,
+    ngx_uint_t i);
+static ngx_int_t ngx_http_usage_hold_check_locked(
+    ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_insert_t *ins, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res);
+static ngx_int_t ngx_http_usage_hold_all_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins, ngx_uint_t n, int64_t now);
+static void ngx_http_usage_held_store_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_http_usage_batch_result_t *res);
 static ngx_uint_t ngx_http_usage_apply_own_locked(
     ngx_http_usage_fleet_t *fleet, ngx_http_usage_apply_t *entry);
 static ngx_uint_t ngx_http_usage_clear_entity_locked(
@@ -1306,63 +1321,377 @@ ngx_http_usage_store_fleet_status(ngx_http_usage_zone_t *zone,
 
 
 /*
- * ack=redis: an event queued for Redis, not stored, until Redis has it
- * (ngx_http_usage_store_held()).  Its client id is checked first: a
- * repeat is answered as stored (NGX_HTTP_USAGE_DUPLICATE, rec then holds
- * the stored event).  Its createdAt is fixed now.  NGX_BUSY: no room to
- * hold it (the queue, or too many waiting); NGX_DECLINED: too large.
+ * ack=redis: the events of one POST (one, or a batch's) queued for Redis,
+ * not stored, until Redis has them (ngx_http_usage_store_held()), all in
+ * one stream entry.  Each client id is checked first: a repeat, of the
+ * store or of an earlier event of the batch, is answered as stored
+ * (recs[i].duplicate, with the stored event where the store has it).
+ * Their createdAt is fixed now.  NGX_OK: res counts them; the bounds'
+ * codes (res->failed: the event refused), NGX_HTTP_USAGE_TOO_LARGE and
+ * NGX_DECLINED as an insert's; NGX_BUSY: no room to hold them (the
+ * queue, or too many waiting).  Nothing is held unless all are.
  */
 
 ngx_int_t
 ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_record_t *rec, int64_t now)
+    ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
+    ngx_http_usage_batch_result_t *res)
 {
     ngx_int_t                 rc;
-    ngx_http_usage_fleet_t   *fleet;
-    ngx_http_usage_shctx_t   *sh;
-    ngx_http_usage_insert_t   ins;
+    ngx_uint_t                i;
+    ngx_http_usage_insert_t  *ins;
 
-    sh = zone->sh;
-    fleet = sh->fleet;
-
-    if (fleet == NULL || fleet->held == NULL) {
+    if (zone->sh->fleet == NULL || zone->sh->fleet->held == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_http_usage_insert_init(zone, &ins, rec, now);
+    ins = ngx_palloc(pool, n * sizeof(ngx_http_usage_insert_t));
+    if (ins == NULL) {
+        return NGX_ERROR;
+    }
 
-    if (ins.size > ngx_http_usage_store_event_max(zone)) {
-        return NGX_DECLINED;
+    res->stored = 0;
+    res->duplicates = 0;
+    res->failed = n;
+
+    rc = ngx_http_usage_hold_init(zone, recs, n, now, ins, res);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     ngx_http_usage_store_lock(zone);
 
     ngx_http_usage_expire_locked(zone, now);
 
-    rc = rec->id.len ? ngx_http_usage_insert_duplicate_locked(zone, pool, &ins)
-                     : NGX_DECLINED;
-
-    if (rc == NGX_DECLINED) {
-        rec->created = ngx_max(now, sh->last_created);
-
-        if (!rec->has_time) {
-            rec->time = rec->created;
-        }
-
-        rc = ngx_http_usage_hold_bounds_locked(zone, &ins);
-    }
+    rc = ngx_http_usage_hold_check_locked(zone, pool, ins, n, res);
 
     if (rc == NGX_OK) {
-        sh->last_created = rec->created;
+        rc = ngx_http_usage_hold_all_locked(zone, ins, n, now);
+    }
 
-        rc = ngx_http_usage_fleet_hold_locked(zone->shpool, fleet, rec,
-                                              rec->created,
-                                              now + zone->ack_timeout, now);
+    ngx_http_usage_store_unlock(zone);
+
+    for (i = 0; rc == NGX_OK && i < n; i++) {
+        res->stored += !recs[i].duplicate;
+        res->duplicates += recs[i].duplicate;
+    }
+
+    return rc;
+}
+
+
+/*
+ * Outside the lock: the sizes (a batch's bound, as an insert's, and what
+ * one stream entry carries), and the client ids repeated in the batch.
+ */
+
+static ngx_int_t
+ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
+    ngx_http_usage_insert_t *ins, ngx_http_usage_batch_result_t *res)
+{
+    size_t      bytes, wire;
+    ngx_uint_t  i, j;
+
+    bytes = 0;
+    wire = 0;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_usage_insert_init(zone, &ins[i], &recs[i], now);
+        bytes += ins[i].size;
+        wire += ngx_http_usage_wire_size(&recs[i]);
+        recs[i].duplicate = 0;
+        recs[i].seq = 0;
+
+        if (ins[i].size > ngx_http_usage_store_event_max(zone)) {
+            res->failed = i;
+            return NGX_DECLINED;
+        }
+    }
+
+    if (n > 1
+        && (bytes > (size_t) (zone->sh->ring_end - zone->sh->ring) / 2
+            || (zone->max_events && n > zone->max_events / 2)))
+    {
+        return NGX_HTTP_USAGE_TOO_LARGE;
+    }
+
+    if (wire > NGX_HTTP_USAGE_HELD_BYTES) {
+        return NGX_HTTP_USAGE_HELD_TOO_LARGE;
+    }
+
+    for (i = 1; i < n; i++) {
+        j = ngx_http_usage_hold_first(recs, i);
+
+        if (j != i) {
+            recs[i].duplicate = 1;
+            recs[i].evicted = 0;
+            ngx_memcpy(recs[i].uuid, recs[j].uuid, 16);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The first event of the batch before i with i's client id, or i: a
+ * batch's few ids, whose pairs cost less than the store's lookups
+ */
+
+static ngx_uint_t
+ngx_http_usage_hold_first(ngx_http_usage_record_t *recs, ngx_uint_t i)
+{
+    ngx_uint_t  j;
+
+    for (j = 0; recs[i].id.len && j < i; j++) {
+        if (!recs[j].duplicate
+            && recs[j].id.len == recs[i].id.len
+            && recs[j].entity.len == recs[i].entity.len
+            && ngx_memcmp(recs[j].id.data, recs[i].id.data, recs[i].id.len)
+               == 0
+            && ngx_memcmp(recs[j].entity.data, recs[i].entity.data,
+                          recs[i].entity.len)
+               == 0)
+        {
+            return j;
+        }
+    }
+
+    return i;
+}
+
+
+/* the client ids against the store, the createdAt, the entities' bounds */
+
+static ngx_int_t
+ngx_http_usage_hold_check_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_insert_t *ins, ngx_uint_t n,
+    ngx_http_usage_batch_result_t *res)
+{
+    int64_t                   created;
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
+    ngx_http_usage_record_t  *rec;
+
+    created = ngx_max(ins[0].now, zone->sh->last_created);
+
+    for (i = 0; i < n; i++) {
+        rec = ins[i].rec;
+
+        if (rec->duplicate) {
+            /* a repeat inside the batch: its first's receipt */
+            rec->created = created;
+            continue;
+        }
+
+        rc = rec->id.len
+             ? ngx_http_usage_insert_duplicate_locked(zone, pool, &ins[i])
+             : NGX_DECLINED;
+
+        if (rc == NGX_HTTP_USAGE_DUPLICATE) {
+            rec->duplicate = 1;
+            continue;
+        }
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        rec->created = created;
+
+        if (!rec->has_time) {
+            rec->time = created;
+        }
+
+        rc = ngx_http_usage_hold_bounds_locked(zone, &ins[i]);
+
+        if (rc != NGX_OK) {
+            res->failed = i;
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* into the queue, each with a slot, one group: all, or none */
+
+static ngx_int_t
+ngx_http_usage_hold_all_locked(ngx_http_usage_zone_t *zone,
+    ngx_http_usage_insert_t *ins, ngx_uint_t n, int64_t now)
+{
+    uint64_t                  first, seq;
+    ngx_uint_t                i;
+    ngx_http_usage_held_t    *h;
+    ngx_http_usage_fleet_t   *fleet;
+    ngx_http_usage_record_t  *rec;
+
+    fleet = zone->sh->fleet;
+    first = fleet->seq + 1;
+
+    for (i = 0; i < n; i++) {
+        rec = ins[i].rec;
+
+        if (rec->duplicate) {
+            continue;
+        }
+
+        if (ngx_http_usage_fleet_hold_locked(zone->shpool, fleet, rec,
+                                             rec->created,
+                                             now + zone->ack_timeout, now)
+            != NGX_OK)
+        {
+            /* those held already are withdrawn: they ship as void */
+            for (seq = first; seq <= fleet->seq; seq++) {
+                h = ngx_http_usage_fleet_held_locked(fleet, seq);
+
+                if (h) {
+                    h->state = NGX_HTTP_USAGE_HELD_VOID;
+                    h->answered = 1;
+                }
+            }
+
+            return NGX_BUSY;
+        }
+
+        zone->sh->last_created = rec->created;
+    }
+
+    if (fleet->seq >= first) {
+        ngx_http_usage_fleet_group_locked(fleet, first, fleet->seq);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Where the events of a POST held for Redis stand (they share their
+ * fate: one entry).  NGX_AGAIN: Redis has not answered yet.  NGX_OK:
+ * stored, now that Redis has them, or by the reader that saw them come
+ * back first; res counts them, and an event whose client id the zone
+ * stored meanwhile is a duplicate.  NGX_DECLINED: withdrawn, stored
+ * nowhere: the deadline passed (margin ms after it) or Redis refused.
+ */
+
+ngx_int_t
+ngx_http_usage_store_held(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
+    ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
+    ngx_msec_t margin, ngx_http_usage_batch_result_t *res)
+{
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
+    ngx_http_usage_held_t    *h, *last;
+    ngx_http_usage_fleet_t   *fleet;
+
+    fleet = zone->sh->fleet;
+    last = NULL;
+
+    ngx_http_usage_store_lock(zone);
+
+    for (i = 0; i < n; i++) {
+        if (recs[i].seq) {
+            last = ngx_http_usage_fleet_held_locked(fleet, recs[i].seq);
+        }
+    }
+
+    if (last == NULL) {
+        rc = NGX_OK;                /* every one was a repeat */
+
+    } else if (last->state == NGX_HTTP_USAGE_HELD_VOID) {
+        rc = NGX_DECLINED;
+
+    } else if (last->state == NGX_HTTP_USAGE_HELD_STORED
+               || fleet->acked_seq >= last->seq)
+    {
+        ngx_http_usage_held_store_locked(zone, pool, recs, n, now, res);
+        rc = NGX_OK;
+
+    } else if (now < last->deadline + (int64_t) margin) {
+        rc = NGX_AGAIN;
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    for (i = 0; rc != NGX_AGAIN && i < n; i++) {
+        h = recs[i].seq ? ngx_http_usage_fleet_held_locked(fleet, recs[i].seq)
+                        : NULL;
+
+        if (h) {
+            if (rc == NGX_DECLINED) {
+                h->state = NGX_HTTP_USAGE_HELD_VOID;
+            }
+
+            h->answered = 1;
+        }
+    }
+
+    if (rc == NGX_DECLINED) {
+        fleet->ack_voided++;
     }
 
     ngx_http_usage_store_unlock(zone);
 
     return rc;
+}
+
+
+/*
+ * Redis has them: each is stored as it was held (its createdAt), unless
+ * the reader did so first.  Redis and the fleet have them: stored here
+ * or not (a zone too full), they are the POST's 201.
+ */
+
+static void
+ngx_http_usage_held_store_locked(ngx_http_usage_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_http_usage_batch_result_t *res)
+{
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
+    ngx_http_usage_held_t    *h;
+    ngx_http_usage_insert_t   ins;
+
+    for (i = 0; i < n; i++) {
+        h = recs[i].seq
+            ? ngx_http_usage_fleet_held_locked(zone->sh->fleet, recs[i].seq)
+            : NULL;
+
+        if (h == NULL || h->state != NGX_HTTP_USAGE_HELD) {
+            continue;
+        }
+
+        ngx_http_usage_insert_init(zone, &ins, &recs[i], now);
+        ins.remote = 1;             /* its createdAt, fixed when held */
+
+        rc = ngx_http_usage_insert_locked(zone, pool, &ins);
+
+        if (rc == NGX_HTTP_USAGE_DUPLICATE) {
+            recs[i].duplicate = 1;
+            res->stored--;
+            res->duplicates++;
+        }
+
+        h->state = NGX_HTTP_USAGE_HELD_STORED;
+    }
+}
+
+
+/* Redis refused a batch past its deadline; now: Redis's time, local ms */
+
+void
+ngx_http_usage_store_ship_refused(ngx_http_usage_zone_t *zone, int64_t now)
+{
+    if (zone->sh->fleet == NULL) {
+        return;
+    }
+
+    ngx_http_usage_store_lock(zone);
+    ngx_http_usage_fleet_refused_locked(zone->sh->fleet, now);
+    ngx_http_usage_store_unlock(zone);
 }
 
 
@@ -1419,87 +1748,6 @@ ngx_http_usage_hold_bounds_locked(ngx_http_usage_zone_t *zone,
     }
 
     return rc;
-}
-
-
-/*
- * Where an event held for Redis stands.  NGX_AGAIN: Redis has not
- * answered yet.  NGX_OK: stored, now that Redis has it, or by the reader
- * that saw it come back first; NGX_HTTP_USAGE_DUPLICATE: Redis has it,
- * and so had the zone an event of its client id (rec holds that one).
- * NGX_DECLINED: withdrawn, stored nowhere: its deadline passed ("late",
- * margin ms after it) or Redis refused it.
- */
-
-ngx_int_t
-ngx_http_usage_store_held(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_record_t *rec, int64_t now, ngx_msec_t margin)
-{
-    ngx_int_t                 rc;
-    ngx_http_usage_held_t    *h;
-    ngx_http_usage_fleet_t   *fleet;
-    ngx_http_usage_insert_t   ins;
-
-    fleet = zone->sh->fleet;
-
-    ngx_http_usage_store_lock(zone);
-
-    h = ngx_http_usage_fleet_held_locked(fleet, rec->seq);
-
-    if (h == NULL) {
-        rc = NGX_ERROR;             /* never: a held slot stays */
-
-    } else if (h->state == NGX_HTTP_USAGE_HELD_STORED) {
-        rc = NGX_OK;
-
-    } else if (h->state == NGX_HTTP_USAGE_HELD && fleet->acked_seq >= h->seq)
-    {
-        ngx_http_usage_insert_init(zone, &ins, rec, now);
-        ins.remote = 1;             /* its createdAt, fixed when held */
-
-        rc = ngx_http_usage_insert_locked(zone, pool, &ins);
-
-        if (rc != NGX_HTTP_USAGE_DUPLICATE) {
-            /* Redis and the fleet have it: a 201, even if the zone is
-             * too full to store it here */
-            rc = NGX_OK;
-        }
-
-        h->state = NGX_HTTP_USAGE_HELD_STORED;
-
-    } else if (h->state == NGX_HTTP_USAGE_HELD
-               && now < h->deadline + (int64_t) margin)
-    {
-        rc = NGX_AGAIN;
-
-    } else {
-        h->state = NGX_HTTP_USAGE_HELD_VOID;
-        fleet->ack_voided++;
-        rc = NGX_DECLINED;
-    }
-
-    if (h && rc != NGX_AGAIN) {
-        h->answered = 1;
-    }
-
-    ngx_http_usage_store_unlock(zone);
-
-    return rc;
-}
-
-
-/* Redis refused a batch past its deadline; now: Redis's time, local ms */
-
-void
-ngx_http_usage_store_ship_refused(ngx_http_usage_zone_t *zone, int64_t now)
-{
-    if (zone->sh->fleet == NULL) {
-        return;
-    }
-
-    ngx_http_usage_store_lock(zone);
-    ngx_http_usage_fleet_refused_locked(zone->sh->fleet, now);
-    ngx_http_usage_store_unlock(zone);
 }
 
 

@@ -77,6 +77,13 @@
                                                 of the aggregates */
 #define NGX_HTTP_USAGE_TOO_LARGE         4   /* a batch past half the
                                                 raw log */
+#define NGX_HTTP_USAGE_HELD_TOO_LARGE    5   /* ack=redis: a batch past
+                                                what one stream entry
+                                                carries */
+
+/* ack=redis: the bytes of a POST's events in the stream, at most (they
+ * go in one entry, so that Redis takes all of them or none) */
+#define NGX_HTTP_USAGE_HELD_BYTES        (1024 * 1024)
 
 /* what one series or bucket takes of the zone: a 64-byte slab slot */
 #define NGX_HTTP_USAGE_AGGREGATE_SLOT    64
@@ -314,10 +321,11 @@ ngx_uint_t ngx_http_usage_store_reached(ngx_http_usage_zone_t *zone,
 ngx_int_t ngx_http_usage_store_apply(ngx_http_usage_zone_t *zone,
     ngx_http_usage_apply_t *entry, int64_t now);
 ngx_int_t ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now);
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_http_usage_batch_result_t *res);
 ngx_int_t ngx_http_usage_store_held(ngx_http_usage_zone_t *zone,
-    ngx_pool_t *pool, ngx_http_usage_record_t *rec, int64_t now,
-    ngx_msec_t margin);
+    ngx_pool_t *pool, ngx_http_usage_record_t *recs, ngx_uint_t n,
+    int64_t now, ngx_msec_t margin, ngx_http_usage_batch_result_t *res);
 void ngx_http_usage_store_ship_refused(ngx_http_usage_zone_t *zone,
     int64_t now);
 ngx_uint_t ngx_http_usage_store_booting(ngx_http_usage_zone_t *zone);

@@ -123,8 +123,12 @@ ngx_http_usage_stream_init(ngx_http_usage_stream_t *st,
     st->cmd = cmd;
     st->log = log;
 
-    /* a record of the largest event the zone stores fits in a batch */
-    st->size = ngx_max(NGX_HTTP_USAGE_STREAM_BUF,
+    /*
+     * A record of the largest event the zone stores fits in a batch, and
+     * so do a POST's held events (ack=redis), which begin an entry
+     */
+    st->size = ngx_max(ngx_max(NGX_HTTP_USAGE_STREAM_BUF,
+                               NGX_HTTP_USAGE_HELD_BYTES),
                        ngx_http_usage_store_event_max(zone)
                        + NGX_HTTP_USAGE_ENTITY_MAX_BYTES
                        + NGX_HTTP_USAGE_TYPE_MAX_BYTES + 64);

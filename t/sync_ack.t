@@ -32,11 +32,13 @@ sub conf {
 	my $addr = $redis->addr;
 	return <<"EOF";
 http {
-    usage_zone zone=usage:4m;
+    usage_zone zone=usage:16m;
     usage_sync zone=usage redis=$addr name=$name interval=200ms timeout=1s $extra;
 
     server {
         listen 127.0.0.1:%%PORT%%;
+        client_max_body_size 4m;
+        client_body_buffer_size 4m;
         location / { usage_api usage; usage_track usage; }
         location = /metrics { usage_metrics usage; }
     }
@@ -109,6 +111,39 @@ ok(wait_until(sub { count($b, 'ids') == 1 }, 5), 'b counts it once');
 ok(wait_until(sub { count($b, 'api-self') > 0 }, 5),
 	'api-self of a ships as before');
 
+# a batch: 201 once Redis has all of it, in one entry
+sub batch {
+	my ($t, @events) = @_;
+	return $t->post_json('/v1/events/batch', { events => \@events });
+}
+
+$r = batch($a, map({ { entityId => 'batched', eventType => 'call', id => "b$_" } } 1 .. 4),
+	{ entityId => 'batched', eventType => 'call', id => 'b2' });
+is($r->status, 201, 'a batch through a: 201');
+is_deeply([ @{ $r->json->{data} }{qw(stored duplicates)} ], [4, 1],
+	'4 stored, 1 repeated inside the batch');
+ok($r->json->{data}{events}[4]{duplicate}, 'the repeat is named');
+is($r->json->{data}{events}[4]{createdAt}, $r->json->{data}{events}[1]{createdAt},
+	"with its first's createdAt");
+ok(wait_until(sub { count($b, 'batched') == 4 }, 5), 'b counts the 4');
+is(count($a, 'batched'), 4, 'a counts them once');
+$r = batch($a, { entityId => 'batched', eventType => 'call', id => 'b1' });
+is($r->status, 200, 'a batch of an id stored already: 200');
+
+$r = batch($a, map({ { entityId => 'big', eventType => 'call', value => $_ } } 1 .. 300));
+is($r->status, 201, 'a batch of 300 (more than batch= per entry): 201');
+ok(wait_until(sub { count($b, 'big') == 300 }, 5), 'b counts the 300');
+my ($entry) = grep { { @{ $_->[1] } }->{c} == 300 }
+	@{ $redis->cmd('XRANGE', 'usage:events', '-', '+') };
+ok($entry, 'they went in one stream entry');
+
+$r = batch($a, map({ { entityId => 'huge', eventType => 'call',
+	metadata => { pad => 'x' x 1100 } } } 1 .. 1000));
+is($r->status, 413, 'a batch past 1 MB in the stream: 413');
+like(($r->json // {})->{error}{message} // '', qr/at most 1 MB in the fleet's stream/,
+	'it says why');
+is(count($a, 'huge'), 0, 'nothing of it stored');
+
 ###############################################################################
 # Redis takes no write past ack_timeout: 503, and the event lands nowhere
 
@@ -137,6 +172,18 @@ ok(!@holding, 'the stream does not hold it (its entity and type, side by side in
 	or diag(explain(\@holding));
 cmp_ok(metric($a, 'usage_sync_ack_withdrawn_total'), '>=', 1,
 	'metrics: the 503 is counted as withdrawn');
+
+is($redis->cmd('CLIENT', 'PAUSE', '1500', 'WRITE'), 'OK',
+	'Redis takes no write for 1.5 s, again');
+$r = batch($a, map({ { entityId => 'pausedbatch', eventType => 'call' } } 1 .. 3));
+is($r->status, 503, 'a batch meanwhile: 503');
+like(($r->json // {})->{error}{message} // '', qr/nothing of the batch was stored/,
+	'nothing of the batch was stored');
+sleep 2;
+is(post($a, 'after-batch')->status, 201, 'then a POST: 201');
+ok(wait_until(sub { count($b, 'after-batch') == 1 }, 5), 'b has it');
+is(count($b, 'pausedbatch'), 0, 'b never counts the batch');
+is(count($a, 'pausedbatch'), 0, 'nor does a');
 is(metric($a, 'usage_sync_ack_ambiguous_total'), 0,
 	'metrics: none that Redis had all the same');
 
