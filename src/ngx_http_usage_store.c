@@ -2719,7 +2719,7 @@ ngx_http_usage_raw_append_locked(ngx_http_usage_zone_t *zone,
 #define ngx_http_usage_raw_before(a, b)                                      \
     ((a)->created < (b)->created                                             \
      || ((a)->created == (b)->created                                        \
-         && ngx_memcmp((a)->uuid, (b)->uuid, 16) < 0))
+         && ngx_http_usage_uuid_cmp((a)->uuid, (b)->uuid) < 0))
 
 /* the log's own queue: a few steps from the tail, else by the skip list */
 #define NGX_HTTP_USAGE_LINK_NEAR   64
