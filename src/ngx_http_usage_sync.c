@@ -80,6 +80,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_usage_sync_conf_t *sc);
+static ngx_int_t ngx_http_usage_sync_param_stream(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_http_usage_sync_conf_t *sc);
 static ngx_int_t ngx_http_usage_sync_key(ngx_conf_t *cf, ngx_str_t *key,
     ngx_str_t *stream, const char *suffix);
 static ngx_int_t ngx_http_usage_sync_invalid(ngx_conf_t *cf,
@@ -234,17 +236,20 @@ ngx_http_usage_sync(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static ngx_int_t
-ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_http_usage_sync_conf_t *sc)
-{
-    ngx_str_t  v;
-
+/* the parameter is prefix<value>: v is the value */
 #define ngx_http_usage_sync_is(prefix)                                       \
     (value->len >= sizeof(prefix) - 1                                        \
      && ngx_strncmp(value->data, prefix, sizeof(prefix) - 1) == 0            \
      && (v.data = value->data + sizeof(prefix) - 1,                          \
          v.len = value->len - (sizeof(prefix) - 1), 1))
+
+
+static ngx_int_t
+ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_sync_conf_t *sc)
+{
+    ngx_int_t  rc;
+    ngx_str_t  v;
 
     if (ngx_http_usage_sync_is("zone=")) {
         sc->zone_name = v;
@@ -275,64 +280,14 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
         return v.len ? NGX_OK : NGX_ERROR;
     }
 
-    if (ngx_http_usage_sync_is("buffer=")) {
-        sc->buffer = ngx_parse_size(&v);
-        return (sc->buffer == (size_t) NGX_ERROR || sc->buffer == 0)
-               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
-    }
-
-    if (ngx_http_usage_sync_is("maxlen=")) {
-        sc->streaming.maxlen = ngx_atoi(v.data, v.len);
-        return (sc->streaming.maxlen == (ngx_uint_t) NGX_ERROR
-                || sc->streaming.maxlen == 0)
-               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
-    }
-
-    if (ngx_http_usage_sync_is("batch=")) {
-        sc->streaming.batch = ngx_atoi(v.data, v.len);
-        return (sc->streaming.batch == (ngx_uint_t) NGX_ERROR
-                || sc->streaming.batch == 0
-                || sc->streaming.batch > NGX_HTTP_USAGE_STREAM_BATCH_MAX)
-               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
-    }
-
-    if (ngx_http_usage_sync_is("replicas=")) {
-        sc->streaming.replicas = ngx_atoi(v.data, v.len);
-        return (sc->streaming.replicas == (ngx_uint_t) NGX_ERROR
-                || sc->streaming.replicas > NGX_HTTP_USAGE_STREAM_REPLICAS)
-               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
-    }
-
     if (ngx_http_usage_sync_is("interval=")) {
         return ngx_http_usage_sync_time(cf, value, 9, &sc->interval);
     }
 
-    if (ngx_http_usage_sync_is("ack=")) {
-        if (v.len == 5 && ngx_strncmp(v.data, "redis", 5) == 0) {
-            sc->streaming.ack = 1;
-            return NGX_OK;
-        }
+    rc = ngx_http_usage_sync_param_stream(cf, value, sc);
 
-        if (v.len == 5 && ngx_strncmp(v.data, "local", 5) == 0) {
-            sc->streaming.ack = 0;
-            return NGX_OK;
-        }
-
-        return ngx_http_usage_sync_invalid(cf, value);
-    }
-
-    if (ngx_http_usage_sync_is("ack_timeout=")) {
-        return ngx_http_usage_sync_time(cf, value, 12, &sc->ack_timeout);
-    }
-
-    if (ngx_http_usage_sync_is("snapshot=")) {
-        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
-            sc->snapshots.interval = 0;
-            return NGX_OK;
-        }
-
-        return ngx_http_usage_sync_time(cf, value, 9,
-                                        &sc->snapshots.interval);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     if (ngx_http_usage_sync_is("timeout=")) {
@@ -368,10 +323,82 @@ ngx_http_usage_sync_param(ngx_conf_t *cf, ngx_str_t *value,
     }
 #endif
 
-#undef ngx_http_usage_sync_is
-
     return ngx_http_usage_sync_invalid(cf, value);
 }
+
+
+/*
+ * What is shipped, and how: buffer= maxlen= batch= replicas= ack=
+ * ack_timeout= snapshot=.  NGX_DECLINED: none of them.
+ */
+
+static ngx_int_t
+ngx_http_usage_sync_param_stream(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_usage_sync_conf_t *sc)
+{
+    ngx_str_t  v;
+
+    if (ngx_http_usage_sync_is("buffer=")) {
+        sc->buffer = ngx_parse_size(&v);
+        return (sc->buffer == (size_t) NGX_ERROR || sc->buffer == 0)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("maxlen=")) {
+        sc->streaming.maxlen = ngx_atoi(v.data, v.len);
+        return (sc->streaming.maxlen == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.maxlen == 0)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("batch=")) {
+        sc->streaming.batch = ngx_atoi(v.data, v.len);
+        return (sc->streaming.batch == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.batch == 0
+                || sc->streaming.batch > NGX_HTTP_USAGE_STREAM_BATCH_MAX)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("replicas=")) {
+        sc->streaming.replicas = ngx_atoi(v.data, v.len);
+        return (sc->streaming.replicas == (ngx_uint_t) NGX_ERROR
+                || sc->streaming.replicas > NGX_HTTP_USAGE_STREAM_REPLICAS)
+               ? ngx_http_usage_sync_invalid(cf, value) : NGX_OK;
+    }
+
+    if (ngx_http_usage_sync_is("ack=")) {
+        if (v.len == 5 && ngx_strncmp(v.data, "redis", 5) == 0) {
+            sc->streaming.ack = 1;
+            return NGX_OK;
+        }
+
+        if (v.len == 5 && ngx_strncmp(v.data, "local", 5) == 0) {
+            sc->streaming.ack = 0;
+            return NGX_OK;
+        }
+
+        return ngx_http_usage_sync_invalid(cf, value);
+    }
+
+    if (ngx_http_usage_sync_is("ack_timeout=")) {
+        return ngx_http_usage_sync_time(cf, value, 12, &sc->ack_timeout);
+    }
+
+    if (ngx_http_usage_sync_is("snapshot=")) {
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            sc->snapshots.interval = 0;
+            return NGX_OK;
+        }
+
+        return ngx_http_usage_sync_time(cf, value, 9,
+                                        &sc->snapshots.interval);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+#undef ngx_http_usage_sync_is
 
 
 /* <stream><suffix>: a key of the sync's beside the stream */
