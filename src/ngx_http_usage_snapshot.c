@@ -511,7 +511,13 @@ ngx_http_usage_snapshot_write(ngx_http_usage_snapshot_t *snap)
     n = (ds.len + NGX_HTTP_USAGE_SNAPSHOT_CHUNK - 1)
         / NGX_HTTP_USAGE_SNAPSHOT_CHUNK;
 
-    if (n > NGX_HTTP_USAGE_SNAPSHOT_CHUNKS || ds.epoch == 0) {
+    if (ds.epoch == 0) {
+        /* the stream's epoch was lost meanwhile: the next check has it */
+        ngx_free(ds.data);
+        return NGX_OK;
+    }
+
+    if (n > NGX_HTTP_USAGE_SNAPSHOT_CHUNKS) {
         ngx_log_error(NGX_LOG_WARN, snap->log, 0,
                       "usage sync: zone \"%V\" writes no snapshot: %uz "
                       "bytes, more than %d chunks", &snap->zone->name,

@@ -1345,6 +1345,9 @@ ngx_http_usage_state_bootstrap(ngx_http_usage_zone_t *zone, u_char *data,
     ngx_http_usage_state_counters_restore(sh, &counters);
     ngx_http_usage_fleet_bootstrapped_locked(fleet, own_seq);
 
+    /* a new store: the state file has to be written again */
+    sh->changes++;
+
     if (h->start_time < sh->start_time) {
         sh->start_time = h->start_time;
     }

@@ -8,6 +8,9 @@
 #     first entries, loads the snapshot and reads the stream from there:
 #     it answers the same totals, summaries, histories and event lists
 #     as the others, and keeps doing so under more traffic, its own too;
+#     also one added while the others take POSTs from four clients;
+#   - an instance away while the stream was trimmed past its position
+#     loads the snapshot again at its restart;
 #   - a snapshot whose chunk was corrupted is refused ([error], counted,
 #     retried), and the instance then reads the stream from its start:
 #     no half-loaded zone, no crash;
@@ -22,6 +25,7 @@ use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
 use Test::UsageFleet qw(differences converged metric);
+use Time::HiRes qw(sleep time);
 
 # small stream nodes: XTRIM MINID ~ trims at a fine grain
 my $redis = Test::UsageRedis->new(args => ['--stream-node-max-entries', '4']);
@@ -145,6 +149,29 @@ ok(wait_until(sub { converged([$a, $b, $c], @entities) }, 10),
 	or diag(join "\n", differences([$a, $b, $c], @entities));
 
 ###############################################################################
+# an instance added under load, to a trimmed stream: it loads the snapshot
+# while a and b take POSTs from four clients, reads the stream after it,
+# and then counts every event the fleet took, the trimmed ones too
+
+my $bg = $a->background(4, 4, sub {
+	my ($k, $i) = @_;
+	return post(($i + $k) % 2 ? $a : $b, $entities[($i + $k) % 4]);
+});
+sleep 1;
+my $h = instance('h');
+my $loaded = $a->background_wait($bg);
+$created += $loaded;
+cmp_ok($loaded, '>', 100, "$loaded POSTs answered 201 during the join");
+ok(wait_until(sub { total($h) == $created && total($a) == $created }, 15),
+	"h counts the fleet's $created events (" . total($h) . ')');
+ok(wait_until(sub { converged([$a, $b, $h], @entities) }, 10),
+	'h answers what a and b answer')
+	or diag(join "\n", differences([$a, $b, $h], @entities));
+is(metric($h, 'usage_sync_snapshots_loaded_total'), 1,
+	'metrics: h started from a snapshot');
+$h->finish();
+
+###############################################################################
 # an instance away while the stream was trimmed past its position: at its
 # restart from its state file, it loads the snapshot again
 
@@ -154,19 +181,29 @@ chmod 0777, $g->dir . '/state';    # workers run as nobody under root
 $g->write_config(conf('g', '',
 	'state=%%TESTDIR%%/state/usage.state'))->run();
 ok(wait_until(sub { total($g) == $created }, 10), 'g joins and catches up');
+my $gpos = (($g->get('/info')->json // {})->{sync} // {})->{readPosition}
+	// '';
+like($gpos, qr/^\d+-\d+$/, "g's read position ($gpos)");
 $g->stop();
 ok(!$g->alive, 'g stopped, its state file saved');
 
-my $before = xinfo()->{'recorded-first-entry-id'} // '0-0';
-for my $i (1 .. 3) {
+# more traffic, snapshots and trims, until the stream's first entry is
+# past g's position
+sub id_after {
+	my ($x, $y) = @_;
+	my ($xm, $xs) = split /-/, $x // '0-0';
+	my ($ym, $ys) = split /-/, $y;
+	return $xm > $ym || ($xm == $ym && $xs > $ys);
+}
+my $until = time() + 20;
+while (!id_after(xinfo()->{'recorded-first-entry-id'}, $gpos) && time() < $until) {
 	for my $j (1 .. 20) {
 		$created += post($j % 2 ? $a : $b, $entities[$j % 4]);
 	}
-	sleep 1.2;                    # a snapshot each time, and a trim
+	sleep 0.5;
 }
-ok(wait_until(sub {
-	(xinfo()->{'recorded-first-entry-id'} // '0-0') ne $before
-}, 10), 'meanwhile the stream was trimmed again');
+ok(id_after(xinfo()->{'recorded-first-entry-id'}, $gpos),
+	"meanwhile the stream was trimmed past g's position");
 
 $g->run();
 ok(wait_until(sub {
