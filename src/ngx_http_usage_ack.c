@@ -16,6 +16,7 @@
 #include "ngx_http_usage_module.h"
 #include "ngx_http_usage_ack.h"
 #include "ngx_http_usage_request.h"
+#include "ngx_http_usage_reply.h"
 #include "ngx_http_usage_sync.h"
 #include "ngx_http_usage_time.h"
 
@@ -131,4 +132,46 @@ ngx_http_usage_ack_poll(ngx_http_request_t *r)
 
     ack->answer(r, ack->recs, ack->n, &ack->res,
                 (rc == NGX_DECLINED) ? NGX_HTTP_USAGE_UNSYNCED : rc);
+}
+
+
+/* ack=redis's own refusals, for one event or a batch's */
+
+ngx_int_t
+ngx_http_usage_ack_error(ngx_http_request_t *r, ngx_int_t rc,
+    ngx_uint_t batch)
+{
+    ngx_str_t  msg;
+
+    if (rc == NGX_HTTP_USAGE_UNSYNCED) {
+        if (batch) {
+            ngx_str_set(&msg, "Redis did not take the events in time "
+                        "(usage_sync ack=redis): nothing of the batch was "
+                        "stored; send it again, with ids to make the retry "
+                        "safe");
+        } else {
+            ngx_str_set(&msg, "Redis did not take the event in time "
+                        "(usage_sync ack=redis): it was not stored; send it "
+                        "again, with an id to make the retry safe");
+        }
+
+        return ngx_http_usage_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "SYNC_UNAVAILABLE", &msg);
+    }
+
+    if (rc == NGX_HTTP_USAGE_HELD_TOO_LARGE) {
+        if (batch) {
+            ngx_str_set(&msg, "With usage_sync ack=redis the events of a "
+                        "batch take at most 1 MB in the fleet's stream: send "
+                        "fewer events at a time");
+        } else {
+            ngx_str_set(&msg, "With usage_sync ack=redis an event takes at "
+                        "most 1 MB in the fleet's stream");
+        }
+
+        return ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "PAYLOAD_TOO_LARGE", &msg);
+    }
+
+    return NGX_DECLINED;
 }

@@ -40,4 +40,10 @@ void ngx_http_usage_ack_post(ngx_http_request_t *r,
     ngx_uint_t n, ngx_http_usage_ack_answer_pt answer);
 
 
+/* the answer to rc if it is one of ack=redis's refusals (a 503, or the
+ * 413 of events past one stream entry), else NGX_DECLINED */
+ngx_int_t ngx_http_usage_ack_error(ngx_http_request_t *r, ngx_int_t rc,
+    ngx_uint_t batch);
+
+
 #endif /* _NGX_HTTP_USAGE_ACK_H_INCLUDED_ */

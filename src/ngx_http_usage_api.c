@@ -541,6 +541,7 @@ static void
 ngx_http_usage_post_answer(ngx_http_request_t *r,
     ngx_http_usage_record_t *rec, ngx_int_t rc)
 {
+    ngx_int_t                   answer;
     ngx_str_t                   error;
     ngx_http_usage_out_t        out;
     ngx_http_usage_zone_t      *zone;
@@ -566,22 +567,10 @@ ngx_http_usage_post_answer(ngx_http_request_t *r,
         return;
     }
 
-    if (rc == NGX_HTTP_USAGE_HELD_TOO_LARGE) {
-        ngx_str_set(&error, "With usage_sync ack=redis an event takes at "
-                    "most 1 MB in the fleet's stream");
-        ngx_http_finalize_request(r,
-               ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "PAYLOAD_TOO_LARGE", &error));
-        return;
-    }
+    answer = ngx_http_usage_ack_error(r, rc, 0);
 
-    if (rc == NGX_HTTP_USAGE_UNSYNCED) {
-        ngx_str_set(&error, "Redis did not take the event in time "
-                    "(usage_sync ack=redis): it was not stored; send it "
-                    "again, with an id to make the retry safe");
-        ngx_http_finalize_request(r,
-               ngx_http_usage_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "SYNC_UNAVAILABLE", &error));
+    if (answer != NGX_DECLINED) {
+        ngx_http_finalize_request(r, answer);
         return;
     }
 

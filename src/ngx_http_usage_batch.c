@@ -98,7 +98,7 @@ ngx_http_usage_batch_acked(ngx_http_request_t *r,
     ngx_http_usage_record_t *recs, ngx_uint_t n,
     ngx_http_usage_batch_result_t *res, ngx_int_t rc)
 {
-    ngx_str_t                   msg;
+    ngx_int_t                   answer;
     ngx_http_usage_loc_conf_t  *ulcf;
 
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_usage_module);
@@ -109,24 +109,10 @@ ngx_http_usage_batch_acked(ngx_http_request_t *r,
         return;
     }
 
-    if (rc == NGX_HTTP_USAGE_UNSYNCED) {
-        ngx_str_set(&msg, "Redis did not take the events in time "
-                    "(usage_sync ack=redis): nothing of the batch was "
-                    "stored; send it again, with ids to make the retry "
-                    "safe");
-        ngx_http_finalize_request(r,
-               ngx_http_usage_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "SYNC_UNAVAILABLE", &msg));
-        return;
-    }
+    answer = ngx_http_usage_ack_error(r, rc, 1);
 
-    if (rc == NGX_HTTP_USAGE_HELD_TOO_LARGE) {
-        ngx_str_set(&msg, "With usage_sync ack=redis the events of a batch "
-                    "take at most 1 MB in the fleet's stream: send fewer "
-                    "events at a time");
-        ngx_http_finalize_request(r,
-               ngx_http_usage_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "PAYLOAD_TOO_LARGE", &msg));
+    if (answer != NGX_DECLINED) {
+        ngx_http_finalize_request(r, answer);
         return;
     }
 
