@@ -21,7 +21,8 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(differences converged metric);
+use Test::UsageFleet qw(differences converged metric sync_state
+	sync_instance);
 use Time::HiRes qw(sleep time);
 
 my $redis = Test::UsageRedis->new();
@@ -47,13 +48,8 @@ EOF
 }
 
 sub instance {
-	my ($name, $extra) = @_;
-	my $t = Test::Usage->new();
-	$t->write_config(conf($name, $extra))->run();
-	ok(wait_until(sub {
-		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
-	}, 10), "$name: sync ok");
-	return $t;
+	my ($name, @conf) = @_;
+	return sync_instance($name, conf($name, @conf));
 }
 
 sub post {
@@ -198,7 +194,7 @@ $r = post($a, 'stopped', id => 's1');
 kill 'CONT', $redis->pid;
 is($r->status, 503, 'Redis stopped: 503');
 ok(wait_until(sub {
-	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+	sync_state($a) eq 'ok'
 }, 10), 'a syncs again');
 is(post($a, 'marker')->status, 201, 'a later POST: 201');
 ok(wait_until(sub { count($b, 'marker') == 1 }, 5), 'b has the later one');
@@ -218,7 +214,7 @@ is(count($a, 'stopped'), 1, 'a counts it once');
 
 $redis->stop();
 ok(wait_until(sub {
-	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'degraded'
+	sync_state($a) eq 'degraded'
 }, 10), 'Redis down: a is degraded');
 $t0 = time;
 $r = post($a, 'down');
@@ -227,7 +223,7 @@ cmp_ok(time - $t0, '<', 0.3, 'at once');
 is(count($a, 'down'), 0, 'not stored');
 $redis->start();
 ok(wait_until(sub {
-	(($a->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
+	sync_state($a) eq 'ok'
 }, 15), 'Redis back: a syncs again');
 
 $_->finish() for $a, $b;

@@ -24,7 +24,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(view differences converged metric);
+use Test::UsageFleet qw(view differences converged metric sync_instance);
 use Time::HiRes qw(sleep time);
 
 my $redis = Test::UsageRedis->new();
@@ -53,13 +53,8 @@ EOF
 }
 
 sub instance {
-	my ($name, $extra, $zone) = @_;
-	my $t = Test::Usage->new();
-	$t->write_config(conf($name, $extra, $zone))->run();
-	ok(wait_until(sub {
-		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
-	}, 10), "$name: sync ok");
-	return $t;
+	my ($name, @conf) = @_;
+	return sync_instance($name, conf($name, @conf));
 }
 
 sub post {

@@ -28,7 +28,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(differences converged metric);
+use Test::UsageFleet qw(differences converged metric sync_state);
 use Test::UsageState;
 use Time::HiRes qw(sleep time);
 
@@ -50,11 +50,6 @@ http {
     }
 }
 EOF
-}
-
-sub sync_state {
-	my ($t) = @_;
-	return (($t->get('/ready')->json // {})->{checks}{sync} // '');
 }
 
 sub instance {

@@ -25,7 +25,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(metric);
+use Test::UsageFleet qw(metric sync_instance);
 use Time::HiRes qw(sleep time);
 
 my $primary = Test::UsageRedis->new();
@@ -59,13 +59,8 @@ EOF
 }
 
 sub instance {
-	my ($name, $extra) = @_;
-	my $t = Test::Usage->new();
-	$t->write_config(conf($name, $extra))->run();
-	ok(wait_until(sub {
-		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
-	}, 10), "$name: sync ok");
-	return $t;
+	my ($name, @conf) = @_;
+	return sync_instance($name, conf($name, @conf));
 }
 
 sub units {

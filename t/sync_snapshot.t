@@ -24,7 +24,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Test::Usage qw(wait_until);
 use Test::UsageRedis;
-use Test::UsageFleet qw(differences converged metric);
+use Test::UsageFleet qw(differences converged metric sync_instance);
 use Time::HiRes qw(sleep time);
 
 # small stream nodes: XTRIM MINID ~ trims at a fine grain
@@ -51,13 +51,8 @@ EOF
 }
 
 sub instance {
-	my ($name, $extra) = @_;
-	my $t = Test::Usage->new();
-	$t->write_config(conf($name, $extra))->run();
-	ok(wait_until(sub {
-		(($t->get('/ready')->json // {})->{checks}{sync} // '') eq 'ok'
-	}, 10), "$name: sync ok");
-	return $t;
+	my ($name, @conf) = @_;
+	return sync_instance($name, conf($name, @conf));
 }
 
 my $n = 0;

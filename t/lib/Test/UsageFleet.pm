@@ -10,6 +10,10 @@ package Test::UsageFleet;
 #   converged([$t1, $t2, ...], @entities)     no line differs
 #   metric($t, $name)                          a series of zone "usage" in
 #                                              /metrics, -1 when it is not
+#   sync_state($t)                             /ready's checks.sync
+#   sync_instance($name, $config)              an instance of the config,
+#                                              started, and one test that
+#                                              its sync gets ok
 
 use strict;
 use warnings;
@@ -17,7 +21,8 @@ use warnings;
 use Exporter qw(import);
 use Test::Usage ();
 
-our @EXPORT_OK = qw(view differences converged metric);
+our @EXPORT_OK = qw(view differences converged metric sync_state
+	sync_instance);
 
 sub view {
 	my ($t, @entities) = @_;
@@ -58,6 +63,20 @@ sub metric {
 	my ($t, $name) = @_;
 	my ($v) = $t->get('/metrics')->body =~ /^\Q$name\E\{zone="usage"\} (\S+)$/m;
 	return $v // -1;
+}
+
+sub sync_state {
+	my ($t) = @_;
+	return (($t->get('/ready')->json // {})->{checks}{sync} // '');
+}
+
+sub sync_instance {
+	my ($name, $config) = @_;
+	my $t = Test::Usage->new();
+	$t->write_config($config)->run();
+	Test::More::ok(Test::Usage::wait_until(sub { sync_state($t) eq 'ok' }, 10),
+		"$name: sync ok");
+	return $t;
 }
 
 1;
