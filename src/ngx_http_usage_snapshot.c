@@ -6,7 +6,7 @@
  *   SET <key>:lease <origin> NX PX <interval>            who writes
  *   SET <key>:<gen>:<i> <4 MB of the state file> PX <3 intervals>
  *   EVAL <commit> 2 <key> <stream>:epoch <epoch> <manifest> <key>: <ms>
- *   XTRIM <stream> MINID ~ <the previous manifest's position>
+ *   XTRIM <stream> MINID ~ <the previous manifest's position> LIMIT 0
  *
  * The commit script takes the manifest only under the epoch it was
  * written in and only if it stands further in the stream than the one
@@ -642,8 +642,8 @@ ngx_http_usage_snapshot_committed(ngx_http_usage_redis_t *rd, void *data,
     redisReply *reply)
 {
     u_char                      pos[2 * NGX_INT64_LEN + 2];
-    size_t                      lens[5];
-    const char                 *argv[5];
+    size_t                      lens[7];
+    const char                 *argv[7];
     ngx_http_usage_manifest_t   m;
     ngx_http_usage_snapshot_t  *snap;
 
@@ -677,6 +677,12 @@ ngx_http_usage_snapshot_committed(ngx_http_usage_redis_t *rd, void *data,
         return;                     /* the first snapshot: nothing to trim */
     }
 
+    /*
+     * "~" trims whole nodes of the stream, and by default 100 nodes'
+     * worth at most: with many small entries (a busy fleet with small
+     * batches, or a first trim after long without snapshots) the stream
+     * would fall behind.  LIMIT 0 trims all that is due at once.
+     */
     argv[0] = "XTRIM"; lens[0] = 5;
     argv[1] = (const char *) snap->stream_key->data;
     lens[1] = snap->stream_key->len;
@@ -684,8 +690,10 @@ ngx_http_usage_snapshot_committed(ngx_http_usage_redis_t *rd, void *data,
     argv[3] = "~"; lens[3] = 1;
     argv[4] = (const char *) pos;
     lens[4] = ngx_sprintf(pos, "%uL-%uL", m.pos_ms, m.pos_seq) - pos;
+    argv[5] = "LIMIT"; lens[5] = 5;
+    argv[6] = "0"; lens[6] = 1;
 
-    if (ngx_http_usage_redis_send(snap->cmd, 5, argv, lens,
+    if (ngx_http_usage_redis_send(snap->cmd, 7, argv, lens,
                                   ngx_http_usage_snapshot_trimmed, snap)
         == NGX_OK)
     {

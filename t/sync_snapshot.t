@@ -190,7 +190,7 @@ sub id_after {
 	my ($ym, $ys) = split /-/, $y;
 	return $xm > $ym || ($xm == $ym && $xs > $ys);
 }
-my $until = time() + 20;
+my $until = time() + 30;
 while (!id_after(xinfo()->{'recorded-first-entry-id'}, $gpos) && time() < $until) {
 	for my $j (1 .. 20) {
 		$created += post($j % 2 ? $a : $b, $entities[$j % 4]);
