@@ -70,6 +70,20 @@ typedef struct {
 } ngx_http_usage_insert_t;
 
 
+/*
+ * What the events of a POST held for Redis add to their entities, as the
+ * bounds count it: tables of the batch's first event of each entity, of
+ * each of its types and of each of their buckets (indexes + 1, 0 free),
+ * and at an entity's first event the series and buckets the batch adds.
+ */
+typedef struct {
+    uint32_t                    *table[3];
+    ngx_uint_t                   mask;
+    ngx_uint_t                  *series;
+    ngx_uint_t                  *buckets;
+} ngx_http_usage_hold_t;
+
+
 static ngx_int_t ngx_http_usage_store_create(ngx_shm_zone_t *shm_zone);
 static void ngx_http_usage_name_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, size_t off);
@@ -121,7 +135,12 @@ static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
 static void ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
 static ngx_int_t ngx_http_usage_hold_bounds_locked(
-    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins);
+    ngx_http_usage_zone_t *zone, ngx_http_usage_insert_t *ins, ngx_uint_t i,
+    ngx_http_usage_hold_t *hold);
+static ngx_uint_t ngx_http_usage_hold_seen(ngx_http_usage_hold_t *hold,
+    ngx_http_usage_insert_t *ins, ngx_uint_t i, ngx_uint_t kind);
+static ngx_int_t ngx_http_usage_hold_init_bounds(ngx_http_usage_hold_t *hold,
+    ngx_pool_t *pool, ngx_uint_t n);
 static ngx_int_t ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
     ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
     ngx_http_usage_insert_t *ins, ngx_http_usage_batch_result_t *res);
@@ -129,7 +148,7 @@ static ngx_uint_t ngx_http_usage_hold_first(ngx_http_usage_record_t *recs,
     ngx_uint_t i);
 static ngx_int_t ngx_http_usage_hold_check_locked(
     ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
-    ngx_http_usage_insert_t *ins, ngx_uint_t n,
+    ngx_http_usage_insert_t *ins, ngx_uint_t n, ngx_http_usage_hold_t *hold,
     ngx_http_usage_batch_result_t *res);
 static ngx_int_t ngx_http_usage_hold_all_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins, ngx_uint_t n, int64_t now);
@@ -1339,6 +1358,7 @@ ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 {
     ngx_int_t                 rc;
     ngx_uint_t                i;
+    ngx_http_usage_hold_t     hold;
     ngx_http_usage_insert_t  *ins;
 
     if (zone->sh->fleet == NULL || zone->sh->fleet->held == NULL) {
@@ -1346,7 +1366,9 @@ ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     }
 
     ins = ngx_palloc(pool, n * sizeof(ngx_http_usage_insert_t));
-    if (ins == NULL) {
+    if (ins == NULL || ngx_http_usage_hold_init_bounds(&hold, pool, n)
+                       != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -1363,7 +1385,7 @@ ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
     ngx_http_usage_expire_locked(zone, now);
 
-    rc = ngx_http_usage_hold_check_locked(zone, pool, ins, n, res);
+    rc = ngx_http_usage_hold_check_locked(zone, pool, ins, n, &hold, res);
 
     if (rc == NGX_OK) {
         rc = ngx_http_usage_hold_all_locked(zone, ins, n, now);
@@ -1434,6 +1456,32 @@ ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
 }
 
 
+/* the bounds' tables for n events, in the pool, outside the lock */
+
+static ngx_int_t
+ngx_http_usage_hold_init_bounds(ngx_http_usage_hold_t *hold,
+    ngx_pool_t *pool, ngx_uint_t n)
+{
+    ngx_uint_t  k, size;
+
+    for (size = 4; size < 2 * n; size <<= 1) { /* void */ }
+
+    hold->mask = size - 1;
+
+    for (k = 0; k < 3; k++) {
+        hold->table[k] = ngx_pcalloc(pool, size * sizeof(uint32_t));
+        if (hold->table[k] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    hold->series = ngx_pcalloc(pool, n * sizeof(ngx_uint_t));
+    hold->buckets = ngx_pcalloc(pool, n * sizeof(ngx_uint_t));
+
+    return (hold->series && hold->buckets) ? NGX_OK : NGX_ERROR;
+}
+
+
 /*
  * The first event of the batch before i with i's client id, or i: a
  * batch's few ids, whose pairs cost less than the store's lookups
@@ -1467,7 +1515,7 @@ ngx_http_usage_hold_first(ngx_http_usage_record_t *recs, ngx_uint_t i)
 static ngx_int_t
 ngx_http_usage_hold_check_locked(ngx_http_usage_zone_t *zone,
     ngx_pool_t *pool, ngx_http_usage_insert_t *ins, ngx_uint_t n,
-    ngx_http_usage_batch_result_t *res)
+    ngx_http_usage_hold_t *hold, ngx_http_usage_batch_result_t *res)
 {
     int64_t                   created;
     ngx_int_t                 rc;
@@ -1504,7 +1552,7 @@ ngx_http_usage_hold_check_locked(ngx_http_usage_zone_t *zone,
             rec->time = created;
         }
 
-        rc = ngx_http_usage_hold_bounds_locked(zone, &ins[i]);
+        rc = ngx_http_usage_hold_bounds_locked(zone, ins, i, hold);
 
         if (rc != NGX_OK) {
             res->failed = i;
@@ -1716,38 +1764,119 @@ ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
 
 
 /*
- * The entity's bounds for an event held for Redis, as an insert checks
- * them, with nothing changed: once Redis has the event the fleet stores
- * it, whatever the bounds say then.
+ * The entities' bounds for the events of a POST held for Redis, as
+ * inserts would check them one after the other, with nothing changed:
+ * what the store holds of the entity, and what the batch's earlier
+ * events would add to it (a type new to the entity, a bucket new to its
+ * series), found through hashes of the batch's entities, types and
+ * buckets.  Once Redis has the events the fleet stores them whatever
+ * the bounds say then, so a batch must not pass them here.
  */
 
 static ngx_int_t
 ngx_http_usage_hold_bounds_locked(ngx_http_usage_zone_t *zone,
-    ngx_http_usage_insert_t *ins)
+    ngx_http_usage_insert_t *ins, ngx_uint_t i, ngx_http_usage_hold_t *hold)
 {
-    ngx_int_t                 rc;
+    ngx_uint_t                first, nseries, nbuckets, series, bucket;
     ngx_http_usage_type_t    *type;
     ngx_http_usage_entity_t  *entity;
 
-    entity = ngx_http_usage_entity_lookup(zone->sh, &ins->rec->entity);
+    ngx_http_usage_insert_span(zone, &ins[i]);
 
-    if (entity == NULL) {
-        return NGX_OK;
+    first = ngx_http_usage_hold_seen(hold, ins, i, 0);
+    series = (ngx_http_usage_hold_seen(hold, ins, i, 1) == i);
+    bucket = (ngx_http_usage_hold_seen(hold, ins, i, 2) == i);
+
+    entity = ngx_http_usage_entity_lookup(zone->sh, &ins[i].rec->entity);
+    nseries = 0;
+    nbuckets = 0;
+
+    if (entity) {
+        type = ngx_http_usage_type_lookup(zone->sh, &ins[i].rec->type);
+        ins[i].series = type ? ngx_http_usage_series_find(entity, type)
+                             : NULL;
+        nseries = entity->nseries;
+        nbuckets = entity->nbuckets;
+
+        if (ins[i].series) {
+            series = 0;
+            bucket &= (ngx_http_usage_bucket_lookup(ins[i].series,
+                                                    ins[i].start,
+                                                    ins[i].span)
+                       == NULL);
+        }
     }
 
-    type = ngx_http_usage_type_lookup(zone->sh, &ins->rec->type);
-    ins->series = type ? ngx_http_usage_series_find(entity, type) : NULL;
+    nseries += hold->series[first];
+    nbuckets += hold->buckets[first];
 
-    ngx_http_usage_insert_span(zone, ins);
-
-    rc = ngx_http_usage_entity_room(zone, entity, ins->series, ins->start,
-                                    ins->span);
-
-    if (rc != NGX_OK) {
+    if (series && zone->entity_types && nseries >= zone->entity_types) {
         zone->sh->entity_limited++;
+        return NGX_HTTP_USAGE_LIMIT_TYPES;
     }
 
-    return rc;
+    if (zone->entity_slots && series + bucket
+        && nseries + nbuckets + series + bucket > zone->entity_slots)
+    {
+        zone->sh->entity_limited++;
+        return NGX_HTTP_USAGE_LIMIT_SHARE;
+    }
+
+    hold->series[first] += series;
+    hold->buckets[first] += bucket;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The batch's first event before or at i with i's entity (kind 0), its
+ * entity and type (1), or those and its bucket (2): an open-addressing
+ * table of event indexes for each kind, i added when it is the first.
+ */
+
+static ngx_uint_t
+ngx_http_usage_hold_seen(ngx_http_usage_hold_t *hold,
+    ngx_http_usage_insert_t *ins, ngx_uint_t i, ngx_uint_t kind)
+{
+    uint32_t                *table;
+    ngx_uint_t               h, j;
+    ngx_http_usage_record_t *a, *b;
+
+    a = ins[i].rec;
+    h = ins[i].entity_hash;
+
+    if (kind > 0) {
+        h = h * 31 + ins[i].type_hash;
+    }
+
+    if (kind > 1) {
+        h = h * 31 + (ngx_uint_t) ins[i].start + ins[i].span;
+    }
+
+    table = hold->table[kind];
+
+    for (h &= hold->mask; table[h]; h = (h + 1) & hold->mask) {
+        j = table[h] - 1;
+        b = ins[j].rec;
+
+        if (a->entity.len == b->entity.len
+            && ngx_memcmp(a->entity.data, b->entity.data, a->entity.len) == 0
+            && (kind == 0
+                || (a->type.len == b->type.len
+                    && ngx_memcmp(a->type.data, b->type.data, a->type.len)
+                       == 0))
+            && (kind < 2
+                || (ins[i].start == ins[j].start
+                    && ins[i].span == ins[j].span)))
+        {
+            return j;
+        }
+    }
+
+    table[h] = (uint32_t) i + 1;
+
+    return i;
 }
 
 

@@ -28,12 +28,13 @@ use Time::HiRes qw(sleep time);
 my $redis = Test::UsageRedis->new();
 
 sub conf {
-	my ($name, $extra) = @_;
+	my ($name, $extra, $zone_extra) = @_;
 	$extra //= '';
+	$zone_extra //= '';
 	my $addr = $redis->addr;
 	return <<"EOF";
 http {
-    usage_zone zone=usage:16m;
+    usage_zone zone=usage:16m $zone_extra;
     usage_sync zone=usage redis=$addr name=$name interval=200ms timeout=1s $extra;
 
     server {
@@ -139,6 +140,24 @@ is($r->status, 413, 'a batch past 1 MB in the stream: 413');
 like(($r->json // {})->{error}{message} // '', qr/at most 1 MB in the fleet's stream/,
 	'it says why');
 is(count($a, 'huge'), 0, 'nothing of it stored');
+
+###############################################################################
+# the entity's bounds count what the batch itself adds: a batch may not
+# bring an entity past entity_types, since the fleet stores what Redis has
+
+my $c = instance('c', 'ack=redis', 'entity_types=3');
+$r = batch($c, map({ { entityId => 'typed', eventType => "t$_" } } 1, 2, 1, 3, 2, 4, 5));
+is($r->status, 429, 'a batch of 5 types for an entity of at most 3: 429');
+like(($r->json // {})->{error}{message} // '', qr/event 5: .*3 event types/,
+	'naming the first event past the bound');
+is(count($c, 'typed'), 0, 'nothing of it stored');
+$r = batch($c, map({ { entityId => 'typed', eventType => "t$_" } } 1, 2, 1, 3, 2, 3));
+is($r->status, 201, 'a batch of 3 types, some repeated: 201');
+is(count($c, 'typed'), 6, 'all 6 stored');
+is(batch($c, { entityId => 'typed', eventType => 't4' })->status, 429,
+	'then a fourth type: 429');
+is(post($c, 'typed', eventType => 't2')->status, 201, 'a known type: 201');
+$c->finish();
 
 ###############################################################################
 # Redis takes no write past ack_timeout: 503, and the event lands nowhere
