@@ -524,10 +524,8 @@ ngx_http_usage_fleet_restore_locked(ngx_http_usage_fleet_t *fleet,
 
     w = ngx_http_usage_fleet_window_locked(fleet, origin, now);
 
-    if (w && seq) {
-        w->hwm = seq;
-        w->holes = 0;
-        ngx_memset(w->bits, 0xff, sizeof(w->bits));
+    if (w) {
+        ngx_http_usage_window_fill(w, seq);
     }
 
     w = ngx_http_usage_fleet_window_locked(fleet, own, now);
@@ -572,11 +570,7 @@ ngx_http_usage_fleet_bootstrapped_locked(ngx_http_usage_fleet_t *fleet,
     fleet->own_window = *w;
     fleet->own_upto = own_seq;
 
-    if (own_seq) {
-        w->hwm = own_seq;
-        w->holes = 0;
-        ngx_memset(w->bits, 0xff, sizeof(w->bits));
-    }
+    ngx_http_usage_window_fill(w, own_seq);
 
     fleet->boot = 0;
     fleet->partial = 0;

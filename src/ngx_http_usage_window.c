@@ -61,6 +61,21 @@ ngx_http_usage_window_mark(ngx_http_usage_window_t *w, uint64_t seq)
 }
 
 
+/* every seq up to seq is held: a zone that has all of an origin's events */
+
+void
+ngx_http_usage_window_fill(ngx_http_usage_window_t *w, uint64_t seq)
+{
+    if (seq == 0) {
+        return;
+    }
+
+    w->hwm = seq;
+    w->holes = 0;
+    ngx_memset(w->bits, 0xff, sizeof(w->bits));
+}
+
+
 /*
  * The window moves up to end at seq.  The sequences passed over become
  * holes; those of the old window that leave it unmarked are lost.  At

@@ -46,4 +46,9 @@ ngx_uint_t ngx_http_usage_window_seen(ngx_http_usage_window_t *w,
 void ngx_http_usage_window_mark(ngx_http_usage_window_t *w, uint64_t seq);
 
 
+/* every seq from 1 to seq held, as after a full copy of its origin's
+ * events (seq 0: the window is left as it is) */
+void ngx_http_usage_window_fill(ngx_http_usage_window_t *w, uint64_t seq);
+
+
 #endif /* _NGX_HTTP_USAGE_WINDOW_H_INCLUDED_ */
