@@ -24,6 +24,9 @@
 #define NGX_HTTP_USAGE_FLEET_WARN_INTERVAL  60000
 
 
+static ngx_int_t ngx_http_usage_fleet_queue_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created);
 static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
     ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
 static ngx_uint_t ngx_http_usage_fleet_full_locked(
@@ -70,6 +73,28 @@ ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
     ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
     int64_t created)
 {
+    if (ngx_http_usage_fleet_queue_locked(shpool, fleet, rec, created)
+        == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    fleet->dropped++;
+    rec->origin = 0;
+    rec->seq = 0;
+
+    return NGX_DECLINED;
+}
+
+
+/* the record at the queue's tail, with the origin's next seq; NGX_DECLINED:
+ * no room in the queue or in the zone, nothing changed */
+
+static ngx_int_t
+ngx_http_usage_fleet_queue_locked(ngx_slab_pool_t *shpool,
+    ngx_http_usage_fleet_t *fleet, ngx_http_usage_record_t *rec,
+    int64_t created)
+{
     size_t                        len;
     uint64_t                      seq;
     ngx_http_usage_ship_block_t  *b;
@@ -77,7 +102,7 @@ ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
     len = ngx_http_usage_wire_size(rec);
 
     if (len == 0 || fleet->queued_bytes + len > fleet->queue_max) {
-        goto drop;
+        return NGX_DECLINED;
     }
 
     b = fleet->tail;
@@ -85,7 +110,7 @@ ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
     if (b == NULL || b->size - b->used < len) {
         b = ngx_http_usage_fleet_block_locked(shpool, fleet, len);
         if (b == NULL) {
-            goto drop;
+            return NGX_DECLINED;
         }
     }
 
@@ -105,14 +130,6 @@ ngx_http_usage_fleet_enqueue_locked(ngx_slab_pool_t *shpool,
     rec->seq = seq;
 
     return NGX_OK;
-
-drop:
-
-    fleet->dropped++;
-    rec->origin = 0;
-    rec->seq = 0;
-
-    return NGX_DECLINED;
 }
 
 
@@ -139,16 +156,10 @@ ngx_http_usage_fleet_hold_locked(ngx_slab_pool_t *shpool,
         return NGX_BUSY;
     }
 
-    if (fleet->queued_bytes + ngx_http_usage_wire_size(rec)
-        > fleet->queue_max)
-    {
-        return NGX_BUSY;
-    }
-
-    if (ngx_http_usage_fleet_enqueue_locked(shpool, fleet, rec, created)
+    /* not stored, it is no drop either: the POST is refused */
+    if (ngx_http_usage_fleet_queue_locked(shpool, fleet, rec, created)
         != NGX_OK)
     {
-        fleet->dropped--;           /* not stored: nothing was dropped */
         return NGX_BUSY;
     }
 
