@@ -29,12 +29,11 @@ static ngx_int_t ngx_http_usage_fleet_queue_locked(ngx_slab_pool_t *shpool,
     int64_t created);
 static ngx_http_usage_ship_block_t *ngx_http_usage_fleet_block_locked(
     ngx_slab_pool_t *shpool, ngx_http_usage_fleet_t *fleet, size_t len);
-static ngx_uint_t ngx_http_usage_fleet_full_locked(
-    ngx_http_usage_fleet_t *fleet, uint64_t seq,
-    ngx_http_usage_ship_batch_t *batch, ngx_uint_t max);
-static size_t ngx_http_usage_fleet_copy_locked(
-    ngx_http_usage_fleet_t *fleet, u_char *dst, u_char *record, size_t n,
-    uint64_t seq, ngx_http_usage_ship_batch_t *batch);
+static ngx_uint_t ngx_http_usage_fleet_full_locked(ngx_http_usage_held_t *h,
+    uint64_t seq, ngx_http_usage_ship_batch_t *batch, ngx_uint_t max);
+static size_t ngx_http_usage_fleet_copy_locked(ngx_http_usage_held_t *h,
+    u_char *dst, u_char *record, size_t n, uint64_t seq,
+    ngx_http_usage_ship_batch_t *batch);
 static void ngx_http_usage_fleet_republish_locked(
     ngx_http_usage_fleet_t *fleet, int64_t from, int64_t now);
 
@@ -284,6 +283,7 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
 {
     size_t                        pos, n;
     uint64_t                      seq;
+    ngx_http_usage_held_t        *h;
     ngx_http_usage_ship_block_t  *b;
 
     batch->data = buf;
@@ -316,13 +316,15 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
             seq = ngx_http_usage_wire_seq(b->data + pos);
 
             if (seq > after) {
-                if (ngx_http_usage_fleet_full_locked(fleet, seq, batch, max)
+                h = ngx_http_usage_fleet_held_locked(fleet, seq);
+
+                if (ngx_http_usage_fleet_full_locked(h, seq, batch, max)
                     || batch->len + n > len)
                 {
                     return;
                 }
 
-                batch->len += ngx_http_usage_fleet_copy_locked(fleet,
+                batch->len += ngx_http_usage_fleet_copy_locked(h,
                                   buf + batch->len, b->data + pos, n, seq,
                                   batch);
 
@@ -351,13 +353,9 @@ ngx_http_usage_fleet_take_locked(ngx_http_usage_fleet_t *fleet,
  */
 
 static ngx_uint_t
-ngx_http_usage_fleet_full_locked(ngx_http_usage_fleet_t *fleet, uint64_t seq,
+ngx_http_usage_fleet_full_locked(ngx_http_usage_held_t *h, uint64_t seq,
     ngx_http_usage_ship_batch_t *batch, ngx_uint_t max)
 {
-    ngx_http_usage_held_t  *h;
-
-    h = ngx_http_usage_fleet_held_locked(fleet, seq);
-
     if (h == NULL || h->state != NGX_HTTP_USAGE_HELD || h->first == h->last)
     {
         return batch->count >= max;
@@ -369,18 +367,15 @@ ngx_http_usage_fleet_full_locked(ngx_http_usage_fleet_t *fleet, uint64_t seq,
 
 /*
  * One queued record into a batch: as it is, unless it is an ack=redis
- * event, whose deadline the batch then carries, or one withdrawn, of
- * which only the seq goes (so that the origin's seqs have no hole).
+ * event (h, its slot), whose deadline the batch then carries, or one
+ * withdrawn, of which only the seq goes (so that the origin's seqs have
+ * no hole).
  */
 
 static size_t
-ngx_http_usage_fleet_copy_locked(ngx_http_usage_fleet_t *fleet, u_char *dst,
+ngx_http_usage_fleet_copy_locked(ngx_http_usage_held_t *h, u_char *dst,
     u_char *record, size_t n, uint64_t seq, ngx_http_usage_ship_batch_t *batch)
 {
-    ngx_http_usage_held_t  *h;
-
-    h = ngx_http_usage_fleet_held_locked(fleet, seq);
-
     if (h && h->state == NGX_HTTP_USAGE_HELD_VOID) {
         return ngx_http_usage_wire_void(dst, seq);
     }
