@@ -132,6 +132,8 @@ static void ngx_http_usage_raw_remove_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_raw_t *raw, ngx_uint_t expired);
 static void ngx_http_usage_idx_free_locked(ngx_http_usage_zone_t *zone,
     ngx_http_usage_idx_t *idx);
+static ngx_uint_t ngx_http_usage_batch_fits(ngx_http_usage_zone_t *zone,
+    size_t bytes, ngx_uint_t n);
 static void ngx_http_usage_insert_span(ngx_http_usage_zone_t *zone,
     ngx_http_usage_insert_t *ins);
 static ngx_int_t ngx_http_usage_hold_bounds_locked(
@@ -544,9 +546,7 @@ ngx_http_usage_store_insert_batch(ngx_http_usage_zone_t *zone,
         bytes += ins[i].size;
     }
 
-    if (bytes > (size_t) (zone->sh->ring_end - zone->sh->ring) / 2
-        || (zone->max_events && n > zone->max_events / 2))
-    {
+    if (!ngx_http_usage_batch_fits(zone, bytes, n)) {
         return NGX_HTTP_USAGE_TOO_LARGE;
     }
 
@@ -577,6 +577,21 @@ ngx_http_usage_store_insert_batch(ngx_http_usage_zone_t *zone,
                                  (rc == NGX_DECLINED) ? n : 0, full, warn);
 
     return rc;
+}
+
+
+/*
+ * A batch takes at most half of the raw log, in bytes and in max_events:
+ * inside that bound none of its events can evict another while the batch
+ * may still be taken back, or is held for Redis.
+ */
+
+static ngx_uint_t
+ngx_http_usage_batch_fits(ngx_http_usage_zone_t *zone, size_t bytes,
+    ngx_uint_t n)
+{
+    return bytes <= (size_t) (zone->sh->ring_end - zone->sh->ring) / 2
+           && !(zone->max_events && n > zone->max_events / 2);
 }
 
 
@@ -1431,10 +1446,7 @@ ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
         }
     }
 
-    if (n > 1
-        && (bytes > (size_t) (zone->sh->ring_end - zone->sh->ring) / 2
-            || (zone->max_events && n > zone->max_events / 2)))
-    {
+    if (n > 1 && !ngx_http_usage_batch_fits(zone, bytes, n)) {
         return NGX_HTTP_USAGE_TOO_LARGE;
     }
 
