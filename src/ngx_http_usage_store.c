@@ -71,13 +71,18 @@ typedef struct {
 
 
 /*
- * What the events of a POST held for Redis add to their entities, as the
- * bounds count it: tables of the batch's first event of each entity, of
- * each of its types and of each of their buckets (indexes + 1, 0 free),
- * and at an entity's first event the series and buckets the batch adds.
+ * The events of a POST held for Redis, as a batch: tables of its first
+ * event of each entity, of each of its types, of each of their buckets
+ * and of each client id (indexes + 1, 0 free), and at an entity's first
+ * event the series and buckets the batch adds, as the bounds count them.
  */
+#define NGX_HTTP_USAGE_HOLD_ENTITY   0
+#define NGX_HTTP_USAGE_HOLD_TYPE     1
+#define NGX_HTTP_USAGE_HOLD_BUCKET   2
+#define NGX_HTTP_USAGE_HOLD_ID       3
+
 typedef struct {
-    uint32_t                    *table[3];
+    uint32_t                    *table[4];
     ngx_uint_t                   mask;
     ngx_uint_t                  *series;
     ngx_uint_t                  *buckets;
@@ -145,9 +150,8 @@ static ngx_int_t ngx_http_usage_hold_init_bounds(ngx_http_usage_hold_t *hold,
     ngx_pool_t *pool, ngx_uint_t n);
 static ngx_int_t ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
     ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
-    ngx_http_usage_insert_t *ins, ngx_http_usage_batch_result_t *res);
-static ngx_uint_t ngx_http_usage_hold_first(ngx_http_usage_record_t *recs,
-    ngx_uint_t i);
+    ngx_http_usage_insert_t *ins, ngx_http_usage_hold_t *hold,
+    ngx_http_usage_batch_result_t *res);
 static ngx_int_t ngx_http_usage_hold_check_locked(
     ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     ngx_http_usage_insert_t *ins, ngx_uint_t n, ngx_http_usage_hold_t *hold,
@@ -1391,7 +1395,7 @@ ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
     res->duplicates = 0;
     res->failed = n;
 
-    rc = ngx_http_usage_hold_init(zone, recs, n, now, ins, res);
+    rc = ngx_http_usage_hold_init(zone, recs, n, now, ins, &hold, res);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -1419,13 +1423,15 @@ ngx_http_usage_store_hold(ngx_http_usage_zone_t *zone, ngx_pool_t *pool,
 
 /*
  * Outside the lock: the sizes (a batch's bound, as an insert's, and what
- * one stream entry carries), and the client ids repeated in the batch.
+ * one stream entry carries), and the client ids repeated in the batch,
+ * whose first carries them.
  */
 
 static ngx_int_t
 ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
     ngx_http_usage_record_t *recs, ngx_uint_t n, int64_t now,
-    ngx_http_usage_insert_t *ins, ngx_http_usage_batch_result_t *res)
+    ngx_http_usage_insert_t *ins, ngx_http_usage_hold_t *hold,
+    ngx_http_usage_batch_result_t *res)
 {
     size_t      bytes, wire;
     ngx_uint_t  i, j;
@@ -1454,8 +1460,11 @@ ngx_http_usage_hold_init(ngx_http_usage_zone_t *zone,
         return NGX_HTTP_USAGE_HELD_TOO_LARGE;
     }
 
-    for (i = 1; i < n; i++) {
-        j = ngx_http_usage_hold_first(recs, i);
+    for (i = 0; i < n; i++) {
+        j = recs[i].id.len
+            ? ngx_http_usage_hold_seen(hold, ins, i,
+                                       NGX_HTTP_USAGE_HOLD_ID)
+            : i;
 
         if (j != i) {
             recs[i].duplicate = 1;
@@ -1480,7 +1489,7 @@ ngx_http_usage_hold_init_bounds(ngx_http_usage_hold_t *hold,
 
     hold->mask = size - 1;
 
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < 4; k++) {
         hold->table[k] = ngx_pcalloc(pool, size * sizeof(uint32_t));
         if (hold->table[k] == NULL) {
             return NGX_ERROR;
@@ -1491,34 +1500,6 @@ ngx_http_usage_hold_init_bounds(ngx_http_usage_hold_t *hold,
     hold->buckets = ngx_pcalloc(pool, n * sizeof(ngx_uint_t));
 
     return (hold->series && hold->buckets) ? NGX_OK : NGX_ERROR;
-}
-
-
-/*
- * The first event of the batch before i with i's client id, or i: a
- * batch's few ids, whose pairs cost less than the store's lookups
- */
-
-static ngx_uint_t
-ngx_http_usage_hold_first(ngx_http_usage_record_t *recs, ngx_uint_t i)
-{
-    ngx_uint_t  j;
-
-    for (j = 0; recs[i].id.len && j < i; j++) {
-        if (!recs[j].duplicate
-            && recs[j].id.len == recs[i].id.len
-            && recs[j].entity.len == recs[i].entity.len
-            && ngx_memcmp(recs[j].id.data, recs[i].id.data, recs[i].id.len)
-               == 0
-            && ngx_memcmp(recs[j].entity.data, recs[i].entity.data,
-                          recs[i].entity.len)
-               == 0)
-        {
-            return j;
-        }
-    }
-
-    return i;
 }
 
 
@@ -1795,9 +1776,12 @@ ngx_http_usage_hold_bounds_locked(ngx_http_usage_zone_t *zone,
 
     ngx_http_usage_insert_span(zone, &ins[i]);
 
-    first = ngx_http_usage_hold_seen(hold, ins, i, 0);
-    series = (ngx_http_usage_hold_seen(hold, ins, i, 1) == i);
-    bucket = (ngx_http_usage_hold_seen(hold, ins, i, 2) == i);
+    first = ngx_http_usage_hold_seen(hold, ins, i, NGX_HTTP_USAGE_HOLD_ENTITY);
+    series = (ngx_http_usage_hold_seen(hold, ins, i, NGX_HTTP_USAGE_HOLD_TYPE)
+              == i);
+    bucket = (ngx_http_usage_hold_seen(hold, ins, i,
+                                       NGX_HTTP_USAGE_HOLD_BUCKET)
+              == i);
 
     entity = ngx_http_usage_entity_lookup(zone->sh, &ins[i].rec->entity);
     nseries = 0;
@@ -1842,9 +1826,10 @@ ngx_http_usage_hold_bounds_locked(ngx_http_usage_zone_t *zone,
 
 
 /*
- * The batch's first event before or at i with i's entity (kind 0), its
- * entity and type (1), or those and its bucket (2): an open-addressing
- * table of event indexes for each kind, i added when it is the first.
+ * The batch's first event before or at i with i's entity, its entity and
+ * type, those and its bucket, or its entity and client id (kind): an
+ * open-addressing table of event indexes for each kind, i added when it
+ * is the first.
  */
 
 static ngx_uint_t
@@ -1856,14 +1841,20 @@ ngx_http_usage_hold_seen(ngx_http_usage_hold_t *hold,
     ngx_http_usage_record_t *a, *b;
 
     a = ins[i].rec;
-    h = ins[i].entity_hash;
 
-    if (kind > 0) {
-        h = h * 31 + ins[i].type_hash;
-    }
-
-    if (kind > 1) {
-        h = h * 31 + (ngx_uint_t) ins[i].start + ins[i].span;
+    switch (kind) {
+    case NGX_HTTP_USAGE_HOLD_ID:
+        h = (ngx_uint_t) ins[i].id_hash;
+        break;
+    case NGX_HTTP_USAGE_HOLD_BUCKET:
+        h = (ins[i].entity_hash * 31 + ins[i].type_hash) * 31
+            + (ngx_uint_t) ins[i].start + ins[i].span;
+        break;
+    case NGX_HTTP_USAGE_HOLD_TYPE:
+        h = ins[i].entity_hash * 31 + ins[i].type_hash;
+        break;
+    default:
+        h = ins[i].entity_hash;
     }
 
     table = hold->table[kind];
@@ -1872,15 +1863,31 @@ ngx_http_usage_hold_seen(ngx_http_usage_hold_t *hold,
         j = table[h] - 1;
         b = ins[j].rec;
 
-        if (a->entity.len == b->entity.len
-            && ngx_memcmp(a->entity.data, b->entity.data, a->entity.len) == 0
-            && (kind == 0
-                || (a->type.len == b->type.len
-                    && ngx_memcmp(a->type.data, b->type.data, a->type.len)
-                       == 0))
-            && (kind < 2
-                || (ins[i].start == ins[j].start
-                    && ins[i].span == ins[j].span)))
+        if (a->entity.len != b->entity.len
+            || ngx_memcmp(a->entity.data, b->entity.data, a->entity.len) != 0)
+        {
+            continue;
+        }
+
+        if (kind == NGX_HTTP_USAGE_HOLD_ID) {
+            if (a->id.len == b->id.len
+                && ngx_memcmp(a->id.data, b->id.data, a->id.len) == 0)
+            {
+                return j;
+            }
+
+            continue;
+        }
+
+        if (kind != NGX_HTTP_USAGE_HOLD_ENTITY
+            && (a->type.len != b->type.len
+                || ngx_memcmp(a->type.data, b->type.data, a->type.len) != 0))
+        {
+            continue;
+        }
+
+        if (kind != NGX_HTTP_USAGE_HOLD_BUCKET
+            || (ins[i].start == ins[j].start && ins[i].span == ins[j].span))
         {
             return j;
         }
