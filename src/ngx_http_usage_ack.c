@@ -89,11 +89,7 @@ ngx_http_usage_ack_post(ngx_http_request_t *r, ngx_http_usage_zone_t *zone,
     ctx->ack = ack;
 
     /* the request body's reference keeps the request until answer() */
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_usage_ack_poll;
-
-    r->connection->write->delayed = 1;
-    ngx_add_timer(r->connection->write, NGX_HTTP_USAGE_ACK_POLL);
+    ngx_http_usage_wait(r, ngx_http_usage_ack_poll, NGX_HTTP_USAGE_ACK_POLL);
 }
 
 
@@ -101,17 +97,9 @@ static void
 ngx_http_usage_ack_poll(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
-    ngx_event_t           *wev;
     ngx_http_usage_ack_t  *ack;
 
-    wev = r->connection->write;
-
-    if (wev->delayed) {
-        /* a write event before the timer: the wait goes on */
-        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        }
-
+    if (!ngx_http_usage_wait_due(r)) {
         return;
     }
 
@@ -122,13 +110,11 @@ ngx_http_usage_ack_poll(ngx_http_request_t *r)
                                    NGX_HTTP_USAGE_ACK_MARGIN, &ack->res);
 
     if (rc == NGX_AGAIN) {
-        wev->delayed = 1;
-        ngx_add_timer(wev, NGX_HTTP_USAGE_ACK_POLL);
+        ngx_http_usage_wait_again(r, NGX_HTTP_USAGE_ACK_POLL);
         return;
     }
 
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
+    ngx_http_usage_wait_end(r);
 
     ack->answer(r, ack->recs, ack->n, &ack->res,
                 (rc == NGX_DECLINED) ? NGX_HTTP_USAGE_UNSYNCED : rc);

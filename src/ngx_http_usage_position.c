@@ -3,10 +3,8 @@
  * X-Usage-Position.  A position names one event of one origin; an
  * instance has reached it once the event is in its zone (its own events
  * are there from their insert, the others' once applied).  A read that
- * has to wait polls the zone on a timer of its connection's write event,
- * as limit_req delays a request: the worker goes on serving, a client
- * that closes ends the wait, and the answer is computed only when the
- * wait is over.
+ * has to wait polls the zone (ngx_http_usage_wait()), and the answer is
+ * computed only when the wait is over.
  */
 
 
@@ -118,11 +116,8 @@ ngx_http_usage_position_wait(ngx_http_request_t *r,
     /* NGX_DONE takes this reference back; the final answer is resume()'s */
     r->main->count++;
 
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_usage_position_poll;
-
-    r->connection->write->delayed = 1;
-    ngx_add_timer(r->connection->write, NGX_HTTP_USAGE_POSITION_POLL);
+    ngx_http_usage_wait(r, ngx_http_usage_position_poll,
+                        NGX_HTTP_USAGE_POSITION_POLL);
 
     return NGX_DONE;
 }
@@ -145,18 +140,10 @@ static void
 ngx_http_usage_position_poll(ngx_http_request_t *r)
 {
     ngx_uint_t                  reached;
-    ngx_event_t                *wev;
     ngx_http_usage_ctx_t       *ctx;
     ngx_http_usage_position_t  *pos;
 
-    wev = r->connection->write;
-
-    if (wev->delayed) {
-        /* a write event before the timer: the wait goes on */
-        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        }
-
+    if (!ngx_http_usage_wait_due(r)) {
         return;
     }
 
@@ -166,13 +153,11 @@ ngx_http_usage_position_poll(ngx_http_request_t *r)
     reached = ngx_http_usage_store_reached(pos->zone, pos->origin, pos->seq);
 
     if (!reached && (ngx_msec_int_t) (pos->deadline - ngx_current_msec) > 0) {
-        wev->delayed = 1;
-        ngx_add_timer(wev, NGX_HTTP_USAGE_POSITION_POLL);
+        ngx_http_usage_wait_again(r, NGX_HTTP_USAGE_POSITION_POLL);
         return;
     }
 
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
+    ngx_http_usage_wait_end(r);
 
     if (ngx_http_usage_position_reached(r, reached) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);

@@ -209,3 +209,51 @@ ngx_http_usage_body_format(ngx_http_request_t *r)
 
     return NGX_HTTP_USAGE_BODY_JSON;
 }
+
+
+void
+ngx_http_usage_wait(ngx_http_request_t *r, ngx_http_event_handler_pt poll,
+    ngx_msec_t every)
+{
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = poll;
+
+    ngx_http_usage_wait_again(r, every);
+}
+
+
+/* 0: a write event before the timer, handled: the wait goes on */
+
+ngx_uint_t
+ngx_http_usage_wait_due(ngx_http_request_t *r)
+{
+    ngx_event_t  *wev;
+
+    wev = r->connection->write;
+
+    if (!wev->delayed) {
+        return 1;
+    }
+
+    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+
+    return 0;
+}
+
+
+void
+ngx_http_usage_wait_again(ngx_http_request_t *r, ngx_msec_t every)
+{
+    r->connection->write->delayed = 1;
+    ngx_add_timer(r->connection->write, every);
+}
+
+
+void
+ngx_http_usage_wait_end(ngx_http_request_t *r)
+{
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+}

@@ -29,6 +29,19 @@ ngx_int_t ngx_http_usage_request_body(ngx_http_request_t *r,
 /* the format of a POST's body: NGX_HTTP_USAGE_BODY_* (body.h) */
 ngx_uint_t ngx_http_usage_body_format(ngx_http_request_t *r);
 
+/*
+ * A request that waits for the zone, polling it on a timer of its
+ * connection's write event, as limit_req delays a request: the worker
+ * goes on serving, and a client that closes ends the wait.  poll() runs
+ * at every write event: it goes on only when wait_due() says the timer
+ * fired, then either waits again or ends the wait before it answers.
+ */
+void ngx_http_usage_wait(ngx_http_request_t *r,
+    ngx_http_event_handler_pt poll, ngx_msec_t every);
+ngx_uint_t ngx_http_usage_wait_due(ngx_http_request_t *r);
+void ngx_http_usage_wait_again(ngx_http_request_t *r, ngx_msec_t every);
+void ngx_http_usage_wait_end(ngx_http_request_t *r);
+
 
 /*
  * The path of the request line, its query cut off.  nginx noted where the
