@@ -1063,7 +1063,7 @@ ngx_http_usage_stream_entry(ngx_http_usage_stream_t *st, ngx_pool_t *pool,
     {
         /* this zone's own events, stored here when they were accepted,
          * or those it published again: it has them (unless a snapshot
-         * replaced the store since) */
+         * replaced the store since, or ack=redis held them unstored) */
         ngx_http_usage_store_skip(st->zone, ms, seq, 0, 0);
         return NGX_OK;
     }
