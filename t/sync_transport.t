@@ -280,6 +280,14 @@ for my $case (
 			qr/invalid parameter "replicas=17" of usage_sync/, 'too many replicas' ],
 		[ 'usage_sync zone=usage redis=127.0.0.1:6379 replicas=one;',
 			qr/invalid parameter "replicas=one" of usage_sync/, 'replicas= not a number' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 ack=always;',
+			qr/invalid parameter "ack=always" of usage_sync/, 'ack= neither redis nor local' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 ack=redis ack_timeout=0;',
+			qr/invalid time in "ack_timeout=0"/, 'ack_timeout=0' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 snapshot=sometimes;',
+			qr/invalid time in "snapshot=sometimes"/, 'a bad snapshot interval' ],
+		[ 'usage_sync zone=usage redis=127.0.0.1:6379 stream=' . ('s' x 257) . ';',
+			qr/stream= takes 256 bytes at most/, 'a stream name too long' ],
 		[ "usage_sync zone=usage redis=127.0.0.1:6379;\n"
 			. '    usage_sync zone=usage redis=127.0.0.1:6380;',
 			qr/has a usage_sync already/, 'two for one zone' ],
@@ -295,7 +303,7 @@ for my $case (
 	my ($code, $out) = $t->check_config($cf->(
 		'usage_sync zone=usage redis=127.0.0.1:6379 name=a stream=s:e '
 		. 'interval=2s timeout=1s connect_timeout=1s user=u password=p '
-		. 'replicas=2;'));
+		. 'replicas=2 ack=redis ack_timeout=500ms snapshot=30s;'));
 	is($code, 0, 'every parameter: nginx -t passes') or diag $out;
 }
 
